@@ -1,0 +1,115 @@
+"""External-command coder: rank any compressor binary (xz, lstm-compress, cmix, paq8, nncp) beside
+the built-ins, CompressAI's "binary codec" idea.
+
+Templates are argument lists (split like a POSIX shell, never run through one) with placeholders
+``{in}`` and ``{out}``: ``{in}`` is a file holding the input, ``{out}`` a path the program must write.
+Without ``{in}`` the input goes to stdin; without ``{out}`` the output is read from stdout::
+
+    compbench run --coders "external:compress='xz -9e -c {in}':decompress='xz -dc {in}'"
+
+Every call runs in a fresh temporary directory (its working directory) with a timeout. If ``code``
+names a file (the binary, say), its bytes are the coder's artifact: counted in ``artifact_bytes`` and
+fingerprinted into every payload, so decoding with a different build fails clearly.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from compbench.coder import Coder
+from compbench.errors import ArtifactError, CompbenchError, PayloadError
+from compbench.registry import register_coder
+
+
+@register_coder("external")
+class ExternalCoder(Coder):
+    description = "any compressor CLI: compress='cmd {in}' decompress='cmd {in}' ({out} optional), timeout s"
+    family = "external"
+    in_all = False  # needs templates, so the 'all' group leaves it out
+
+    @dataclass(frozen=True)
+    class Options:
+        compress: str = ""
+        decompress: str = ""
+        timeout: float = 600.0
+        code: str = ""
+
+        def __post_init__(self):
+            for key in ("compress", "decompress"):
+                template = getattr(self, key)
+                if not template:
+                    raise ValueError(f"option {key}='COMMAND {{in}}' is required")
+                try:
+                    argv = shlex.split(template)
+                except ValueError as err:
+                    raise ValueError(f"{key} template {template!r}: {err}") from None
+                if not argv:
+                    raise ValueError(f"{key} template is empty")
+            if self.timeout <= 0:
+                raise ValueError("timeout must be positive (seconds)")
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._code: bytes | None = None
+
+    def artifact(self) -> bytes:
+        if not self.options.code:
+            return b""
+        if self._code is None:
+            try:
+                self._code = Path(self.options.code).read_bytes()
+            except OSError as err:
+                raise CompbenchError(f"external: cannot read code file {self.options.code}: {err.strerror}") from None
+        return self._code
+
+    def load_artifact(self, artifact: bytes) -> None:
+        if not self.options.code:
+            super().load_artifact(artifact)
+            return
+        if self.artifact() != artifact:
+            raise ArtifactError(f"external: {self.options.code} is not the program the payload was made with")
+
+    def _run(self, template: str, data: bytes, what: str) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="compbench-ext-") as tmp:
+            in_path, out_path = os.path.join(tmp, "input.bin"), os.path.join(tmp, "output.bin")
+            argv = [a.replace("{in}", in_path).replace("{out}", out_path) for a in shlex.split(template)]
+            uses_in = any("{in}" in a for a in shlex.split(template))
+            uses_out = any("{out}" in a for a in shlex.split(template))
+            if uses_in:
+                Path(in_path).write_bytes(data)
+            try:
+                proc = subprocess.run(
+                    argv, input=None if uses_in else data, stdin=subprocess.DEVNULL if uses_in else None,
+                    capture_output=True, cwd=tmp, timeout=self.options.timeout,
+                )
+            except FileNotFoundError:
+                raise CompbenchError(f"external: program {argv[0]!r} not found") from None
+            except subprocess.TimeoutExpired:
+                raise CompbenchError(f"external: {what} command timed out after {self.options.timeout:g} s") from None
+            if proc.returncode != 0:
+                err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+                tail = err[-1] if err else ""
+                raise CompbenchError(f"external: {what} command exited with {proc.returncode}: {tail}")
+            if uses_out:
+                try:
+                    return Path(out_path).read_bytes()
+                except FileNotFoundError:
+                    raise CompbenchError(f"external: {what} command did not write {{out}}") from None
+            return proc.stdout
+
+    def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
+        return self._run(self.options.compress, data, "compress")
+
+    def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
+        try:
+            out = self._run(self.options.decompress, body, "decompress")
+        except CompbenchError as err:
+            raise PayloadError(f"payload body could not be decoded ({err})") from None
+        if len(out) != size:
+            raise PayloadError(f"payload body is corrupted (external decoder gave {len(out)} bytes, expected {size})")
+        return out

@@ -1,0 +1,4 @@
+"""``python -m compbench`` runs the CLI."""
+from .cli import main
+
+main()

@@ -1,0 +1,139 @@
+"""The one coder interface: every coder (classical, external, neural, prefix) is a :class:`Coder`.
+
+A subclass supplies two raw methods, ``encode_body`` and ``decode_body``; the base class wraps them in
+the self-describing container of :mod:`compbench.payload`, so ``encode(data) -> payload`` and
+``decode(payload) -> data`` behave the same for every coder and the harness never special-cases one.
+
+Byte accounting: ``artifact()`` is everything a decoder needs beyond the payload and a stock Python
+environment (weights, config, decoder code, dictionaries, stored prefixes). ``from_artifact`` must
+rebuild a working decoder from those bytes alone; the harness verifies every round trip that way.
+
+Adding a coder is one file::
+
+    @register_coder("mycoder", groups=("classical",))
+    class MyCoder(Coder):
+        @dataclass(frozen=True)
+        class Options:
+            level: int = 3
+        def encode_body(self, data, context=b""): ...
+        def decode_body(self, body, size, context=b""): ...
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+from typing import ClassVar
+
+from .errors import ArtifactError, CompbenchError
+from .spec import build_options, format_spec
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """Options of a coder that has none."""
+
+
+def fingerprint(artifact: bytes) -> bytes:
+    """8-byte artifact fingerprint stored in every payload (first 8 bytes of SHA-256)."""
+    return hashlib.sha256(artifact).digest()[:8]
+
+
+class Coder(abc.ABC):
+    """Lossless bytes -> bytes coder.
+
+    Class attributes set by subclasses / :func:`compbench.registry.register_coder`:
+        name: registry key (kebab-case).
+        family: ``classical``, ``external``, ``neural`` or ``prefix`` (shown by ``compbench coders``).
+        description: one line for ``compbench coders``.
+        Options: a frozen dataclass of the coder's options (types drive command-line parsing).
+        supports_context: True if ``context`` bytes (known to both sides) change the coding.
+    """
+
+    name: ClassVar[str] = "?"
+    family: ClassVar[str] = "classical"
+    description: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    supports_context: ClassVar[bool] = False
+
+    def __init__(self, **options: object) -> None:
+        self.options = build_options(self.Options, options, self.name)
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def spec(self) -> str:
+        """Canonical ``name:opt=value:...`` string with every option; stored with results."""
+        return format_spec(self.name, self.options)
+
+    @property
+    def header_spec(self) -> str:
+        """Compact spec (non-default options only) written into payload headers."""
+        return format_spec(self.name, self.options, compact=True)
+
+    def options_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self.options)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec}>"
+
+    # -- training and artifact ---------------------------------------------------------------
+    @property
+    def needs_fit(self) -> bool:
+        """True when :meth:`fit` must run before encoding (a trained dictionary, a model)."""
+        return False
+
+    def fit(self, train: bytes) -> None:
+        """Learn from training bytes. Default: nothing to learn."""
+
+    def artifact(self) -> bytes:
+        """Bytes the decoder needs beyond the payload; counted as ``artifact_bytes``."""
+        return b""
+
+    def artifact_fingerprint(self) -> bytes:
+        return fingerprint(self.artifact())
+
+    def load_artifact(self, artifact: bytes) -> None:
+        """Restore decoder state from :meth:`artifact` bytes. Default: no artifact expected."""
+        if artifact:
+            raise ArtifactError(f"{self.name} takes no artifact, but {len(artifact)} bytes were given")
+
+    @classmethod
+    def from_artifact(cls, artifact: bytes, **options: object) -> "Coder":
+        """Rebuild a decoder from artifact bytes alone (plus the options stored in the payload)."""
+        coder = cls(**options)
+        coder.load_artifact(artifact)
+        return coder
+
+    # -- raw coding (implemented by subclasses) ---------------------------------------------
+    @abc.abstractmethod
+    def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
+        """Compress ``data``; the result need not record ``len(data)`` (the container does)."""
+
+    @abc.abstractmethod
+    def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
+        """Invert :meth:`encode_body`. ``size`` is the original length from the container;
+        implementations use it to bound output, so a corrupted body cannot exhaust memory."""
+
+    def model_bits(self, data: bytes, context: bytes = b"") -> float | None:
+        """Ideal code length ``-sum log2 p(byte | past)`` in bits, or None if not probabilistic."""
+        return None
+
+    # -- self-describing payloads ------------------------------------------------------------
+    def encode(self, data: bytes, context: bytes = b"", chunk_size: int = 0) -> bytes:
+        """``data`` -> self-describing payload (see :mod:`compbench.payload`)."""
+        from .payload import pack
+
+        return pack(self, data, context=context, chunk_size=chunk_size)
+
+    def decode(self, payload: bytes, context: bytes = b"") -> bytes:
+        """Payload -> original bytes, verified against the stored length and checksum."""
+        from .payload import unpack
+
+        return unpack(payload, self, context=context)
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise a user-facing error for an impossible option combination."""
+    if not condition:
+        raise CompbenchError(message)

@@ -1,0 +1,130 @@
+"""Coder specs: the ``name:key=value:key=value`` strings used on the command line and in payloads.
+
+``--coders zstd:level=22:long=27,lzma:preset=9e`` is a comma-separated list of specs. Values may be
+quoted (``'...'`` or ``"..."``) when they contain ``:``, ``,`` or spaces, as external-command templates do.
+Options are typed by the coder's ``Options`` dataclass; :func:`format_spec` writes the canonical form
+(every option, in field order) that results record; payload headers carry the compact form
+(non-default options only), so each coder's defaults are part of the payload format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from .errors import SpecError
+
+_SPECIAL = set(":,=\"' \t")
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside quotes; quotes are kept for the caller to strip."""
+    parts, buf, quote = [], [], None
+    for ch in text:
+        if quote:
+            buf.append(ch)
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+            buf.append(ch)
+        elif ch == sep:
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+    if quote:
+        raise SpecError(f"unbalanced {quote} quote in coder spec {text!r}")
+    parts.append("".join(buf))
+    return parts
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def split_specs(text: str) -> list[str]:
+    """``"zstd:level=3,lzma"`` -> ``["zstd:level=3", "lzma"]`` (empty items dropped)."""
+    return [p.strip() for p in _split_top(text, ",") if p.strip()]
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"zstd:level=22:long=27"`` -> ``("zstd", {"level": "22", "long": "27"})`` (values still strings)."""
+    parts = _split_top(spec.strip(), ":")
+    name = parts[0].strip().lower()
+    if not name:
+        raise SpecError(f"empty coder name in spec {spec!r}")
+    options: dict[str, str] = {}
+    for part in parts[1:]:
+        if "=" not in part:
+            raise SpecError(f"option {part!r} in {spec!r} is not key=value")
+        key, value = part.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key in options:
+            raise SpecError(f"option {key!r} given twice in {spec!r}")
+        options[key] = _unquote(value.strip())
+    return name, options
+
+
+def _convert(value: object, typ: object, key: str, coder: str) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        if typ is bool:
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if typ is int:
+            return int(value, 0)
+        if typ is float:
+            return float(value)
+    except ValueError:
+        raise SpecError(f"{coder}: option {key}={value!r} is not a valid {typ.__name__}") from None
+    return value
+
+
+def build_options(options_cls: type, raw: dict[str, object], coder: str) -> object:
+    """Instantiate a coder's ``Options`` dataclass from strings or typed values, with clear errors."""
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        known = ", ".join(fields) or "none"
+        raise SpecError(f"{coder}: unknown option(s) {', '.join(unknown)} (known: {known})")
+    hints = typing.get_type_hints(options_cls)
+    typed = {k: _convert(v, hints.get(k, str), k, coder) for k, v in raw.items()}
+    try:
+        return options_cls(**typed)
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"{coder}: {err}") from None
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if text == "" or any(ch in _SPECIAL for ch in text):
+        quote = "'" if '"' in text else '"'
+        if quote in text:
+            raise SpecError(f"option value {text!r} contains both quote characters")
+        return f"{quote}{text}{quote}"
+    return text
+
+
+def format_spec(name: str, options: object, compact: bool = False) -> str:
+    """Canonical spec: the name, then every option in field order (defaults included).
+
+    ``compact=True`` leaves out options at their default: that short form goes into payload headers,
+    which makes each coder's defaults part of the payload format (tests pin them)."""
+    if options is None or not dataclasses.fields(options):
+        return name
+    items = [
+        f"{f.name}={_fmt(getattr(options, f.name))}"
+        for f in dataclasses.fields(options)
+        if not (compact and getattr(options, f.name) == f.default)
+    ]
+    return ":".join([name, *items])

@@ -1,0 +1,1 @@
+"""Competition submission export and checks, installed as ``compbench.submission``."""
