@@ -1,0 +1,364 @@
+"""The ``compbench`` command line: thin click commands that parse options, call a module, print.
+
+Tables and JSON go to stdout; progress and notes go to stderr, so ``> results.json`` stays clean.
+Every :class:`~compbench.errors.CompbenchError` becomes ``Error: <one line>`` and exit status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from .errors import CompbenchError
+
+FORMAT = click.Choice(["github", "plain", "csv", "json", "latex"])
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CompbenchError as err:
+            raise click.ClickException(str(err)) from None
+        except BrokenPipeError:  # `compbench ... | head`
+            sys.stderr.close()
+            raise SystemExit(0)
+
+
+def _say(quiet: bool):
+    return (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+
+
+def _data_dir_option(f):
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Folder holding the named corpora [env COMPBENCH_DATA; default "
+                             "~/.local/share/compbench/data].")(f)
+
+
+def _store_option(f):
+    return click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="Results store (SQLite) [env COMPBENCH_STORE; default .compbench/results.sqlite].")(f)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="compbench")
+def cli():
+    """compbench: rank neural byte-LMs and classical coders on one scale.
+
+    Every measurement is a real encode and a byte-exact decode by a decoder rebuilt from the
+    artifact bytes alone, reported as bits per byte (payload; model cross-entropy; payload plus
+    artifact), artifact bytes, CPU time, throughput and peak memory.
+
+    \b
+    Quick start (no data folder needed; runs on the built-in corpus):
+      compbench run --coders zlib,bz2,lzma,zstd,brotli,ppmd
+      compbench run --coders classical --corpus canterbury --format json
+      compbench encode --coder lzma book.txt book.cb && compbench decode book.cb book.txt
+    """
+
+
+# -- run ----------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--coders", default="classical", show_default=True,
+              help="Comma list of coder specs or groups, e.g. 'zstd:level=22:long=27,lzma:preset=9e,classical'.")
+@click.option("--corpus", default="pystdlib", show_default=True,
+              help="Named corpus (see `compbench corpora`), NAME/FILE (silesia/dickens), or any file or folder.")
+@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all", show_default=True,
+              help="Corpus split; coders that train (zstd dict_size=...) fit on the train split.")
+@click.option("--chunk-size", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Code every N-byte chunk independently (Language Modeling Is Compression protocol); 0 = whole files.")
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed passes after the warm-up/verification pass; times are min and median.")
+@click.option("--format", "fmt", type=FORMAT, default="github", show_default=True,
+              help="Table format; json prints the full per-file records.")
+@click.option("--per-file", is_flag=True, help="One table row per file instead of per corpus.")
+@click.option("--no-store", is_flag=True, help="Do not save the run in the results store.")
+@click.option("--no-memory", is_flag=True, help="Skip peak-memory measurement.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@_data_dir_option
+@_store_option
+def run(coders, corpus, split, chunk_size, repeat, fmt, per_file, no_store, no_memory, quiet, data_dir, store_path):
+    """Measure coders on a corpus and print the ranked table.
+
+    Every file is encoded, decoded by a decoder rebuilt from the artifact alone, and compared byte
+    for byte; then timed REPEAT times. Results go to the store (`compbench leaderboard`)."""
+    from . import environment
+    from .measure import MeasureConfig
+    from .runner import RunConfig, run as run_bench
+    from .store import Store
+    from compbench.reports.tables import aggregate, render
+
+    say = _say(quiet)
+    cfg = RunConfig(coders=coders, corpus=corpus, split=split, data_dir=data_dir,
+                    measure=MeasureConfig(repeat=repeat, chunk_size=chunk_size, memory=not no_memory))
+    result = run_bench(cfg, progress=say)
+    records = [r.to_dict() for r in result.records]
+    if not no_store and records:
+        store = Store(store_path)
+        env = {"machine": environment.machine(), "packages": environment.packages(), "commit": environment.git_commit()}
+        run_id = store.add_run(records, command=shlex.join(["compbench", *sys.argv[1:]]), environment=env)
+        for coder in result.coders:
+            store.save_artifact(coder.artifact_fingerprint().hex(), coder.artifact())
+        say(f"stored as run {run_id} in {store.path}")
+    if records:
+        click.echo(render(aggregate(records, per_file=per_file), fmt, records=records))
+    for failure in result.failures:
+        click.echo(f"Error: {failure}", err=True)
+    bad = [f"{r.label} on {r.file}" for r in result.records if not r.roundtrip_ok]
+    if bad:
+        click.echo(f"Error: round trip FAILED for {', '.join(bad)}", err=True)
+    if not result.ok:
+        raise SystemExit(1)
+
+
+# -- encode / decode ----------------------------------------------------------------------------
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise CompbenchError(f"cannot read {path}: {err.strerror}") from None
+
+
+def _write_output(path: str, data: bytes, force: bool, input_path: str) -> None:
+    """Write atomically (temp file + rename): a failure never leaves a half-written or clobbered OUT."""
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    out = Path(path)
+    if input_path != "-" and out.exists() and out.resolve() == Path(input_path).resolve():
+        raise CompbenchError("output and input are the same file")
+    if out.exists() and not force:
+        raise CompbenchError(f"{out} exists; pass --force to overwrite it")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, out)
+    except OSError as err:
+        raise CompbenchError(f"cannot write {out}: {err.strerror}") from None
+
+
+@cli.command()
+@click.option("--coder", "spec", required=True, help="Coder spec, e.g. lzma, 'zstd:level=19', 'ppmd:order=6'.")
+@click.option("--chunk-size", type=click.IntRange(min=0), default=0, help="Code N-byte chunks independently.")
+@click.option("--train", "train_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Training file for coders that fit (zstd dict_size=N).")
+@click.option("--artifact-out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the artifact here (it is always kept in the store's artifact folder).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
+@_store_option
+@click.argument("input_path", metavar="IN")
+@click.argument("output_path", metavar="OUT")
+def encode(spec, chunk_size, train_path, artifact_out, force, store_path, input_path, output_path):
+    """Compress IN to a self-describing payload OUT ('-' for stdin/stdout)."""
+    from .registry import make_coder
+    from .store import Store
+
+    coder = make_coder(spec)
+    if coder.needs_fit:
+        if not train_path:
+            raise CompbenchError(f"{coder.header_spec} must be trained first: pass --train FILE")
+        coder.fit(Path(train_path).read_bytes())
+    data = _read_input(input_path)
+    payload = coder.encode(data, chunk_size=chunk_size)
+    _write_output(output_path, payload, force, input_path)
+    artifact = coder.artifact()
+    if artifact:
+        saved = Store(store_path).save_artifact(coder.artifact_fingerprint().hex(), artifact)
+        if artifact_out:
+            _write_output(artifact_out, artifact, force, input_path)
+        click.echo(f"artifact {coder.artifact_fingerprint().hex()} ({len(artifact):,} bytes) saved to {saved}; "
+                   "decoding needs it", err=True)
+    ratio = 8 * len(payload) / max(len(data), 1)
+    click.echo(f"{input_path}: {len(data):,} -> {len(payload):,} bytes ({ratio:.3f} bpb) with {coder.header_spec}", err=True)
+
+
+@cli.command()
+@click.option("--artifact", "artifact_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Artifact file, if the payload needs one and it is not in the store's artifact folder.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
+@_store_option
+@click.argument("input_path", metavar="IN")
+@click.argument("output_path", metavar="OUT")
+def decode(artifact_path, force, store_path, input_path, output_path):
+    """Decompress payload IN to OUT; the coder is read from the payload itself.
+
+    The decoded bytes are checked against the stored length and CRC-32 before OUT is written."""
+    from .payload import decode_payload, read_header
+    from .store import Store
+
+    payload = _read_input(input_path)
+    header = read_header(payload)
+    artifact = Path(artifact_path).read_bytes() if artifact_path else None
+    if artifact is None:
+        artifact = Store(store_path).find_artifact(header.fingerprint.hex())
+    data = decode_payload(payload, artifact)
+    _write_output(output_path, data, force, input_path)
+
+
+@cli.command()
+@click.argument("input_path", metavar="PAYLOAD")
+def inspect(input_path):
+    """Show a payload's header: coder, sizes, chunking, artifact fingerprint."""
+    from .payload import read_header
+
+    payload = _read_input(input_path)
+    h = read_header(payload)
+    click.echo(f"coder:            {h.spec}\noriginal bytes:   {h.size:,}\npayload bytes:    {len(payload):,}\n"
+               f"container bytes:  {h.header_bytes}\nchunk size:       {h.chunk_size or 'whole input'}\n"
+               f"artifact:         {h.fingerprint.hex()}\ncrc32:            {h.crc:08x}")
+
+
+# -- listings -----------------------------------------------------------------------------------
+@cli.command("coders")
+@click.option("--format", "fmt", type=FORMAT, default="github", show_default=True)
+def coders_cmd(fmt):
+    """List every registered coder, its options and groups (the registry)."""
+    import dataclasses
+    import json
+
+    from tabulate import tabulate
+
+    from . import registry
+
+    table = registry.groups()
+    rows = []
+    for name, cls in registry.coders().items():
+        opts = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Options))
+        rows.append({"coder": name, "family": cls.family, "groups": ",".join(g for g, m in table.items() if name in m and g != "all"),
+                     "options (defaults)": opts or "-", "description": cls.description, "source": registry.source(name)})
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        import csv
+
+        w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        tablefmt = {"github": "github", "plain": "simple", "latex": "latex_booktabs"}[fmt]
+        click.echo(tabulate([{k: v for k, v in r.items() if k != "source"} for r in rows], headers="keys", tablefmt=tablefmt))
+        click.echo("\ngroups: " + "; ".join(f"{g} = {','.join(m)}" for g, m in sorted(table.items())), err=True)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=FORMAT, default="github", show_default=True)
+@_data_dir_option
+def corpora(fmt, data_dir):
+    """List the named corpora and whether the data folder has them."""
+    import json
+
+    from tabulate import tabulate
+
+    from .corpus import CORPORA, available, default_data_dir
+    from .fetch import SOURCES
+
+    root = data_dir or default_data_dir()
+    rows = [{"corpus": s.name, "available": "yes" if available(s, root) else "no",
+             "splits": "official" if s.official else "tail rule", "fetch": "yes" if s.name in SOURCES else "no",
+             "description": s.description} for s in CORPORA.values()]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        tablefmt = {"github": "github", "plain": "simple", "latex": "latex_booktabs", "csv": "tsv"}[fmt]
+        click.echo(tabulate(rows, headers="keys", tablefmt=tablefmt))
+    click.echo(f"data folder: {root}", err=True)
+
+
+@cli.group(cls=_Group)
+def data():
+    """Corpus data: download standard corpora."""
+
+
+@data.command()
+@click.argument("name")
+@_data_dir_option
+def fetch(name, data_dir):
+    """Download corpus NAME from its publisher into the data folder, verifying SHA-256 checksums."""
+    from .corpus import default_data_dir
+    from .fetch import fetch as do_fetch
+
+    root = data_dir or default_data_dir()
+    for path in do_fetch(name, root):
+        click.echo(f"verified and saved {path}", err=True)
+
+
+# -- results ------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--run", "run_ref", default=None, help="Only this run (id, 'latest', 'latest~1'); default: newest result per coder.")
+@click.option("--corpus", default=None, help="Only this corpus.")
+@click.option("--split", default=None, help="Only this split.")
+@click.option("--sort", type=click.Choice(["bpb", "bpb_total", "encode_mb_s", "decode_mb_s"]), default="bpb",
+              show_default=True, help="Ranking key within each corpus.")
+@click.option("--per-file", is_flag=True, help="One row per file.")
+@click.option("--format", "fmt", type=FORMAT, default="github", show_default=True)
+@_store_option
+def leaderboard(run_ref, corpus, split, sort, per_file, fmt, store_path):
+    """Rank stored results, per corpus and split (newest result of each coder)."""
+    from .store import Store
+    from compbench.reports.tables import aggregate, render
+
+    store = Store(store_path)
+    records = store.records(store.resolve_run(run_ref)) if run_ref else store.latest_records()
+    records = [r for r in records if (corpus is None or r["corpus"] == corpus) and (split is None or r["split"] == split)]
+    if not records:
+        raise CompbenchError("no stored results match")
+    rows = aggregate(records, per_file=per_file)
+    if sort != "bpb":
+        desc = sort.endswith("mb_s")
+        rows.sort(key=lambda r: (r["corpus"], r["split"], r["chunk_size"], -(r[sort] or 0) if desc else r[sort]))
+        groups: dict = {}
+        for r in rows:
+            groups[(r["corpus"], r["split"], r["chunk_size"])] = groups.get((r["corpus"], r["split"], r["chunk_size"]), 0) + 1
+            r["rank"] = groups[(r["corpus"], r["split"], r["chunk_size"])]
+    click.echo(render(rows, fmt, records=records))
+
+
+@cli.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--format", "fmt", type=FORMAT, default="github", show_default=True)
+@click.option("--fail-above", type=float, default=None, metavar="PCT",
+              help="Exit 1 if any coder's bpb got worse by more than PCT percent (a CI gate).")
+@_store_option
+def compare(run_a, run_b, fmt, fail_above, store_path):
+    """Show what changed between two runs (ids, 'latest', 'latest~1')."""
+    from .store import Store
+    from compbench.reports.tables import aggregate, compare as do_compare, render_compare
+
+    store = Store(store_path)
+    a, b = store.resolve_run(run_a), store.resolve_run(run_b)
+    rows = do_compare(aggregate(store.records(a)), aggregate(store.records(b)))
+    click.echo(render_compare(rows, fmt))
+    if fail_above is not None:
+        worse = [r for r in rows if r["delta_pct"] is not None and r["delta_pct"] > fail_above]
+        if worse:
+            names = ", ".join(f"{r['label']} on {r['corpus']} ({r['delta_pct']:+.2f}%)" for r in worse)
+            click.echo(f"Error: bpb worse by more than {fail_above}%: {names}", err=True)
+            raise SystemExit(1)
+
+
+@cli.command()
+@_store_option
+def runs(store_path):
+    """List stored runs."""
+    from tabulate import tabulate
+
+    from .store import Store
+
+    rows = [{"run": r["id"], "created": r["created"], "records": r["n_records"],
+             "commit": (r["commit"] or "-")[:10] + ("+" if r["dirty"] else ""), "command": r["command"]}
+            for r in Store(store_path).runs()]
+    click.echo(tabulate(rows, headers="keys", tablefmt="simple"))
+
+
+def main() -> None:
+    cli(prog_name="compbench")

@@ -1,0 +1,217 @@
+"""Measure one coder on one corpus: real payload bits, verified round trip, CPU/wall time, memory.
+
+For every file the first pass is both warm-up and verification: encode, rebuild a fresh decoder from
+the artifact bytes alone (``from_artifact``), decode the self-describing payload and compare byte
+for byte. Then ``repeat`` timed passes of encode and of decode give min and median CPU and wall time.
+Timed passes cover the coder's own work (``encode_body``/``decode_body``, one call per chunk in
+chunked mode), not the container's CRC and header, as lzbench times only the codec; the harness
+overhead benchmark (``benchmarks/harness_overhead.py``) checks that this adds under 10%.
+
+Peak memory is the growth of the process's resident-set high-water mark during the verification
+encode or decode (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``); None where unsupported.
+
+Chunked mode (``chunk_size > 0``) codes every chunk independently, the protocol of "Language Modeling
+Is Compression" (Delétang et al., 2023). ``bpb`` stays the real size of the payload (one container
+header, a chunk-length table, every chunk's own headers). ``bpb_lmic`` accounts headers as that
+paper's code does: the coder's fixed overhead, measured as the size of coding one zero byte, is
+counted once instead of once per chunk, and compbench's container is not counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .coder import Coder
+from .corpus import Corpus, Member
+from .errors import CompbenchError
+from .payload import assemble, check_coder, chunks_of, decode_verified, encode_bodies, read_header
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    repeat: int = 3  # timed passes after the warm-up/verification pass
+    chunk_size: int = 0  # 0: code each file as one stream
+    memory: bool = True
+
+
+@dataclass
+class Record:
+    """One coder x file measurement; field names are the JSON / store schema (units in the name)."""
+
+    coder: str
+    spec: str
+    label: str
+    family: str
+    corpus: str
+    split: str
+    file: str
+    chunk_size: int
+    n_bytes: int
+    payload_bytes: int
+    container_bytes: int
+    artifact_bytes: int
+    bpb: float
+    bpb_model: float | None
+    bpb_total: float
+    bpb_lmic: float | None
+    model_bits: float | None
+    encode_cpu_s: float
+    encode_wall_s: float
+    encode_wall_min_s: float
+    decode_cpu_s: float
+    decode_wall_s: float
+    decode_wall_min_s: float
+    encode_mb_s: float
+    decode_mb_s: float
+    encode_peak_mem_bytes: int | None
+    decode_peak_mem_bytes: int | None
+    fit_s: float
+    repeat: int
+    roundtrip_ok: bool
+    error: str | None
+    corpus_sha256: str
+    file_sha256: str
+    artifact_sha256: str
+    options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# -- memory -------------------------------------------------------------------------------------
+def _status_kib(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            m = re.search(rf"^{key}:\s+(\d+) kB", fh.read(), re.M)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+class PeakMemory:
+    """Resident-set growth (bytes) during a block, from Linux's resettable high-water mark."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.peak: int | None = None
+
+    def __enter__(self):
+        self._base = None
+        if self.enabled:
+            try:
+                with open("/proc/self/clear_refs", "w") as fh:
+                    fh.write("5")  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
+                self._base = _status_kib("VmRSS")
+            except OSError:
+                self._base = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._base is not None:
+            hwm = _status_kib("VmHWM")
+            self.peak = max(0, (hwm - self._base) * 1024) if hwm is not None else None
+        return False
+
+
+def timed(fn: Callable[[], object], repeat: int) -> tuple[list[float], list[float]]:
+    """Run ``fn`` ``repeat`` times; returns (wall seconds, CPU seconds) per run."""
+    walls, cpus = [], []
+    for _ in range(max(1, repeat)):
+        c0, w0 = time.process_time(), time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return walls, cpus
+
+
+def _rate(n: int, seconds: float) -> float:
+    return n / seconds / 1e6 if seconds > 0 else float("inf")
+
+
+# -- one file -----------------------------------------------------------------------------------
+def measure_member(
+    coder: Coder, artifact: bytes, member: Member, corpus: Corpus, cfg: MeasureConfig,
+    fit_s: float = 0.0, context: bytes = b"",
+) -> Record:
+    data, n, cs = member.data, len(member.data), cfg.chunk_size
+    base = dict(
+        coder=coder.name, spec=coder.spec, label=coder.header_spec, family=coder.family, corpus=corpus.name, split=corpus.split,
+        file=member.name, chunk_size=cs, n_bytes=n, artifact_bytes=len(artifact), fit_s=fit_s,
+        repeat=cfg.repeat, corpus_sha256=corpus.sha256, file_sha256=member.sha256,
+        artifact_sha256=hashlib.sha256(artifact).hexdigest(), options=coder.options_dict(),
+    )
+    error = None
+    # Pass 1: warm-up + verification through the full container and a decoder rebuilt from the artifact.
+    with PeakMemory(cfg.memory) as enc_mem:
+        bodies = encode_bodies(coder, data, context, cs)
+    payload = assemble(coder.header_spec, coder.artifact_fingerprint(), data, bodies, cs)
+    header = read_header(payload)
+    decoder = type(coder).from_artifact(artifact, **coder.options_dict())
+    out = None
+    with PeakMemory(cfg.memory) as dec_mem:
+        try:
+            check_coder(decoder, header)
+            out = decode_verified(decoder, header, payload[header.header_bytes:], context)
+        except CompbenchError as err:
+            error = f"decode failed: {err}"
+    ok = out == data
+    if out is not None and not ok:
+        error = "decoded bytes differ from the input"
+
+    # Timed passes: the coder's own work only (see module docstring).
+    pieces = chunks_of(data, cs) if cs > 0 else [data]
+    enc_w, enc_c = timed(lambda: encode_bodies(coder, data, context, cs), cfg.repeat)
+    if ok:
+        sizes = [len(p) for p in pieces]
+        dec_w, dec_c = timed(lambda: [decoder.decode_body(b, s, context) for b, s in zip(bodies, sizes)], cfg.repeat)
+    else:
+        dec_w = dec_c = [float("nan")]
+
+    model_bits = None
+    if hasattr(coder, "model_bits"):
+        parts = [coder.model_bits(p, context) for p in pieces]
+        model_bits = None if any(b is None for b in parts) else float(sum(parts))
+    bpb_lmic = None
+    if cs > 0 and n:
+        fixed = len(coder.encode_body(b"\x00", context))
+        bpb_lmic = 8 * (sum(map(len, bodies)) - fixed * (len(bodies) - 1)) / n
+    payload_bytes = len(payload)
+    nz = max(n, 1)  # empty input: report bits per byte of a 1-byte denominator rather than divide by 0
+    return Record(
+        **base,
+        payload_bytes=payload_bytes,
+        container_bytes=header.header_bytes,
+        bpb=8 * payload_bytes / nz,
+        bpb_model=None if model_bits is None else model_bits / nz,
+        bpb_total=8 * (payload_bytes + len(artifact)) / nz,
+        bpb_lmic=bpb_lmic,
+        model_bits=model_bits,
+        encode_cpu_s=statistics.median(enc_c), encode_wall_s=statistics.median(enc_w), encode_wall_min_s=min(enc_w),
+        decode_cpu_s=statistics.median(dec_c), decode_wall_s=statistics.median(dec_w), decode_wall_min_s=min(dec_w),
+        encode_mb_s=_rate(n, statistics.median(enc_w)), decode_mb_s=_rate(n, statistics.median(dec_w)),
+        encode_peak_mem_bytes=enc_mem.peak, decode_peak_mem_bytes=dec_mem.peak,
+        roundtrip_ok=ok, error=error,
+    )
+
+
+def measure(coder: Coder, corpus: Corpus, cfg: MeasureConfig = MeasureConfig(), fit_s: float = 0.0,
+            progress: Callable[[str], None] | None = None) -> list[Record]:
+    """Measure ``coder`` (already fitted) on every file of ``corpus``."""
+    artifact = coder.artifact()
+    records = []
+    for i, member in enumerate(corpus.members, 1):
+        t0 = time.perf_counter()
+        rec = measure_member(coder, artifact, member, corpus, cfg, fit_s=fit_s)
+        records.append(rec)
+        if progress:
+            status = "ok" if rec.roundtrip_ok else f"FAILED: {rec.error}"
+            progress(f"  [{i}/{len(corpus.members)}] {coder.header_spec} {member.name}: {rec.bpb:.3f} bpb, "
+                     f"{rec.encode_mb_s:.2f}/{rec.decode_mb_s:.2f} MB/s enc/dec, {status} "
+                     f"({time.perf_counter() - t0:.1f} s)")
+    return records
