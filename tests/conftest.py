@@ -1,0 +1,47 @@
+"""Shared fixtures: plug-ins off, a data-folder fixture that skips cleanly when the corpora are absent,
+and small deterministic inputs (python-zstandard's mix)."""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ["COMPBENCH_NO_PLUGINS"] = "1"  # tests see built-in coders only (llm's convention)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path | None:
+    env = os.environ.get("COMPBENCH_DATA")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+        if (cand / "canterbury").is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture
+def data_path() -> Path:
+    d = data_dir()
+    if d is None:
+        pytest.skip("corpora not available: set COMPBENCH_DATA to the shared data folder")
+    return d
+
+
+def small_inputs() -> dict[str, bytes]:
+    rng = random.Random(1234)
+    return {
+        "empty": b"",
+        "one-byte": b"\x00",
+        "all-256": bytes(range(256)),
+        "random-4096": bytes(rng.getrandbits(8) for _ in range(4096)),
+        "repetitive": b"abcabcabd" * 5000,
+        "zeros-64k": bytes(65536),
+        "text": ("The quick brown fox jumps over the lazy dog. " * 300).encode(),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _isolated_store(tmp_path, monkeypatch):
+    """Never write results into the repository's own .compbench/."""
+    monkeypatch.setenv("COMPBENCH_STORE", str(tmp_path / "store" / "results.sqlite"))
