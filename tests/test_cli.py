@@ -1,0 +1,156 @@
+"""The CLI through click's CliRunner: run, json records, encode/decode, listings, leaderboard, compare,
+and one-line errors (never a traceback) for bad input."""
+
+import json
+import lzma
+
+import pytest
+from click.testing import CliRunner
+
+from compbench.cli import cli
+from compbench.corpus import load_corpus
+from compbench.payload import overhead
+
+FIELDS = {"coder", "corpus", "n_bytes", "payload_bytes", "artifact_bytes", "bpb", "bpb_model", "bpb_total",
+          "encode_cpu_s", "encode_wall_s", "decode_cpu_s", "decode_wall_s", "encode_mb_s", "decode_mb_s",
+          "encode_peak_mem_bytes", "decode_peak_mem_bytes", "roundtrip_ok", "corpus_sha256"}
+
+
+def invoke(*args, **kw):
+    """click >= 8.2 keeps stdout and stderr apart in results, so tests can check both."""
+    return CliRunner().invoke(cli, list(args), **kw)
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    (d / "a.txt").write_bytes(b"the cat sat on the mat. " * 400)
+    (d / "b.bin").write_bytes(bytes(range(256)) * 8)
+    return d
+
+
+def test_run_prints_table_and_stores_the_run(corpus_dir, tmp_path):
+    store = tmp_path / "r.sqlite"
+    res = invoke("run", "--coders", "identity,zstd:level=3", "--corpus", str(corpus_dir), "--repeat", "1",
+                 "--store", str(store))
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "| coder" in res.stdout and "zstd:level=3" in res.stdout and "identity" in res.stdout
+    assert "stored as run 1" in res.stderr
+    lb = invoke("leaderboard", "--store", str(store), "--format", "csv")
+    assert lb.exit_code == 0 and lb.stdout.splitlines()[0].startswith("rank,label,corpus")
+    assert len(lb.stdout.splitlines()) == 3
+
+
+def test_run_json_records_carry_the_documented_fields(corpus_dir):
+    res = invoke("run", "--coders", "zlib,bz2", "--corpus", str(corpus_dir), "--repeat", "1", "--format", "json", "-q")
+    assert res.exit_code == 0
+    records = json.loads(res.stdout)
+    assert len(records) == 4  # 2 coders x 2 files
+    assert all(FIELDS <= set(r) for r in records)
+    assert all(r["roundtrip_ok"] for r in records)
+
+
+def test_canterbury_json_roundtrips_every_file_and_lzma_matches_python(data_path):
+    res = invoke("run", "--coders", "classical", "--corpus", "canterbury", "--format", "json", "--repeat", "1",
+                 "--data-dir", str(data_path), "-q")
+    assert res.exit_code == 0, res.stderr
+    records = json.loads(res.stdout)
+    assert len(records) == 6 * 11 and all(r["roundtrip_ok"] for r in records)
+    files = {m.name: m.data for m in load_corpus("canterbury", data_dir=data_path).members}
+    for r in (r for r in records if r["coder"] == "lzma"):
+        data = files[r["file"]]
+        assert r["payload_bytes"] == len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)) + overhead("lzma", len(data))
+
+
+def test_encode_decode_is_a_real_file_compressor(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"compress me, please " * 1000)
+    packed, out = tmp_path / "in.cb", tmp_path / "out.txt"
+    res = invoke("encode", "--coder", "ppmd:order=6", str(src), str(packed))
+    assert res.exit_code == 0 and packed.stat().st_size < 1000
+    res = invoke("decode", str(packed), str(out))
+    assert res.exit_code == 0 and out.read_bytes() == src.read_bytes()
+    res = invoke("decode", str(packed), str(out))
+    assert res.exit_code == 1 and "exists; pass --force" in res.stderr
+    info = invoke("inspect", str(packed))
+    assert "ppmd:order=6" in info.stdout and "20,000" in info.stdout
+
+
+def test_encode_with_trained_dictionary_and_decode_from_the_store_or_file(tmp_path):
+    train, src = tmp_path / "train.txt", tmp_path / "in.txt"
+    train.write_bytes(b"dictionary training text with words and more words " * 300)
+    src.write_bytes(b"words and more words with dictionary text")
+    store = tmp_path / "s" / "r.sqlite"
+    art = tmp_path / "dict.bin"
+    res = invoke("encode", "--coder", "zstd:dict_size=1024:dict_type=raw", "--train", str(train),
+                 "--artifact-out", str(art), "--store", str(store), str(src), str(tmp_path / "p.cb"))
+    assert res.exit_code == 0, res.stderr
+    assert invoke("decode", "--store", str(store), str(tmp_path / "p.cb"), str(tmp_path / "o1")).exit_code == 0
+    assert (tmp_path / "o1").read_bytes() == src.read_bytes()
+    res = invoke("decode", "--store", str(tmp_path / "empty.sqlite"), str(tmp_path / "p.cb"), str(tmp_path / "o2"))
+    assert res.exit_code == 1 and "needs artifact" in res.stderr
+    res = invoke("decode", "--artifact", str(art), "--store", str(tmp_path / "e.sqlite"), str(tmp_path / "p.cb"), str(tmp_path / "o3"))
+    assert res.exit_code == 0 and (tmp_path / "o3").read_bytes() == src.read_bytes()
+
+
+def test_bad_input_gives_one_line_errors_not_tracebacks(tmp_path, corpus_dir):
+    junk = tmp_path / "junk.cb"
+    junk.write_bytes(b"definitely not a payload")
+    out = tmp_path / "out"
+    out.write_bytes(b"precious")
+    cases = [
+        (("decode", str(junk), str(tmp_path / "x")), "not a compbench payload"),
+        (("decode", "--force", str(junk), str(out)), "not a compbench payload"),
+        (("run", "--coders", "nosuch", "--corpus", str(corpus_dir)), "unknown coder 'nosuch'"),
+        (("run", "--coders", "zstd:level=99", "--corpus", str(corpus_dir)), "out of range"),
+        (("run", "--corpus", "no/such/path"), "unknown corpus"),
+        (("run", "--coders", "zstd:dict_size=1000", "--corpus", str(corpus_dir)), "--split test"),
+        (("encode", "--coder", "zstd:dict_size=100", str(junk), str(tmp_path / "y")), "--train"),
+        (("leaderboard", "--store", str(tmp_path / "none.sqlite")), "no results store"),
+        (("compare", "1", "2", "--store", str(tmp_path / "none.sqlite")), "no results store"),
+    ]
+    for args, message in cases:
+        res = invoke(*args)
+        assert res.exit_code != 0, args
+        assert message in res.stderr, (args, res.stderr)
+        assert "Traceback" not in res.stderr + res.stdout
+    assert out.read_bytes() == b"precious"  # a failed decode never clobbers OUT
+
+
+def test_corrupted_payload_file_is_refused(tmp_path):
+    src = tmp_path / "in"
+    src.write_bytes(b"abc" * 1000)
+    invoke("encode", "--coder", "lzma", str(src), str(tmp_path / "p"))
+    payload = bytearray((tmp_path / "p").read_bytes())
+    payload[-20] ^= 0x40
+    (tmp_path / "p").write_bytes(bytes(payload))
+    res = invoke("decode", str(tmp_path / "p"), str(tmp_path / "o"))
+    assert res.exit_code == 1 and "corrupted" in res.stderr and not (tmp_path / "o").exists()
+
+
+def test_listings(tmp_path):
+    res = invoke("coders")
+    assert res.exit_code == 0
+    for name in ("identity", "zlib", "bz2", "lzma", "zstd", "brotli", "ppmd", "external"):
+        assert f"| {name}" in res.stdout
+    res = invoke("coders", "--format", "json")
+    assert {r["coder"] for r in json.loads(res.stdout)} >= {"zstd", "ppmd"}
+    res = invoke("corpora", "--data-dir", str(tmp_path))
+    assert res.exit_code == 0 and "pystdlib" in res.stdout and "enwik8" in res.stdout
+    assert "--coders" in invoke("run", "--help").stdout
+
+
+def test_compare_shows_changes_and_can_gate(corpus_dir, tmp_path):
+    store = str(tmp_path / "r.sqlite")
+    for _ in range(2):  # runs 1 and 2: same coder, same bytes
+        invoke("run", "--coders", "zlib", "--corpus", str(corpus_dir), "--repeat", "1", "--store", store, "-q")
+    # run 3: the same coder on less compressible bytes
+    (corpus_dir / "a.txt").write_bytes(b"completely different, less compressible text 12345 " * 50)
+    invoke("run", "--coders", "zlib", "--corpus", str(corpus_dir), "--repeat", "1", "--store", store, "-q")
+    res = invoke("compare", "1", "latest", "--store", store)
+    assert res.exit_code == 0 and "worse" in res.stdout
+    res = invoke("compare", "1", "latest", "--store", store, "--fail-above", "1")
+    assert res.exit_code == 1 and "worse by more than 1.0%" in res.stderr
+    assert invoke("compare", "1", "2", "--store", store, "--fail-above", "1").exit_code == 0
+    assert "run" in invoke("runs", "--store", store).stdout
