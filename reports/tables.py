@@ -70,6 +70,16 @@ def aggregate(records: list[dict], per_file: bool = False) -> list[dict]:
     return ranked
 
 
+def _csv(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """Raw values under machine column names (empty for missing), for spreadsheets and scripts."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([k for k, _ in columns])
+    for r in rows:
+        writer.writerow(["" if r.get(k) is None else r.get(k) for k, _ in columns])
+    return buf.getvalue().rstrip("\n")
+
+
 def _cell(key: str, value) -> str:
     if value is None:
         return "-"
@@ -96,12 +106,7 @@ def render(rows: list[dict], fmt: str = "github", records: list[dict] | None = N
     if any(r.get("chunk_size") for r in rows):
         columns.insert(4, ("chunk_size", "chunk"))
     if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow([k for k, _ in columns])
-        for r in rows:
-            writer.writerow(["" if r.get(k) is None else r.get(k) for k, _ in columns])
-        return buf.getvalue().rstrip("\n")
+        return _csv(rows, columns)
     from tabulate import tabulate
 
     table = [[_cell(k, r.get(k)) for k, _ in columns] for r in rows]
@@ -147,12 +152,7 @@ def render_compare(rows: list[dict], fmt: str = "github") -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2)
     if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow([k for k, _ in COMPARE_COLUMNS])
-        for r in rows:
-            w.writerow(["" if r.get(k) is None else r.get(k) for k, _ in COMPARE_COLUMNS])
-        return buf.getvalue().rstrip("\n")
+        return _csv(rows, COMPARE_COLUMNS)
     from tabulate import tabulate
 
     def cell(k, v):
