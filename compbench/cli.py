@@ -58,7 +58,7 @@ def cli():
     Quick start (no data folder needed; runs on the built-in corpus):
       compbench run --coders zlib,bz2,lzma,zstd,brotli,ppmd
       compbench run --coders classical --corpus canterbury --format json
-      compbench encode --coder lzma book.txt book.cb && compbench decode book.cb book.txt
+      compbench encode --coder lzma book.txt book.cb && compbench decode book.cb book.out
     """
 
 

@@ -11,12 +11,17 @@ Layout (format version 1; integers are unsigned LEB128 varints unless sized)::
     .       varint    original length n
     .       varint    chunk size (0 = one stream)
     .       4         CRC-32 of the original bytes, little-endian
+    .       4         CRC-32 of the body, little-endian
     .       4         CRC-32 of every header byte before it, little-endian
     .       ...       body: the coder's output; chunked: varint length of each chunk's body, then the bodies
 
-Container overhead is therefore ``22 + len(spec) + len(varint(n)) + len(varint(chunk_size))`` bytes,
-i.e. ``23 + len(spec) + len(varint(n))`` unchunked: 30 bytes for default ``lzma`` (xz -9e) on a
+Container overhead is therefore ``26 + len(spec) + len(varint(n)) + len(varint(chunk_size))`` bytes,
+i.e. ``27 + len(spec) + len(varint(n))`` unchunked: 34 bytes for default ``lzma`` (xz -9e) on a
 100 KB file (a 3-byte length).
+
+Why a body checksum: the body is checked before any decoder sees it. Some decoders crash the process
+on corrupted input (pyppmd 1.3 does, now and then, as the fuzz test found), and a crash is neither a
+clear error nor something a harness can catch.
 :func:`overhead` computes it exactly; measurements record it as ``container_bytes``.
 
 Every decode failure is a :class:`~compbench.errors.PayloadError` with one line of explanation:
@@ -71,19 +76,20 @@ class Header:
     size: int
     chunk_size: int
     crc: int
+    body_crc: int
     header_bytes: int
 
 
-def make_header(spec: str, fp: bytes, size: int, chunk_size: int, crc: int) -> bytes:
+def make_header(spec: str, fp: bytes, size: int, chunk_size: int, crc: int, body_crc: int) -> bytes:
     spec_b = spec.encode("utf-8")
     head = MAGIC + bytes([FORMAT_VERSION]) + varint(len(spec_b)) + spec_b + fp + varint(size) + varint(chunk_size)
-    head += struct.pack("<I", crc)
+    head += struct.pack("<II", crc, body_crc)
     return head + struct.pack("<I", zlib.crc32(head))
 
 
 def overhead(spec: str, size: int, chunk_size: int = 0) -> int:
     """Exact container bytes (header only; a chunked body adds its chunk-length table)."""
-    return len(make_header(spec, b"\0" * FINGERPRINT_BYTES, size, chunk_size, 0))
+    return len(make_header(spec, b"\0" * FINGERPRINT_BYTES, size, chunk_size, 0, 0))
 
 
 def chunks_of(data: bytes, chunk_size: int) -> list[bytes]:
@@ -100,11 +106,12 @@ def encode_bodies(coder, data: bytes, context: bytes, chunk_size: int) -> list[b
 
 
 def assemble(spec: str, fp: bytes, data: bytes, bodies: list[bytes], chunk_size: int) -> bytes:
-    header = make_header(spec, fp, len(data), max(chunk_size, 0), zlib.crc32(data))
     if chunk_size <= 0:
-        return header + bodies[0]
-    table = b"".join(varint(len(b)) for b in bodies)
-    return header + table + b"".join(bodies)
+        body = bodies[0]
+    else:
+        body = b"".join(varint(len(b)) for b in bodies) + b"".join(bodies)
+    header = make_header(spec, fp, len(data), max(chunk_size, 0), zlib.crc32(data), zlib.crc32(body))
+    return header + body
 
 
 def pack(coder, data: bytes, context: bytes = b"", chunk_size: int = 0) -> bytes:
@@ -138,16 +145,16 @@ def read_header(payload: bytes) -> Header:
     pos += FINGERPRINT_BYTES
     size, pos = read_varint(payload, pos, "length")
     chunk_size, pos = read_varint(payload, pos, "chunk size")
-    if pos + 8 > len(payload):
+    if pos + 12 > len(payload):
         raise PayloadError("payload is truncated (inside the header)")
-    crc, head_crc = struct.unpack_from("<II", payload, pos)
-    if zlib.crc32(payload[: pos + 4]) != head_crc:
+    crc, body_crc, head_crc = struct.unpack_from("<III", payload, pos)
+    if zlib.crc32(payload[: pos + 8]) != head_crc:
         raise PayloadError("payload header is corrupted (header checksum mismatch)")
     try:
         spec = spec_b.decode("utf-8")
     except UnicodeDecodeError:
         raise PayloadError("payload header is corrupted (coder spec is not UTF-8)") from None
-    return Header(spec, fp, size, chunk_size, crc, pos + 8)
+    return Header(spec, fp, size, chunk_size, crc, body_crc, pos + 12)
 
 
 def split_body(body: bytes, header: Header) -> list[bytes]:
@@ -169,7 +176,9 @@ def split_body(body: bytes, header: Header) -> list[bytes]:
 
 
 def decode_verified(coder, header: Header, body: bytes, context: bytes = b"") -> bytes:
-    """Decode the body(s) and verify length and CRC; wrap any library error into PayloadError."""
+    """Check the body's CRC, decode, and verify length and CRC; wrap any library error into PayloadError."""
+    if zlib.crc32(body) != header.body_crc:
+        raise PayloadError("payload body is corrupted or truncated (body checksum mismatch)")
     sizes = [header.size] if header.chunk_size == 0 else [
         min(header.chunk_size, header.size - i) for i in range(0, header.size, header.chunk_size)
     ]
