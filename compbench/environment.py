@@ -46,13 +46,7 @@ def packages() -> dict:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
-    out["zlib_runtime"] = zlib.ZLIB_RUNTIME_VERSION
-    try:
-        import lzma  # stdlib; liblzma's version is not exposed, Python's build is
-
-        out["python_lzma"] = platform.python_version() if lzma else None
-    except ImportError:
-        out["python_lzma"] = None
+    out["zlib_runtime"] = zlib.ZLIB_RUNTIME_VERSION  # liblzma and libbz2 versions are not exposed by Python
     return out
 
 
