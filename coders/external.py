@@ -77,9 +77,10 @@ class ExternalCoder(Coder):
     def _run(self, template: str, data: bytes, what: str) -> bytes:
         with tempfile.TemporaryDirectory(prefix="compbench-ext-") as tmp:
             in_path, out_path = os.path.join(tmp, "input.bin"), os.path.join(tmp, "output.bin")
-            argv = [a.replace("{in}", in_path).replace("{out}", out_path) for a in shlex.split(template)]
-            uses_in = any("{in}" in a for a in shlex.split(template))
-            uses_out = any("{out}" in a for a in shlex.split(template))
+            words = shlex.split(template)
+            uses_in = any("{in}" in w for w in words)
+            uses_out = any("{out}" in w for w in words)
+            argv = [w.replace("{in}", in_path).replace("{out}", out_path) for w in words]
             if uses_in:
                 Path(in_path).write_bytes(data)
             try:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from compbench.reports.tables import SORT_KEYS  # stdlib-only module: cheap at start-up
+
 from .errors import CompbenchError
 
 FORMAT = click.Choice(["github", "plain", "csv", "json", "latex"])
@@ -296,7 +298,7 @@ def fetch(name, data_dir):
 @click.option("--run", "run_ref", default=None, help="Only this run (id, 'latest', 'latest~1'); default: newest result per coder.")
 @click.option("--corpus", default=None, help="Only this corpus.")
 @click.option("--split", default=None, help="Only this split.")
-@click.option("--sort", type=click.Choice(["bpb", "bpb_total", "encode_mb_s", "decode_mb_s"]), default="bpb",
+@click.option("--sort", type=click.Choice(SORT_KEYS), default="bpb",
               show_default=True, help="Ranking key within each corpus.")
 @click.option("--per-file", is_flag=True, help="One row per file.")
 @click.option("--format", "fmt", type=FORMAT, default="github", show_default=True)
@@ -311,15 +313,7 @@ def leaderboard(run_ref, corpus, split, sort, per_file, fmt, store_path):
     records = [r for r in records if (corpus is None or r["corpus"] == corpus) and (split is None or r["split"] == split)]
     if not records:
         raise CompbenchError("no stored results match")
-    rows = aggregate(records, per_file=per_file)
-    if sort != "bpb":
-        desc = sort.endswith("mb_s")
-        rows.sort(key=lambda r: (r["corpus"], r["split"], r["chunk_size"], -(r[sort] or 0) if desc else r[sort]))
-        groups: dict = {}
-        for r in rows:
-            groups[(r["corpus"], r["split"], r["chunk_size"])] = groups.get((r["corpus"], r["split"], r["chunk_size"]), 0) + 1
-            r["rank"] = groups[(r["corpus"], r["split"], r["chunk_size"])]
-    click.echo(render(rows, fmt, records=records))
+    click.echo(render(aggregate(records, per_file=per_file, sort=sort), fmt, records=records))
 
 
 @cli.command()

@@ -26,7 +26,7 @@ import dataclasses
 import hashlib
 from typing import ClassVar
 
-from .errors import ArtifactError, CompbenchError
+from .errors import ArtifactError
 from .spec import build_options, format_spec
 
 
@@ -131,9 +131,3 @@ class Coder(abc.ABC):
         from .payload import unpack
 
         return unpack(payload, self, context=context)
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise a user-facing error for an impossible option combination."""
-    if not condition:
-        raise CompbenchError(message)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
-import io
 import lzma
 import os
 import sysconfig

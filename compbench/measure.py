@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .coder import Coder
+from .coder import Coder, fingerprint
 from .corpus import Corpus, Member
 from .errors import CompbenchError
 from .payload import assemble, check_coder, chunks_of, decode_verified, encode_bodies, read_header
@@ -150,7 +150,7 @@ def measure_member(
     # Pass 1: warm-up + verification through the full container and a decoder rebuilt from the artifact.
     with PeakMemory(cfg.memory) as enc_mem:
         bodies = encode_bodies(coder, data, context, cs)
-    payload = assemble(coder.header_spec, coder.artifact_fingerprint(), data, bodies, cs)
+    payload = assemble(coder.header_spec, fingerprint(artifact), data, bodies, cs)
     header = read_header(payload)
     decoder = type(coder).from_artifact(artifact, **coder.options_dict())
     out = None
@@ -173,10 +173,8 @@ def measure_member(
     else:
         dec_w = dec_c = [float("nan")]
 
-    model_bits = None
-    if hasattr(coder, "model_bits"):
-        parts = [coder.model_bits(p, context) for p in pieces]
-        model_bits = None if any(b is None for b in parts) else float(sum(parts))
+    parts = [coder.model_bits(p, context) for p in pieces]
+    model_bits = None if any(b is None for b in parts) else float(sum(parts))
     bpb_lmic = None
     if cs > 0 and n:
         fixed = len(coder.encode_body(b"\x00", context))

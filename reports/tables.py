@@ -28,8 +28,13 @@ def group_key(r: dict) -> tuple:
     return (r["corpus"], r["split"], r["chunk_size"])
 
 
-def aggregate(records: list[dict], per_file: bool = False) -> list[dict]:
-    """Records -> rows ranked by bpb within each (corpus, split, chunk size)."""
+SORT_KEYS = ("bpb", "bpb_total", "encode_mb_s", "decode_mb_s")
+
+
+def aggregate(records: list[dict], per_file: bool = False, sort: str = "bpb") -> list[dict]:
+    """Records -> rows ranked by ``sort`` within each (corpus, split, chunk size).
+
+    Failed round trips rank last whatever their numbers; speeds rank fastest first."""
     groups: "OrderedDict[tuple, list[dict]]" = OrderedDict()
     for r in records:
         key = (*group_key(r), r["spec"], r["artifact_sha256"]) + ((r["file"],) if per_file else ())
@@ -63,7 +68,9 @@ def aggregate(records: list[dict], per_file: bool = False) -> list[dict]:
         })
     ranked = []
     for key in OrderedDict((group_key(r), None) for r in rows):
-        members = sorted((r for r in rows if group_key(r) == key), key=lambda r: (not r["roundtrip_ok"], r["bpb"]))
+        sign = -1 if sort.endswith("_mb_s") else 1
+        members = sorted((r for r in rows if group_key(r) == key),
+                         key=lambda r: (not r["roundtrip_ok"], r[sort] is None, sign * (r[sort] or 0)))
         for i, r in enumerate(members, 1):
             r["rank"] = i
         ranked += members

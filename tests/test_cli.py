@@ -42,6 +42,16 @@ def test_run_prints_table_and_stores_the_run(corpus_dir, tmp_path):
     assert len(lb.stdout.splitlines()) == 3
 
 
+def test_leaderboard_ranks_by_the_chosen_key(corpus_dir, tmp_path):
+    store = str(tmp_path / "r.sqlite")
+    invoke("run", "--coders", "identity,lzma", "--corpus", str(corpus_dir), "--repeat", "1", "--store", store, "-q")
+    by_bpb = invoke("leaderboard", "--store", store, "--format", "csv").stdout.splitlines()
+    assert [line.split(",")[1] for line in by_bpb[1:]] == ["lzma", "identity"]
+    by_speed = invoke("leaderboard", "--store", store, "--format", "csv", "--sort", "encode_mb_s").stdout.splitlines()
+    assert [line.split(",")[1] for line in by_speed[1:]] == ["identity", "lzma"]
+    assert [line.split(",")[0] for line in by_speed[1:]] == ["1", "2"]
+
+
 def test_run_json_records_carry_the_documented_fields(corpus_dir):
     res = invoke("run", "--coders", "zlib,bz2", "--corpus", str(corpus_dir), "--repeat", "1", "--format", "json", "-q")
     assert res.exit_code == 0
