@@ -353,6 +353,56 @@ def runs(store_path):
             for r in Store(store_path).runs()]
     click.echo(tabulate(rows, headers="keys", tablefmt="simple"))
 
+def _parse_sizes(items: tuple[str, ...]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise CompbenchError(f"--set expects FIELD=INTEGER, got {item!r} (e.g. --set hidden=256 --set layers=2)")
+        out[key.strip()] = int(value)
+    return out
+
+
+@cli.command()
+@click.option("--model", "arch", type=click.Choice(["gru", "transformer"]), required=True, help="Architecture.")
+@click.option("--corpus", required=True, help="Corpus name (compbench corpora); trains on its train split only.")
+@click.option("--budget", default="1MB", show_default=True,
+              help="Artifact budget (1MB = 1,000,000 bytes); the model is sized so its int8 artifact fits.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, help="Train for this much wall time.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Train for this many optimizer steps.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: model.cbnm, train.json, checkpoint.pt (rerun to resume).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--set", "sizes", multiple=True, metavar="FIELD=N",
+              help="Fix a config field instead of fitting the budget (hidden, layers, embed; d_model, layers, heads, ctx, mlp_mult).")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Sequences per step (default: GRU 128, transformer 32).")
+@click.option("--seq-len", type=click.IntRange(min=8), default=None, help="Bytes per sequence (default: GRU 256, transformer its context).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda where a GPU exists.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="auto: bf16 autocast where the CPU has AMX/AVX512-BF16 (or on CUDA), else fp32.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="torch threads (0: torch's default).")
+@click.option("--eval-every", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Seconds between val evaluations.")
+@_data_dir_option
+def train(arch, corpus, budget, minutes, steps, out, seed, sizes, batch, seq_len, lr, device, precision, threads,
+          eval_every, data_dir):
+    """Train a byte-LM on a corpus's train split and export its int8 artifact.
+
+    \b
+    compbench train --model gru --corpus enwik8 --budget 1MB --minutes 40 --out runs/gru-enwik8
+    compbench run --coders "gru:model=runs/gru-enwik8" --corpus enwik8 --split test
+    """
+    from .train import TrainConfig, parse_size
+    from .train import train as do_train
+
+    if minutes is None and steps is None:
+        raise CompbenchError("give --minutes N or --steps N")
+    tc = TrainConfig(model=arch, corpus=corpus, budget=parse_size(budget), out=out, minutes=minutes, steps=steps,
+                     seed=seed, batch=batch or 0, seq_len=seq_len or 0, lr=lr or 0.0, device=device,
+                     precision=precision, threads=threads, size=_parse_sizes(sizes), eval_s=eval_every,
+                     data_dir=str(data_dir) if data_dir else None)
+    do_train(tc, say=lambda msg, end="\n": click.echo(msg, err=True, nl=False) or click.echo(end, err=True, nl=False))
+
 
 def main() -> None:
     cli(prog_name="compbench")

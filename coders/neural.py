@@ -1,0 +1,216 @@
+"""Neural coders: a byte-LM's integer engine drives constriction's range coder (``gru``, ``transformer``).
+
+Body layout (inside the compbench container, which already stores the original length n)::
+
+    varint B (streams)   varint S (segment length)   range-coder words (u32 little-endian)
+
+The input is cut into B contiguous segments of S bytes (the last one may be shorter; B = ceil(n/S)).
+Every segment is an independent stream that starts from the BOS symbol and an empty state, and all
+streams advance in lockstep: step t predicts byte t of every segment in one batch, so the int8
+matmuls run on B rows at once (AMX/VNNI). One ``RangeEncoder`` codes the B symbols of step 0, then
+those of step 1, and so on; the decoder recomputes the same batch of probabilities and decodes in the
+same order. Probabilities are bit-identical on both sides because the engine is integer arithmetic
+(see :mod:`compbench.models.intops`), and each is given to ``Categorical(perfect=False)``.
+
+``model_bits`` is the cross-entropy of exactly this quantized model under exactly this stream layout,
+so ``bpb - bpb_model`` is the pure cost of range coding plus the container header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from compbench.coder import Coder
+from compbench.errors import ArtifactError, CompbenchError, PayloadError
+from compbench.payload import read_varint, varint
+from compbench.registry import register_coder
+
+NEURAL = ("neural",)
+
+
+def layout(n: int, max_streams: int, min_segment: int) -> tuple[int, int]:
+    """(streams, segment length) for n bytes: as many streams as allowed, none shorter than min_segment."""
+    if n == 0:
+        return 0, 0
+    streams = max(1, min(max_streams, n // max(1, min_segment)))
+    seg = -(-n // streams)
+    return -(-n // seg), seg
+
+
+def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None) -> float:
+    """Advance all streams in lockstep; encode ``arr`` or fill it from ``decoder``. Returns model bits."""
+    import constriction
+
+    from compbench.models import gru, intops
+
+    family = constriction.stream.model.Categorical(perfect=False)
+    streams, seg = arr.shape
+    last_len = n - (streams - 1) * seg
+    state = engine.start(streams)
+    inputs = torch.full((streams,), gru.BOS, dtype=torch.int64)
+    bits = 0.0
+    with torch.inference_mode():
+        for t in range(seg):
+            probs = intops.probabilities(engine.step(state, inputs)).numpy()
+            k = streams if t < last_len else streams - 1
+            if decoder is not None:
+                arr[:k, t] = decoder.decode(family, probs[:k])
+            sym = arr[:k, t].astype(np.int32)
+            if encoder is not None:
+                encoder.encode(sym, family, probs[:k])
+            bits -= float(np.log2(probs[np.arange(k), sym]).sum())
+            inputs = torch.from_numpy(arr[:, t].astype(np.int64))
+    return bits
+
+
+class NeuralCoder(Coder):
+    """Shared coding loop; subclasses name the architecture and default stream count."""
+
+    family = "neural"
+    arch = "?"
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._blob: bytes | None = None
+        self._engine = None
+        self._header: dict | None = None
+        self._bits: dict[bytes, float] = {}
+
+    # -- artifact --------------------------------------------------------------------------
+    def _resolve_model(self) -> bytes:
+        from pathlib import Path
+
+        from compbench.models import shipped_models
+
+        name = self.options.model
+        shipped = shipped_models()
+        if f"{self.arch}-{name}" in shipped:
+            return shipped[f"{self.arch}-{name}"].read_bytes()
+        path = Path(name).expanduser()
+        if path.is_dir():
+            path = path / "model.cbnm"
+        if path.is_file():
+            return path.read_bytes()
+        have = ", ".join(k.split("-", 1)[1] for k in shipped if k.startswith(self.arch + "-")) or "none"
+        raise CompbenchError(
+            f"{self.name}: no model {name!r}: not a shipped model (shipped: {have}) and no such file or "
+            f"`compbench train --out` directory"
+        )
+
+    def _load(self) -> None:
+        if self._engine is not None:
+            return
+        from compbench.models import load_engine
+
+        if self._blob is None:
+            self._blob = self._resolve_model()
+        header, engine = load_engine(self._blob)
+        if header["arch"] != self.arch:
+            raise ArtifactError(f"{self.name} was given a {header['arch']} artifact")
+        self._header, self._engine = header, engine
+
+    def artifact(self) -> bytes:
+        self._load()
+        return self._blob
+
+    def load_artifact(self, artifact: bytes) -> None:
+        self._blob, self._engine = bytes(artifact), None
+        self._load()
+
+    @property
+    def model_info(self) -> dict:
+        self._load()
+        return self._header
+
+    # -- coding ----------------------------------------------------------------------------
+    def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
+        import constriction
+
+        self._load()
+        n = len(data)
+        streams, seg = layout(n, self.options.streams, self.options.min_segment)
+        if n == 0:
+            return varint(0) + varint(0)
+        arr = np.zeros((streams, seg), dtype=np.uint8)
+        arr.reshape(-1)[:n] = np.frombuffer(data, dtype=np.uint8)
+        encoder = constriction.stream.queue.RangeEncoder()
+        bits = _run(self._engine, arr, n, encoder=encoder)
+        self._bits = {hashlib.sha256(data).digest(): bits}
+        words = encoder.get_compressed().astype("<u4").tobytes()
+        return varint(streams) + varint(seg) + words
+
+    def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
+        import constriction
+
+        self._load()
+        streams, pos = read_varint(body, 0, "stream count")
+        seg, pos = read_varint(body, pos, "segment length")
+        if size == 0:
+            if streams or seg or pos != len(body):
+                raise PayloadError("payload body is corrupted (streams given for empty input)")
+            return b""
+        if streams < 1 or seg < 1 or streams * seg < size or (streams - 1) * seg >= size:
+            raise PayloadError(f"payload body is corrupted (stream layout {streams} x {seg} does not fit {size} bytes)")
+        if (len(body) - pos) % 4:
+            raise PayloadError("payload body is corrupted (range-coder words are not whole)")
+        words = np.frombuffer(body, dtype="<u4", offset=pos).astype(np.uint32)
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        arr = np.zeros((streams, seg), dtype=np.uint8)
+        try:
+            _run(self._engine, arr, size, decoder=decoder)
+        except (ValueError, RuntimeError) as err:
+            raise PayloadError(f"payload body is corrupted (range decoder: {err})") from None
+        return arr.reshape(-1)[:size].tobytes()
+
+    def model_bits(self, data: bytes, context: bytes = b"") -> float:
+        key = hashlib.sha256(data).digest()
+        if key not in self._bits:
+            self._load()
+            streams, seg = layout(len(data), self.options.streams, self.options.min_segment)
+            if not data:
+                return 0.0
+            arr = np.zeros((streams, seg), dtype=np.uint8)
+            arr.reshape(-1)[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+            self._bits = {key: _run(self._engine, arr, len(data))}
+        return self._bits[key]
+
+
+def _check_layout_options(streams: int, min_segment: int) -> None:
+    if not 1 <= streams <= 4096:
+        raise ValueError(f"streams={streams} is out of range [1, 4096]")
+    if min_segment < 1:
+        raise ValueError("min_segment must be at least 1")
+
+
+@register_coder("gru", groups=NEURAL)
+class GRUCoder(NeuralCoder):
+    description = "GRU byte-LM (int8, integer engine) + range coding; model=NAME|PATH (shipped: enwik8, sagas)"
+    arch = "gru"
+
+    @dataclass(frozen=True)
+    class Options:
+        model: str = "enwik8"
+        streams: int = 256
+        min_segment: int = 4096
+
+        def __post_init__(self):
+            _check_layout_options(self.streams, self.min_segment)
+
+
+@register_coder("transformer", groups=NEURAL)
+class TransformerCoder(NeuralCoder):
+    description = "tiny transformer byte-LM (int8, integer engine, 512-byte window) + range coding; model=NAME|PATH"
+    arch = "transformer"
+
+    @dataclass(frozen=True)
+    class Options:
+        model: str = "enwik8"
+        streams: int = 64
+        min_segment: int = 4096
+
+        def __post_init__(self):
+            _check_layout_options(self.streams, self.min_segment)

@@ -1,0 +1,133 @@
+"""GRU byte-LM: the torch module that trains, its int8 export, and the integer engine that codes.
+
+Input vocabulary is 257 (the 256 byte values plus BOS = 256, which starts every coded stream); the
+output is 256 logits. The float module trains with ``torch.nn.GRU`` (bf16 autocast on AMX); the
+artifact holds int8 weights with per-row fp16 scales; :class:`IntGRU` rebuilds the model from
+exactly those tensors and runs it with the reproducible ops of :mod:`compbench.models.intops`.
+
+Byte accounting: layer 0's embedding and input projection are folded into one [257, 3H] table
+(``emb @ W_ih.T + b_ih``), so E never appears in the artifact and costs nothing to store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from . import intops
+
+BOS = 256
+VOCAB_IN = 257
+
+
+@dataclasses.dataclass(frozen=True)
+class GRUConfig:
+    hidden: int = 448
+    layers: int = 1
+    embed: int = 256
+
+    def __post_init__(self):
+        if not (8 <= self.hidden <= 4096 and 1 <= self.layers <= 8 and 1 <= self.embed <= 4096):
+            raise ValueError(f"GRU config out of range: {self}")
+
+    def artifact_params(self) -> tuple[int, int]:
+        """(int8 weights, fp16 scalars) stored in the artifact for this config."""
+        h, g = self.hidden, 3 * self.hidden
+        int8 = VOCAB_IN * g + g * h + (self.layers - 1) * 2 * g * h + 256 * h
+        fp16 = g + g + g + (self.layers - 1) * (4 * g) + 256 + 256  # scales and biases
+        return int8, fp16
+
+
+class GRULM(nn.Module):
+    def __init__(self, cfg: GRUConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.emb = nn.Embedding(VOCAB_IN, cfg.embed)
+        self.rnn = nn.GRU(cfg.embed, cfg.hidden, cfg.layers, batch_first=True)
+        self.out = nn.Linear(cfg.hidden, 256)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        y, h = self.rnn(self.emb(x), h)
+        return self.out(y), h
+
+
+def _q_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row symmetric int8: returns (int8 [R, C], fp16 scale [R]). The scale is rounded to fp16
+    *before* quantizing, so the stored scale is exactly the one the weights were rounded against."""
+    s = (w.abs().amax(dim=1) / 127).clamp_min(1e-8).to(torch.float16)
+    q = torch.round(w / s.float()[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, s
+
+
+@torch.no_grad()
+def export(model: GRULM) -> dict[str, torch.Tensor]:
+    """Float module -> the tensors of the artifact (int8 weights, fp16 scales and biases)."""
+    cfg, rnn = model.cfg, model.rnn
+    t: dict[str, torch.Tensor] = {}
+    table = model.emb.weight.float() @ rnn.weight_ih_l0.float().T + rnn.bias_ih_l0.float()
+    q, s = _q_rows(table.T.contiguous())  # per output unit (column of the table)
+    t["table"], t["table_scale"] = q.T.contiguous(), s
+    for layer in range(cfg.layers):
+        if layer > 0:
+            t[f"w_ih{layer}"], t[f"w_ih{layer}_scale"] = _q_rows(getattr(rnn, f"weight_ih_l{layer}").float())
+            t[f"b_ih{layer}"] = getattr(rnn, f"bias_ih_l{layer}").to(torch.float16)
+        t[f"w_hh{layer}"], t[f"w_hh{layer}_scale"] = _q_rows(getattr(rnn, f"weight_hh_l{layer}").float())
+        t[f"b_hh{layer}"] = getattr(rnn, f"bias_hh_l{layer}").to(torch.float16)
+    t["w_out"], t["w_out_scale"] = _q_rows(model.out.weight.float())
+    t["b_out"] = model.out.bias.to(torch.float16)
+    return t
+
+
+class IntGRU:
+    """Integer-arithmetic GRU that computes bit-identical logits on any CPU and thread count.
+
+    The carried state ``h`` is float64 and only updated by correctly rounded elementwise ops; each
+    matmul sees ``h`` rounded to int8 (step 1/127), so its result is an exact integer.
+    """
+
+    def __init__(self, cfg: GRUConfig, t: dict[str, torch.Tensor]):
+        self.cfg = cfg
+        f64 = lambda name: t[name].to(torch.float64)  # noqa: E731  (fp16 -> f64 is exact)
+        self.table = t["table"]
+        self.table_scale = f64("table_scale")
+        self.layers = []
+        for layer in range(cfg.layers):
+            d = {
+                "w_hh": t[f"w_hh{layer}"].T.contiguous(),
+                "s_hh": f64(f"w_hh{layer}_scale") / 127.0,
+                "b_hh": f64(f"b_hh{layer}"),
+            }
+            if layer > 0:
+                d.update(w_ih=t[f"w_ih{layer}"].T.contiguous(), s_ih=f64(f"w_ih{layer}_scale") / 127.0, b_ih=f64(f"b_ih{layer}"))
+            self.layers.append(d)
+        self.w_out = t["w_out"].T.contiguous()
+        self.s_out = f64("w_out_scale") / 127.0
+        self.b_out = f64("b_out")
+
+    def start(self, batch: int) -> list[torch.Tensor]:
+        return [torch.zeros(batch, self.cfg.hidden, dtype=torch.float64) for _ in range(self.cfg.layers)]
+
+    @staticmethod
+    def _q(h: torch.Tensor) -> torch.Tensor:
+        return torch.round(h * 127.0).clamp_(-127, 127).to(torch.int8)
+
+    def step(self, state: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        """Consume one input symbol per stream (int64 [B]); update ``state``; return float64 logits."""
+        H = self.cfg.hidden
+        x = None
+        for layer, p in enumerate(self.layers):
+            h = state[layer]
+            if layer == 0:
+                gx = self.table[inputs].to(torch.float64) * self.table_scale
+            else:
+                gx = intops.int_matmul(self._q(x), p["w_ih"]) * p["s_ih"] + p["b_ih"]
+            gh = intops.int_matmul(self._q(h), p["w_hh"]) * p["s_hh"] + p["b_hh"]
+            r = intops.sigmoid(gx[:, :H] + gh[:, :H])
+            z = intops.sigmoid(gx[:, H : 2 * H] + gh[:, H : 2 * H])
+            n = intops.tanh(gx[:, 2 * H :] + r * gh[:, 2 * H :])
+            h = (1.0 - z) * n + z * h
+            state[layer] = h
+            x = h
+        return intops.int_matmul(self._q(x), self.w_out) * self.s_out + self.b_out

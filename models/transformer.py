@@ -1,0 +1,221 @@
+"""Tiny decoder-only transformer byte-LM: torch module, int8 export, and the integer engine.
+
+Pre-norm blocks (RMSNorm -> causal attention -> RMSNorm -> ReLU^2 MLP), ALiBi position biases with
+power-of-two slopes (no sin/cos tables, whose libm values differ between machines, and a sliding
+window that runs past the training context), token embedding tied to the output head.
+
+Integer engine (:class:`IntTransformer`): the residual stream is int64 fixed point (Q16), so the
+RMSNorm sum of squares is an exact integer sum; every matmul input is quantized per row to int8 and
+multiplied exactly (:func:`~compbench.models.intops.int_matmul`); attention weights come from the
+integer exp table and multiply fixed-point values in float64 GEMMs whose partial sums stay below
+2**53, so they are exact in any order. Norm gains are folded into the following weight columns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import intops
+from .gru import BOS, VOCAB_IN, _q_rows
+
+RESID_BITS = 16  # residual stream fixed point
+V_BITS = 8  # attention values fixed point
+ATT_SHIFT = 14  # attention weights = exp table >> 14 (at most 2**16), keeping products below 2**53
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    d_model: int = 128
+    layers: int = 4
+    heads: int = 4
+    ctx: int = 512
+    mlp_mult: int = 4
+
+    def __post_init__(self):
+        if self.heads < 1 or self.heads & (self.heads - 1):
+            raise ValueError("heads must be a power of two (ALiBi slopes are then exact powers of two)")
+        if self.d_model % self.heads or not (8 <= self.d_model <= 2048) or not (1 <= self.layers <= 32):
+            raise ValueError(f"transformer config out of range: {self}")
+        if not 16 <= self.ctx <= 4096:
+            raise ValueError("ctx must be in [16, 4096]")
+
+    def artifact_params(self) -> tuple[int, int]:
+        d, m = self.d_model, self.mlp_mult * self.d_model
+        int8 = VOCAB_IN * d + self.layers * (3 * d * d + d * d + 2 * m * d)
+        fp16 = VOCAB_IN + self.layers * (3 * d + d + m + d) + 1
+        return int8, fp16
+
+
+def alibi_slopes(heads: int) -> list[float]:
+    return [2.0 ** (-8.0 * (i + 1) / heads) for i in range(heads)]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, gain: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d)) if gain else None
+
+    def forward(self, x):
+        y = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6)
+        return (y * self.weight if self.weight is not None else y).type_as(x)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.heads = cfg.heads
+        self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.proj = nn.Linear(d, d, bias=False)
+        self.fc1 = nn.Linear(d, cfg.mlp_mult * d, bias=False)
+        self.fc2 = nn.Linear(cfg.mlp_mult * d, d, bias=False)
+
+    def forward(self, x, bias):
+        B, T, d = x.shape
+        q, k, v = self.qkv(self.n1(x)).view(B, T, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        x = x + self.proj(a.transpose(1, 2).reshape(B, T, d))
+        return x + self.fc2(F.relu(self.fc1(self.n2(x))).square())
+
+
+class TransformerLM(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.emb = nn.Embedding(VOCAB_IN, cfg.d_model)
+        nn.init.normal_(self.emb.weight, std=0.02)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.norm = RMSNorm(cfg.d_model, gain=False)
+        self.temperature = nn.Parameter(torch.tensor(float(cfg.d_model) ** 0.5))
+        for b in self.blocks:  # small residual branches at init (GPT-2 style)
+            nn.init.normal_(b.proj.weight, std=0.02 / math.sqrt(2 * cfg.layers))
+            nn.init.normal_(b.fc2.weight, std=0.02 / math.sqrt(2 * cfg.layers))
+        self._bias_cache: dict[int, torch.Tensor] = {}
+
+    def _bias(self, T: int, device) -> torch.Tensor:
+        if T not in self._bias_cache:
+            pos = torch.arange(T)
+            dist = (pos[:, None] - pos[None, :]).float()
+            slopes = torch.tensor(alibi_slopes(self.cfg.heads))[:, None, None]
+            bias = -slopes * dist
+            bias = bias.masked_fill(dist[None] < 0, float("-inf"))
+            bias = bias.masked_fill(dist[None] >= self.cfg.ctx, float("-inf"))
+            self._bias_cache[T] = bias[None]
+        return self._bias_cache[T].to(device)
+
+    def forward(self, x: torch.Tensor, h=None):
+        T = x.shape[1]
+        bias = self._bias(T, x.device)
+        y = self.emb(x)
+        for b in self.blocks:
+            y = b(y, bias)
+        logits = self.norm(y) @ self.emb.weight[:256].T.to(y.dtype)
+        return logits * self.temperature.to(y.dtype) / self.cfg.d_model, None
+
+
+@torch.no_grad()
+def export(model: TransformerLM) -> dict[str, torch.Tensor]:
+    t: dict[str, torch.Tensor] = {}
+    t["emb"], t["emb_scale"] = _q_rows(model.emb.weight.float())
+    for i, b in enumerate(model.blocks):
+        # Fold the RMSNorm gains into the columns of the matmuls they feed.
+        t[f"qkv{i}"], t[f"qkv{i}_scale"] = _q_rows(b.qkv.weight.float() * b.n1.weight.float()[None, :])
+        t[f"proj{i}"], t[f"proj{i}_scale"] = _q_rows(b.proj.weight.float())
+        t[f"fc1{i}"], t[f"fc1{i}_scale"] = _q_rows(b.fc1.weight.float() * b.n2.weight.float()[None, :])
+        t[f"fc2{i}"], t[f"fc2{i}_scale"] = _q_rows(b.fc2.weight.float())
+    t["temperature"] = (model.temperature.float() / model.cfg.d_model).reshape(1).to(torch.float16)
+    return t
+
+
+class IntTransformer:
+    """Integer-arithmetic transformer with a sliding KV cache of ``ctx`` positions per stream."""
+
+    def __init__(self, cfg: TransformerConfig, t: dict[str, torch.Tensor]):
+        self.cfg = cfg
+        f64 = lambda name: t[name].to(torch.float64)  # noqa: E731
+        self.emb = t["emb"]
+        self.emb_scale = f64("emb_scale")
+        self.head = t["emb"][:256].T.contiguous()
+        self.head_scale = f64("emb_scale")[:256] * f64("temperature")[0]
+        self.blocks = [
+            {k: (t[f"{k}{i}"].T.contiguous(), f64(f"{k}{i}_scale")) for k in ("qkv", "proj", "fc1", "fc2")}
+            for i in range(cfg.layers)
+        ]
+        dh = cfg.d_model // cfg.heads
+        self.inv_sqrt_dh = 1.0 / math.sqrt(dh)
+        self.slopes = torch.tensor(alibi_slopes(cfg.heads), dtype=torch.float64)[None, :, None]
+        self.att_exp = intops.exp_table() >> ATT_SHIFT
+
+    def start(self, batch: int) -> dict:
+        c, L, H, dh = self.cfg.ctx, self.cfg.layers, self.cfg.heads, self.cfg.d_model // self.cfg.heads
+        return {
+            "t": 0,
+            "pos": torch.full((c,), -1, dtype=torch.int64),
+            # k holds int8 values as float32 (exact) so the score GEMM needs no per-step conversion.
+            "k": torch.zeros(L, batch, H, c, dh, dtype=torch.float32),
+            "ks": torch.zeros(L, batch, H, c, dtype=torch.float64),
+            "v": torch.zeros(L, batch, H, c, dh, dtype=torch.float64),
+        }
+
+    def _linear(self, x: torch.Tensor, w) -> torch.Tensor:
+        q, step = intops.quantize_rows(x)
+        return intops.int_matmul(q, w[0]) * step * w[1]
+
+    def _normed_linear(self, x_int: torch.Tensor, w) -> torch.Tensor:
+        """matmul(RMSNorm(x), W) with the gain folded into W; x is the Q16 int64 residual."""
+        d = self.cfg.d_model
+        ss = (x_int * x_int).sum(dim=-1, keepdim=True).to(torch.float64)  # exact integer sum
+        m = x_int.abs().amax(dim=-1, keepdim=True).clamp_min(1)
+        q = torch.round(x_int.to(torch.float64) * 127.0 / m.to(torch.float64)).to(torch.int8)
+        # RMSNorm(x) = x / rms; quantized x = q * m / 127 (in Q16 units, which cancel in x / rms).
+        rms = torch.sqrt(ss / d + 1e-6 * float(1 << (2 * RESID_BITS)))
+        step = m.to(torch.float64) / 127.0 / rms
+        return intops.int_matmul(q, w[0]) * step * w[1]
+
+    def step(self, state: dict, inputs: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        B, H, c = inputs.shape[0], cfg.heads, cfg.ctx
+        dh = cfg.d_model // H
+        t = state["t"]
+        slot = t % c
+        state["pos"][slot] = t
+        valid = state["pos"] >= 0
+        dist = (t - state["pos"]).to(torch.float64)
+        x = self.emb[inputs].to(torch.float64) * self.emb_scale[inputs][:, None]
+        x = torch.round(x * float(1 << RESID_BITS)).to(torch.int64)
+        for i, w in enumerate(self.blocks):
+            qkv = self._normed_linear(x, w["qkv"]).view(B, 3, H, dh)
+            qq, qs = intops.quantize_rows(qkv[:, 0])  # [B, H, dh], [B, H, 1]
+            kq, ks = intops.quantize_rows(qkv[:, 1])
+            state["k"][i, :, :, slot] = kq
+            state["ks"][i, :, :, slot] = ks[..., 0]
+            vfix = torch.round(qkv[:, 2] * float(1 << V_BITS)).clamp_(-(1 << 20), 1 << 20)
+            state["v"][i, :, :, slot] = vfix
+            # int8 . int8 over dh <= 1024 terms: exact in float32 in any order.
+            s_int = torch.matmul(state["k"][i], qq.to(torch.float32)[..., None])[..., 0]
+            score = s_int.to(torch.float64) * qs * state["ks"][i] * self.inv_sqrt_dh - self.slopes * dist
+            score = score.masked_fill(~valid, -math.inf)
+            gap = (score.amax(dim=-1, keepdim=True) - score) * intops.ERES
+            idx = torch.round(gap.nan_to_num(posinf=1e9)).clamp_(0, intops.EMAX * intops.ERES).to(torch.int64)
+            wts = self.att_exp[idx].masked_fill(~valid, 0)  # int64 <= 2**16
+            # Partial sums of wts * vfix are integers below 2**16 * 2**20 * 4096 < 2**53: exact.
+            num = torch.matmul(wts.to(torch.float64)[:, :, None, :], state["v"][i])[:, :, 0]
+            att = num / wts.sum(dim=-1, keepdim=True).to(torch.float64) / float(1 << V_BITS)
+            o = self._linear(att.reshape(B, -1), w["proj"])
+            x = x + torch.round(o * float(1 << RESID_BITS)).to(torch.int64)
+            hid = self._normed_linear(x, w["fc1"]).clamp_min(0.0)
+            o = self._linear(hid * hid, w["fc2"])
+            x = x + torch.round(o * float(1 << RESID_BITS)).to(torch.int64)
+        state["t"] = t + 1
+        d = cfg.d_model
+        ss = (x * x).sum(dim=-1, keepdim=True).to(torch.float64)
+        m = x.abs().amax(dim=-1, keepdim=True).clamp_min(1)
+        q = torch.round(x.to(torch.float64) * 127.0 / m.to(torch.float64)).to(torch.int8)
+        rms = torch.sqrt(ss / d + 1e-6 * float(1 << (2 * RESID_BITS)))
+        return intops.int_matmul(q, self.head) * (m.to(torch.float64) / 127.0 / rms) * self.head_scale
