@@ -277,7 +277,8 @@ def train(tc: TrainConfig, say=print) -> dict:
     )
     limit_s = tc.minutes * 60 if tc.minutes is not None else math.inf
     limit_steps = tc.steps if tc.steps is not None else math.inf
-    warmup = 100
+    # Short --steps runs (tests, smoke runs) get a proportionally short warm-up.
+    warmup = 100 if tc.steps is None else max(1, min(100, tc.steps // 5))
 
     def progress() -> float:
         return min(1.0, max(elapsed / limit_s, step / limit_steps))

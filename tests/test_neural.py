@@ -1,0 +1,210 @@
+"""Neural coders: exact integer ops, engines that track their float models, real range-coded round
+trips with seconds-long trained models, artifacts that reject bad bytes, and training that resumes."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from compbench import registry
+from compbench.coders.neural import layout
+from compbench.errors import ArtifactError, CompbenchError, PayloadError
+from compbench.models import ARCHS, artifact, gru, intops, load_engine, transformer
+from compbench.payload import decode_payload, read_header
+from compbench.train import TrainConfig, artifact_bound, fit_to_budget, parse_size, train
+
+TINY = {"gru": {"hidden": 48}, "transformer": {"d_model": 32, "layers": 2, "heads": 2, "ctx": 64}}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A seconds-long trained model per architecture, on the built-in corpus (no data folder needed)."""
+    out = {}
+    for arch, size in TINY.items():
+        d = tmp_path_factory.mktemp(f"tiny-{arch}")
+        tc = TrainConfig(model=arch, corpus="pystdlib", steps=40, out=str(d), size=size, batch=16,
+                         seq_len=64, lr=1e-2, val_bytes=8192, eval_s=1e9)
+        res = train(tc, say=lambda *a, **k: None)
+        out[arch] = (d / "model.cbnm", res)
+    return out
+
+
+def make(arch, path, **opts):
+    extra = "".join(f":{k}={v}" for k, v in opts.items())
+    return registry.make_coder(f"{arch}:model='{path}'{extra}")
+
+
+# -- exact integer building blocks ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [7, 424, 1040, 2048])
+def test_int_matmul_paths_give_identical_integers(k):
+    g = torch.Generator().manual_seed(k)
+    x = torch.randint(-127, 128, (33, k), dtype=torch.int8, generator=g)
+    w = torch.randint(-127, 128, (k, 65), dtype=torch.int8, generator=g)
+    exact = (x.to(torch.int64) @ w.to(torch.int64)).to(torch.float64)
+    assert torch.equal(intops.int_matmul(x, w, use_int_mm=False), exact)
+    if intops._int_mm_available():
+        assert torch.equal(intops.int_matmul(x, w, use_int_mm=True), exact)
+
+
+def test_tables_are_correctly_rounded_functions():
+    xs = torch.arange(2 * intops.LIM * intops.RES + 2, dtype=torch.float64) / intops.RES - intops.LIM
+    assert torch.allclose(intops.sigmoid_table(), torch.sigmoid(xs), atol=1e-15, rtol=0)
+    assert torch.allclose(intops.tanh_table(), torch.tanh(xs), atol=1e-15, rtol=0)
+    e = intops.exp_table()
+    assert e[0] == intops.EXP_ONE and e[intops.ERES] == round(intops.EXP_ONE / math.e)
+    x = torch.linspace(-9, 9, 1001, dtype=torch.float64)
+    assert (intops.sigmoid(x) - torch.sigmoid(x)).abs().max() < 4e-4  # clamped at |x| = 8
+    assert (intops.tanh(x.clamp(-3, 3)) - torch.tanh(x.clamp(-3, 3))).abs().max() < 1e-5
+
+
+def test_probabilities_are_normalized_softmax():
+    logits = torch.randn(17, 256, dtype=torch.float64) * 4
+    p = intops.probabilities(logits)
+    assert torch.allclose(p.sum(-1), torch.ones(17, dtype=torch.float64), atol=1e-12)
+    assert (p - torch.softmax(logits, -1)).abs().max() < 1e-3
+    assert (p > 0).all()
+
+
+# -- engines and artifacts -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_integer_engine_tracks_the_float_model(arch):
+    torch.manual_seed(1)
+    cfg = ARCHS[arch].config(**TINY[arch])
+    model = ARCHS[arch].module(cfg).eval()
+    with torch.no_grad():  # larger weights than init, so quantization error is visible if wrong
+        for p in model.parameters():
+            p.mul_(3.0)
+    blob = artifact.pack(arch, dataclasses.asdict(cfg), ARCHS[arch].export(model))
+    _, engine = load_engine(blob)
+    x = torch.randint(0, 256, (4, 150))  # longer than the transformer's 64-byte window
+    x[:, 0] = gru.BOS
+    with torch.no_grad():
+        ref = torch.log_softmax(model(x)[0].double(), -1)
+    state = engine.start(4)
+    got = torch.stack([torch.log(intops.probabilities(engine.step(state, x[:, t]))) for t in range(150)], 1)
+    kl = (ref.exp() * (ref - got)).sum(-1).mean().item()
+    assert kl < 0.01, f"{arch} int8 engine drifts from its float model: KL {kl:.4f} nats"
+
+
+def test_artifact_rejects_corruption_and_other_engines(tiny_models):
+    blob = tiny_models["gru"][0].read_bytes()
+    header, tensors = artifact.unpack(blob)
+    assert header["arch"] == "gru" and tensors["table"].dtype == torch.int8
+    assert artifact.code_bytes(header) > 0  # the decoder code is inside, and counted
+    with pytest.raises(ArtifactError, match="magic"):
+        load_engine(b"PK\x03\x04" + blob[4:])
+    with pytest.raises(ArtifactError):
+        load_engine(blob[:-40])
+    with pytest.raises(ArtifactError, match="format version"):
+        load_engine(blob[:4] + b"\x09" + blob[5:])
+    bad_shape = artifact.pack("gru", {"hidden": 48, "layers": 1, "embed": 256}, {**tensors, "b_out": tensors["b_out"][:10]})
+    with pytest.raises(ArtifactError, match="do not match"):
+        load_engine(bad_shape)
+    old_engine = artifact.ENGINE_VERSION
+    try:
+        artifact.ENGINE_VERSION = old_engine + 1
+        with pytest.raises(ArtifactError, match="engine"):
+            load_engine(blob)
+    finally:
+        artifact.ENGINE_VERSION = old_engine
+
+
+# -- coding --------------------------------------------------------------------------------------
+
+
+def test_layout_covers_input_with_no_empty_stream():
+    for n in [1, 100, 4095, 4096, 4097, 10**6, 1234567]:
+        for streams, seg in [(256, 4096), (64, 4096), (7, 1), (1, 4096)]:
+            b, s = layout(n, streams, seg)
+            assert 1 <= b <= streams and (b - 1) * s < n <= b * s
+
+
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_round_trip_and_model_bits(tiny_models, arch):
+    path, _ = tiny_models[arch]
+    coder = make(arch, path, min_segment=300, streams=8)
+    data = (b"def round_trip(data):\n    return decode(encode(data))\n" * 60)[:3001] + bytes(range(256))
+    payload = coder.encode(data)
+    decoder = type(coder).from_artifact(path.read_bytes(), **coder.options_dict())
+    assert decoder.decode(payload) == data
+    bits = coder.model_bits(data)
+    body_bits = 8 * (len(payload) - read_header(payload).header_bytes)
+    # the range coder costs a few bytes over the model's own cross-entropy, never less
+    assert bits <= body_bits <= bits + 8 * 64
+    for tiny in [b"", b"x", b"\x00\xff"]:
+        assert decoder.decode(coder.encode(tiny)) == tiny
+
+
+def test_coding_overhead_is_tiny_on_a_larger_input(tiny_models):
+    path, _ = tiny_models["gru"]
+    coder = make("gru", path)
+    data = open(np.__file__.replace("__init__.py", "_core/_add_newdocs.py"), "rb").read()[:120_000]
+    payload = coder.encode(data)
+    body_bits = 8 * (len(payload) - read_header(payload).header_bytes)  # the spec holds a temp path
+    overhead = (body_bits - coder.model_bits(data)) / coder.model_bits(data)
+    assert 0 <= overhead < 0.001
+
+
+def test_corrupted_body_and_wrong_artifact_are_clear_errors(tiny_models):
+    gru_path, _ = tiny_models["gru"]
+    coder = make("gru", gru_path)
+    payload = coder.encode(b"hello neural world " * 50)
+    with pytest.raises(PayloadError):
+        decode_payload(payload[:-3], gru_path.read_bytes())
+    with pytest.raises(ArtifactError):
+        decode_payload(payload, tiny_models["transformer"][0].read_bytes())
+
+
+def test_missing_model_names_the_shipped_ones():
+    with pytest.raises(CompbenchError, match="no model 'nope'.*shipped"):
+        registry.make_coder("gru:model=nope").artifact()
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+def test_parse_size_units():
+    assert parse_size("1MB") == 1_000_000 and parse_size("16MB") == 16_000_000
+    assert parse_size("512KiB") == 524_288 and parse_size("1234") == 1234
+    with pytest.raises(CompbenchError):
+        parse_size("lots")
+
+
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_fit_to_budget_picks_the_largest_model_that_fits(arch):
+    cfg = fit_to_budget(arch, 1_000_000, {})
+    assert artifact_bound(arch, cfg) <= 1_000_000
+    key = "hidden" if arch == "gru" else "d_model"
+    bigger = dataclasses.replace(cfg, **{key: getattr(cfg, key) + (8 if arch == "gru" else 16)})
+    assert artifact_bound(arch, bigger) > 1_000_000
+    # the bound is a bound: an artifact with (incompressible) random weights still fits
+    model = ARCHS[arch].module(cfg)
+    tensors = {k: (torch.randint(-127, 128, v.shape, dtype=torch.int8) if v.dtype == torch.int8 else v)
+               for k, v in ARCHS[arch].export(model).items()}
+    assert len(artifact.pack(arch, dataclasses.asdict(cfg), tensors)) <= 1_000_000
+
+
+def test_tiny_training_learns_and_reports(tiny_models):
+    for arch, (path, res) in tiny_models.items():
+        assert res["artifact_bytes"] == path.stat().st_size
+        assert res["val_bpb_int8"] < 7.0, f"{arch} did not learn anything in 40 steps"
+        assert abs(res["val_bpb_int8"] - res["val_bpb_float"]) < 0.25
+        assert res["train_bytes_per_s"] > 0
+
+
+def test_training_resumes_from_its_checkpoint(tmp_path):
+    lines = []
+    base = dict(model="gru", corpus="pystdlib", out=str(tmp_path), size={"hidden": 16}, batch=4, seq_len=32,
+                val_bytes=4096, eval_s=1e9)
+    first = train(TrainConfig(steps=3, **base), say=lambda *a, **k: None)
+    second = train(TrainConfig(steps=6, **base), say=lambda m, **k: lines.append(m))
+    assert first["steps"] == 3 and second["steps"] == 6
+    assert any("resuming" in m and "step 3" in m for m in lines)
+    with pytest.raises(CompbenchError, match="different training setup"):
+        train(TrainConfig(steps=6, **{**base, "seed": 5}), say=lambda *a, **k: None)
