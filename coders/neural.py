@@ -41,7 +41,7 @@ def layout(n: int, max_streams: int, min_segment: int) -> tuple[int, int]:
     return -(-n // seg), seg
 
 
-def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None) -> float:
+def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None) -> float:
     """Advance all streams in lockstep; encode ``arr`` or fill it from ``decoder``. Returns model bits."""
     import constriction
 
@@ -57,6 +57,8 @@ def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None) -> float:
         for t in range(seg):
             probs = intops.probabilities(engine.step(state, inputs)).numpy()
             k = streams if t < last_len else streams - 1
+            if digest is not None:
+                digest.update(probs[:k].tobytes())
             if decoder is not None:
                 arr[:k, t] = decoder.decode(family, probs[:k])
             sym = arr[:k, t].astype(np.int32)
@@ -165,6 +167,17 @@ class NeuralCoder(Coder):
         except (ValueError, RuntimeError) as err:
             raise PayloadError(f"payload body is corrupted (range decoder: {err})") from None
         return arr.reshape(-1)[:size].tobytes()
+
+    def probability_digest(self, data: bytes) -> str:
+        """sha256 of every float64 probability the coder computes for ``data`` (determinism tests)."""
+        self._load()
+        h = hashlib.sha256()
+        if data:
+            streams, seg = layout(len(data), self.options.streams, self.options.min_segment)
+            arr = np.zeros((streams, seg), dtype=np.uint8)
+            arr.reshape(-1)[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+            _run(self._engine, arr, len(data), digest=h)
+        return h.hexdigest()
 
     def model_bits(self, data: bytes, context: bytes = b"") -> float:
         key = hashlib.sha256(data).digest()

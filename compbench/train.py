@@ -212,7 +212,7 @@ def train(tc: TrainConfig, say=print) -> dict:
         torch.set_num_threads(tc.threads)
     arch = tc.model
     cfg = fit_to_budget(arch, tc.budget, tc.size)
-    defaults = {"gru": (128, 256, 2e-3), "transformer": (32, cfg.ctx if arch == "transformer" else 0, 1.5e-3)}[arch]
+    defaults = {"gru": (128, 256, 2e-3), "transformer": (32, cfg.ctx if arch == "transformer" else 0, 2e-3)}[arch]
     batch, seq, lr = tc.batch or defaults[0], tc.seq_len or defaults[1], tc.lr or defaults[2]
     device = torch.device(tc.device)
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and (device.type == "cuda" or _amx_or_bf16()))

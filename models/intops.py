@@ -11,7 +11,8 @@ Everything here is therefore either
 * a table lookup whose table is computed with :mod:`decimal` (correctly rounded software arithmetic)
   and not with ``exp``/``tanh`` from libm or SVML, which differ in the last bit between machines.
 
-``torch._int_mm`` runs int8 GEMMs on AMX/VNNI where oneDNN finds them; when it is unavailable the
+``torch._int_mm`` runs int8 GEMMs on AMX/VNNI where oneDNN finds them, after a probe has shown that
+this process's kernel is exact (non-VNNI int8 kernels saturate int16 pair sums); otherwise the
 same integers come from a float32 GEMM whose partial sums are all integers below 2**24 (exact in any
 order) or, for longer dot products, a float64 GEMM (exact below 2**53). The tests check that every
 path gives identical integers.
@@ -91,6 +92,28 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, m / 127.0
 
 
+def _int_mm_is_exact() -> bool:
+    """Does this process's ``torch._int_mm`` return exact int32 sums?
+
+    With AMX or AVX512-VNNI it accumulates in int32 and is exact. Without VNNI (for example oneDNN
+    capped at AVX2), int8 GEMMs use ``vpmaddubsw``, whose pairwise int16 sums saturate: a silent,
+    machine-dependent error. The probe uses the patterns that saturate (full-scale values of every
+    sign combination) plus random full-range data, for a matrix-vector and two matrix shapes.
+    """
+    g = torch.Generator().manual_seed(0)
+    for m in (1, 7, 64):
+        for a_val, b_val in ((127, 127), (-127, 127), (127, -127), (-127, -127), (None, None)):
+            if a_val is None:
+                a = torch.randint(-127, 128, (m, 256), dtype=torch.int8, generator=g)
+                b = torch.randint(-127, 128, (256, 64), dtype=torch.int8, generator=g)
+            else:
+                a = torch.full((m, 256), a_val, dtype=torch.int8)
+                b = torch.full((256, 64), b_val, dtype=torch.int8)
+            if not torch.equal(torch._int_mm(a, b).to(torch.int64), a.to(torch.int64) @ b.to(torch.int64)):
+                return False
+    return True
+
+
 def _int_mm_available() -> bool:
     global _INT_MM_OK
     if _INT_MM_OK is None:
@@ -98,8 +121,7 @@ def _int_mm_available() -> bool:
             _INT_MM_OK = False
             return False
         try:
-            a = torch.ones(32, 32, dtype=torch.int8)
-            _INT_MM_OK = bool((torch._int_mm(a, a) == 32).all())
+            _INT_MM_OK = _int_mm_is_exact()
         except Exception:  # older torch, or no CPU kernel: fall back to exact float GEMMs
             _INT_MM_OK = False
     return _INT_MM_OK

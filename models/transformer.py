@@ -2,7 +2,7 @@
 
 Pre-norm blocks (RMSNorm -> causal attention -> RMSNorm -> ReLU^2 MLP), ALiBi position biases with
 power-of-two slopes (no sin/cos tables, whose libm values differ between machines, and a sliding
-window that runs past the training context), token embedding tied to the output head.
+window that runs past the training context), and an untied int8 output head.
 
 Integer engine (:class:`IntTransformer`): the residual stream is int64 fixed point (Q16), so the
 RMSNorm sum of squares is an exact integer sum; every matmul input is quantized per row to int8 and
@@ -46,8 +46,8 @@ class TransformerConfig:
 
     def artifact_params(self) -> tuple[int, int]:
         d, m = self.d_model, self.mlp_mult * self.d_model
-        int8 = VOCAB_IN * d + self.layers * (3 * d * d + d * d + 2 * m * d)
-        fp16 = VOCAB_IN + self.layers * (3 * d + d + m + d) + 1
+        int8 = VOCAB_IN * d + self.layers * (3 * d * d + d * d + 2 * m * d) + 256 * d
+        fp16 = VOCAB_IN + self.layers * (3 * d + d + m + d) + 256
         return int8, fp16
 
 
@@ -92,7 +92,10 @@ class TransformerLM(nn.Module):
         nn.init.normal_(self.emb.weight, std=0.02)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm = RMSNorm(cfg.d_model, gain=False)
-        self.temperature = nn.Parameter(torch.tensor(float(cfg.d_model) ** 0.5))
+        # An untied head costs 256*d int8 bytes and learns far faster than a tied one, whose logits
+        # start near zero (embedding std 0.02) and take hundreds of steps to reach a useful scale.
+        self.head = nn.Linear(cfg.d_model, 256, bias=False)
+        nn.init.normal_(self.head.weight, std=cfg.d_model**-0.5)
         for b in self.blocks:  # small residual branches at init (GPT-2 style)
             nn.init.normal_(b.proj.weight, std=0.02 / math.sqrt(2 * cfg.layers))
             nn.init.normal_(b.fc2.weight, std=0.02 / math.sqrt(2 * cfg.layers))
@@ -115,8 +118,7 @@ class TransformerLM(nn.Module):
         y = self.emb(x)
         for b in self.blocks:
             y = b(y, bias)
-        logits = self.norm(y) @ self.emb.weight[:256].T.to(y.dtype)
-        return logits * self.temperature.to(y.dtype) / self.cfg.d_model, None
+        return self.head(self.norm(y)), None
 
 
 @torch.no_grad()
@@ -129,7 +131,7 @@ def export(model: TransformerLM) -> dict[str, torch.Tensor]:
         t[f"proj{i}"], t[f"proj{i}_scale"] = _q_rows(b.proj.weight.float())
         t[f"fc1{i}"], t[f"fc1{i}_scale"] = _q_rows(b.fc1.weight.float() * b.n2.weight.float()[None, :])
         t[f"fc2{i}"], t[f"fc2{i}_scale"] = _q_rows(b.fc2.weight.float())
-    t["temperature"] = (model.temperature.float() / model.cfg.d_model).reshape(1).to(torch.float16)
+    t["head"], t["head_scale"] = _q_rows(model.head.weight.float())
     return t
 
 
@@ -141,8 +143,8 @@ class IntTransformer:
         f64 = lambda name: t[name].to(torch.float64)  # noqa: E731
         self.emb = t["emb"]
         self.emb_scale = f64("emb_scale")
-        self.head = t["emb"][:256].T.contiguous()
-        self.head_scale = f64("emb_scale")[:256] * f64("temperature")[0]
+        self.head = t["head"].T.contiguous()
+        self.head_scale = f64("head_scale")
         self.blocks = [
             {k: (t[f"{k}{i}"].T.contiguous(), f64(f"{k}{i}_scale")) for k in ("qkv", "proj", "fc1", "fc2")}
             for i in range(cfg.layers)

@@ -45,3 +45,21 @@ def small_inputs() -> dict[str, bytes]:
 def _isolated_store(tmp_path, monkeypatch):
     """Never write results into the repository's own .compbench/."""
     monkeypatch.setenv("COMPBENCH_STORE", str(tmp_path / "store" / "results.sqlite"))
+
+
+TINY = {"gru": {"hidden": 48}, "transformer": {"d_model": 32, "layers": 2, "heads": 2, "ctx": 64}}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A seconds-long trained model per architecture, on the built-in corpus (no data folder needed)."""
+    from compbench.train import TrainConfig, train
+
+    out = {}
+    for arch, size in TINY.items():
+        d = tmp_path_factory.mktemp(f"tiny-{arch}")
+        tc = TrainConfig(model=arch, corpus="pystdlib", steps=40, out=str(d), size=size, batch=16,
+                         seq_len=64, lr=1e-2, val_bytes=8192, eval_s=1e9)
+        res = train(tc, say=lambda *a, **k: None)
+        out[arch] = (d / "model.cbnm", res)
+    return out

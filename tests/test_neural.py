@@ -15,21 +15,7 @@ from compbench.models import ARCHS, artifact, gru, intops, load_engine, transfor
 from compbench.payload import decode_payload, read_header
 from compbench.train import TrainConfig, artifact_bound, fit_to_budget, parse_size, train
 
-TINY = {"gru": {"hidden": 48}, "transformer": {"d_model": 32, "layers": 2, "heads": 2, "ctx": 64}}
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory):
-    """A seconds-long trained model per architecture, on the built-in corpus (no data folder needed)."""
-    out = {}
-    for arch, size in TINY.items():
-        d = tmp_path_factory.mktemp(f"tiny-{arch}")
-        tc = TrainConfig(model=arch, corpus="pystdlib", steps=40, out=str(d), size=size, batch=16,
-                         seq_len=64, lr=1e-2, val_bytes=8192, eval_s=1e9)
-        res = train(tc, say=lambda *a, **k: None)
-        out[arch] = (d / "model.cbnm", res)
-    return out
-
+from conftest import TINY
 
 def make(arch, path, **opts):
     extra = "".join(f":{k}={v}" for k, v in opts.items())

@@ -1,0 +1,72 @@
+"""A neural payload decodes bit-exactly in a fresh process on a "different machine": another thread
+count, torch's scalar kernels (ATEN_CPU_CAPABILITY=default), oneDNN capped at AVX2 or SSE4.1, numpy
+without AVX2/AVX-512 dispatch, and no int8 GEMM at all. Each subprocess also hashes every float64
+probability it computes; the hashes must equal the encoder's, not merely decode."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from compbench import registry
+
+
+def _numpy_dispatch_off() -> str:
+    """NPY_DISABLE_CPU_FEATURES value that turns off every dispatched SIMD target above the baseline."""
+    try:
+        from numpy._core import _multiarray_umath as m
+    except ImportError:  # numpy 1.x
+        from numpy.core import _multiarray_umath as m
+    return " ".join(f for f in m.__cpu_dispatch__ if m.__cpu_features__.get(f))
+
+
+MACHINES = {
+    "1-thread": {"OMP_NUM_THREADS": "1"},
+    "2-threads": {"OMP_NUM_THREADS": "2"},
+    "aten-default-isa": {"ATEN_CPU_CAPABILITY": "default"},
+    "onednn-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "numpy-baseline-simd": {"NPY_DISABLE_CPU_FEATURES": _numpy_dispatch_off()},
+    "oldest": {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+               "COMPBENCH_NO_INT_MM": "1"},
+}
+
+PROBE = r"""
+import hashlib, json, sys, torch
+from compbench import registry
+from compbench.payload import decode_payload
+arch, art, payload, data, opts = sys.argv[1], *(open(p, "rb").read() for p in sys.argv[2:5]), json.loads(sys.argv[5])
+out = decode_payload(payload, art)
+coder = registry.get_coder_class(arch).from_artifact(art, **opts)
+print(json.dumps({"decoded": hashlib.sha256(out).hexdigest(), "probs": coder.probability_digest(data),
+                  "threads": torch.get_num_threads(), "isa": torch.backends.cpu.get_cpu_capability()}))
+"""
+
+
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_payload_decodes_bit_exactly_on_other_machines(tiny_models, arch, tmp_path):
+    path, _ = tiny_models[arch]
+    coder = registry.make_coder(f"{arch}:model='{path}':streams=5:min_segment=700")
+    rng = np.random.default_rng(7)
+    data = (b"Determinism is the product: " * 150) + rng.integers(0, 256, 300, dtype=np.uint8).tobytes()
+    payload = coder.encode(data)
+    want = {"decoded": hashlib.sha256(data).hexdigest(), "probs": coder.probability_digest(data)}
+    files = {"art": path, "payload": tmp_path / "p.cbp", "data": tmp_path / "d.bin"}
+    files["payload"].write_bytes(payload)
+    files["data"].write_bytes(data)
+    for machine, env in MACHINES.items():
+        res = subprocess.run(
+            [sys.executable, "-c", PROBE, arch, str(files["art"]), str(files["payload"]), str(files["data"]),
+             json.dumps(coder.options_dict())],
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+        )
+        assert res.returncode == 0, f"{machine}: {res.stderr[-2000:]}"
+        got = json.loads(res.stdout.strip().splitlines()[-1])
+        assert {k: got[k] for k in want} == want, f"{arch} differs on {machine}"
+        if env.get("OMP_NUM_THREADS"):
+            assert got["threads"] == int(env["OMP_NUM_THREADS"])
+        if env.get("ATEN_CPU_CAPABILITY"):
+            assert got["isa"] == "DEFAULT"
