@@ -239,6 +239,7 @@ def train(tc: TrainConfig, say=print) -> dict:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
     batches = GRUBatches(data, batch, seq, gen) if arch == "gru" else None
     h = None
+    history: list[dict] = []
     step, elapsed, seen = 0, 0.0, 0
     plan = {"arch": arch, "config": dataclasses.asdict(cfg), "corpus": tc.corpus, "seed": tc.seed, "batch": batch, "seq": seq, "lr": lr}
     if ckpt_path.exists():
@@ -249,6 +250,7 @@ def train(tc: TrainConfig, say=print) -> dict:
         opt.load_state_dict(ck["opt"])
         gen.set_state(ck["gen"])
         step, elapsed, seen = int(ck["step"]), float(ck["elapsed"]), int(ck["seen"])
+        history[:] = json.loads(ck.get("history", "[]"))
         if batches is not None:
             batches.load(ck["batches"])
         say(f"resuming {ckpt_path} at step {step:,} ({elapsed / 60:.1f} min done)")
@@ -264,6 +266,7 @@ def train(tc: TrainConfig, say=print) -> dict:
                 "elapsed": elapsed,
                 "seen": seen,
                 "batches": batches.state() if batches is not None else {},
+                "history": json.dumps(history),
             },
             ckpt_path,
         )
@@ -284,8 +287,7 @@ def train(tc: TrainConfig, say=print) -> dict:
         return min(1.0, max(elapsed / limit_s, step / limit_steps))
 
     last_eval = last_ckpt = elapsed
-    val_bpb = float("nan")
-    history = []
+    val_bpb = history[-1]["val_bpb"] if history else float("nan")
     t_prev = time.perf_counter()
     loss_avg = None
     try:
@@ -340,6 +342,8 @@ def train(tc: TrainConfig, say=print) -> dict:
         raise CompbenchError(f"interrupted at step {step:,}; checkpoint saved, rerun the same command to resume") from None
     save_checkpoint()
 
+    if math.isnan(val_bpb):  # a resumed, already finished run: evaluate once
+        val_bpb = float_bpb(model, arch, val, device, autocast)
     model = model.to("cpu").float().eval()
     tensors = ARCHS[arch].export(model)
     meta = {"corpus": tc.corpus, "split": "train", "steps": step, "minutes": round(elapsed / 60, 2), "seed": tc.seed, "train_bytes_seen": seen}

@@ -37,14 +37,16 @@ def test_int_matmul_paths_give_identical_integers(k):
 
 
 def test_tables_are_correctly_rounded_functions():
-    xs = torch.arange(2 * intops.LIM * intops.RES + 2, dtype=torch.float64) / intops.RES - intops.LIM
-    assert torch.allclose(intops.sigmoid_table(), torch.sigmoid(xs), atol=1e-15, rtol=0)
-    assert torch.allclose(intops.tanh_table(), torch.tanh(xs), atol=1e-15, rtol=0)
+    xs = torch.arange(2 * intops.LIM * intops.RES + 1, dtype=torch.float64) / intops.RES - intops.LIM
+    # float32 tables built from 40-digit decimals: within half a float32 ulp of the true values
+    assert torch.allclose(intops.sigmoid_table().double(), torch.sigmoid(xs), atol=3e-8, rtol=0)
+    assert torch.allclose(intops.tanh_table().double(), torch.tanh(xs), atol=6e-8, rtol=0)
     e = intops.exp_table()
-    assert e[0] == intops.EXP_ONE and e[intops.ERES] == round(intops.EXP_ONE / math.e)
-    x = torch.linspace(-9, 9, 1001, dtype=torch.float64)
+    assert e[0] == intops.EXP_ONE and e[intops.ERES] == round(intops.EXP_ONE / math.e) and e[-1] >= 2
+    x = torch.linspace(-9, 9, 1001, dtype=torch.float32)
     assert (intops.sigmoid(x) - torch.sigmoid(x)).abs().max() < 4e-4  # clamped at |x| = 8
-    assert (intops.tanh(x.clamp(-3, 3)) - torch.tanh(x.clamp(-3, 3))).abs().max() < 1e-5
+    inner = x.clamp(-3, 3)
+    assert (intops.tanh(inner) - torch.tanh(inner)).abs().max() < 1e-3  # nearest of 1/1024 steps
 
 
 def test_probabilities_are_normalized_softmax():
@@ -59,20 +61,17 @@ def test_probabilities_are_normalized_softmax():
 
 
 @pytest.mark.parametrize("arch", ["gru", "transformer"])
-def test_integer_engine_tracks_the_float_model(arch):
-    torch.manual_seed(1)
-    cfg = ARCHS[arch].config(**TINY[arch])
+def test_integer_engine_tracks_the_float_model(arch, tiny_models):
+    path, res = tiny_models[arch]
+    cfg = ARCHS[arch].config(**res["config"])
     model = ARCHS[arch].module(cfg).eval()
-    with torch.no_grad():  # larger weights than init, so quantization error is visible if wrong
-        for p in model.parameters():
-            p.mul_(3.0)
-    blob = artifact.pack(arch, dataclasses.asdict(cfg), ARCHS[arch].export(model))
-    _, engine = load_engine(blob)
-    x = torch.randint(0, 256, (4, 150))  # longer than the transformer's 64-byte window
-    x[:, 0] = gru.BOS
+    model.load_state_dict(torch.load(path.parent / "checkpoint.pt", weights_only=True)["model"])
+    _, engine = load_engine(path.read_bytes())
+    text = (b"def tracks(model, engine):\n    return kl(model(x), engine(x)) < 0.01\n" * 3)[:150]
+    x = torch.tensor([gru.BOS, *text[:-1]]).repeat(2, 1)  # 150 steps: past the transformer's 64-byte window
     with torch.no_grad():
         ref = torch.log_softmax(model(x)[0].double(), -1)
-    state = engine.start(4)
+    state = engine.start(2)
     got = torch.stack([torch.log(intops.probabilities(engine.step(state, x[:, t]))) for t in range(150)], 1)
     kl = (ref.exp() * (ref - got)).sum(-1).mean().item()
     assert kl < 0.01, f"{arch} int8 engine drifts from its float model: KL {kl:.4f} nats"

@@ -1,0 +1,112 @@
+"""Neural coder speed: encode and decode KB/s, and the fraction of the machine's int8 matrix-unit peak.
+
+    python benchmarks/neural_speed.py [--corpus enwik8] [--bytes 1000000] [--repeat 3] [--coders gru,transformer]
+
+For each coder it encodes the first ``--bytes`` of the corpus's test split, decodes in the same
+process from the artifact alone, checks the bytes, and reports median KB/s over ``--repeat`` runs.
+In the same run it measures the int8 GEMM peak (``torch._int_mm`` on a large square product, which
+oneDNN runs on AMX where present) and the bf16 peak, and reports what share of the int8 peak the
+coder's own int8 multiply-accumulates reach. Results go to .compbench/bench/neural_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def peak_ops(dtype: str, n: int = 2048, repeat: int = 5) -> float:
+    """Multiply-accumulate throughput (ops/s, 2 per MAC) of an n x n x n GEMM, median of ``repeat``."""
+    g = torch.Generator().manual_seed(0)
+    if dtype == "int8":
+        a = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g)
+        b = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g)
+        fn = lambda: torch._int_mm(a, b)  # noqa: E731
+    else:
+        a = torch.randn(n, n, generator=g).to(torch.bfloat16)
+        b = torch.randn(n, n, generator=g).to(torch.bfloat16)
+        fn = lambda: a @ b  # noqa: E731
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times)
+
+
+def macs_per_byte(coder) -> int:
+    """int8 multiply-accumulates the engine does per coded byte (matmuls only)."""
+    info = coder.model_info
+    cfg = info["config"]
+    if info["arch"] == "gru":
+        h, layers = cfg["hidden"], cfg["layers"]
+        return 3 * h * h * layers + 3 * h * h * (layers - 1) + 256 * h
+    d, m, L = cfg["d_model"], cfg["mlp_mult"] * cfg["d_model"], cfg["layers"]
+    # q.k and weights.v over the full window are exact integer products too
+    return L * (3 * d * d + d * d + 2 * m * d + 2 * cfg["ctx"] * d) + 256 * d
+
+
+def main() -> None:
+    from compbench import corpus, registry
+    from compbench.payload import decode_payload
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", default="enwik8")
+    ap.add_argument("--bytes", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--coders", default="gru,transformer")
+    ap.add_argument("--out", default=".compbench/bench/neural_speed.json")
+    args = ap.parse_args()
+
+    data = corpus.load_corpus(args.corpus, "test").joined()[: args.bytes]
+    int8_peak, bf16_peak = peak_ops("int8"), peak_ops("bf16")
+    print(f"{len(data):,} bytes of {args.corpus} test; {torch.get_num_threads()} threads; "
+          f"peak int8 {int8_peak / 1e12:.2f} TOPS, bf16 {bf16_peak / 1e12:.2f} TFLOPS", file=sys.stderr)
+    rows = []
+    for spec in args.coders.split(","):
+        coder = registry.make_coder(spec)
+        art = coder.artifact()
+        enc_t, dec_t = [], []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            payload = coder.encode(data)
+            enc_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            out = decode_payload(payload, art)
+            dec_t.append(time.perf_counter() - t)
+            if out != data:
+                raise SystemExit(f"{spec}: round trip FAILED")
+        enc, dec = len(data) / statistics.median(enc_t), len(data) / statistics.median(dec_t)
+        ops = 2 * macs_per_byte(coder)
+        row = {
+            "coder": coder.spec, "bytes": len(data), "payload_bytes": len(payload), "artifact_bytes": len(art),
+            "bpb": round(8 * len(payload) / len(data), 4),
+            "encode_KBps": round(enc / 1e3, 1), "decode_KBps": round(dec / 1e3, 1),
+            "int8_ops_per_byte": ops,
+            "encode_peak_fraction": round(enc * ops / int8_peak, 5), "decode_peak_fraction": round(dec * ops / int8_peak, 5),
+        }
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+    result = {"corpus": args.corpus, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+              "int8_peak_ops": int8_peak, "bf16_peak_flops": bf16_peak, "repeat": args.repeat, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    from tabulate import tabulate
+
+    print(tabulate([{k: r[k] for k in ("coder", "bpb", "encode_KBps", "decode_KBps", "encode_peak_fraction",
+                                       "decode_peak_fraction", "artifact_bytes")} for r in rows], headers="keys",
+                   tablefmt="github"))
+
+
+if __name__ == "__main__":
+    main()
