@@ -164,3 +164,21 @@ def test_compare_shows_changes_and_can_gate(corpus_dir, tmp_path):
     assert res.exit_code == 1 and "worse by more than 1.0%" in res.stderr
     assert invoke("compare", "1", "2", "--store", store, "--fail-above", "1").exit_code == 0
     assert "run" in invoke("runs", "--store", store).stdout
+
+
+def test_train_explains_bad_invocations(tmp_path):
+    res = invoke("train", "--model", "gru", "--corpus", "pystdlib", "--out", str(tmp_path / "m"))
+    assert res.exit_code != 0 and "--minutes" in res.output
+    res = invoke("train", "--model", "gru", "--corpus", "pystdlib", "--steps", "1", "--budget", "lots", "--out", str(tmp_path / "m"))
+    assert res.exit_code == 1 and "Error: cannot read size 'lots'" in res.output
+    res = invoke("train", "--model", "gru", "--corpus", "pystdlib", "--steps", "1", "--budget", "10KB", "--out", str(tmp_path / "m"))
+    assert res.exit_code == 1 and "no gru fits a 10,000-byte budget" in res.output
+    res = invoke("train", "--model", "gru", "--corpus", "pystdlib", "--steps", "1", "--set", "hidden", "--out", str(tmp_path / "m"))
+    assert res.exit_code == 1 and "FIELD=INTEGER" in res.output
+
+
+def test_coders_lists_the_neural_family():
+    res = invoke("coders")
+    assert res.exit_code == 0
+    assert any("gru" in line and "neural" in line for line in res.output.splitlines())
+    assert any("transformer" in line and "neural" in line for line in res.output.splitlines())

@@ -53,8 +53,16 @@ def test_roundtrip_chunked(spec):
     roundtrip(spec, b"", chunk_size=2048)  # no chunks at all
 
 
+def _neural(spec: str) -> bool:
+    return registry.get_coder_class(spec.split(":")[0]).family == "neural"
+
+
+# Neural coders run at tens of KB/s: the 6 MB of both corpora is a `slow` check for them.
 @pytest.mark.parametrize("corpus", ["canterbury", "calgary"])
-@pytest.mark.parametrize("spec", one_per_coder(), ids=lambda s: s.split(":")[0])
+@pytest.mark.parametrize(
+    "spec", [pytest.param(s, marks=pytest.mark.slow) if _neural(s) else s for s in one_per_coder()],
+    ids=lambda s: s.split(":")[0],
+)
 def test_roundtrip_canterbury_and_calgary(spec, corpus):
     d = data_dir()
     if d is None:
