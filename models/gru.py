@@ -118,7 +118,7 @@ class IntGRU:
         for layer, p in enumerate(self.layers):
             h = state[layer]
             if layer == 0:
-                gx = self.table[inputs]
+                gx = self.table.index_select(0, inputs)
             else:
                 gx = intops.int_matmul(xq, p["w_ih"], f32) * p["s_ih"] + p["b_ih"]
             gh = intops.int_matmul(self._q(h), p["w_hh"], f32) * p["s_hh"] + p["b_hh"]

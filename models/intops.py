@@ -68,7 +68,7 @@ def lut(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Nearest-entry lookup of float32 ``x``: a multiply, an add, a clamp and a truncation, each
     correctly rounded or exact, so the index is the same on every machine."""
     i = (x * float(RES) + float(LIM * RES) + 0.5).clamp_(0.0, float(2 * LIM * RES)).to(torch.int32)
-    return table[i]
+    return table.index_select(0, i.view(-1)).view(x.shape)  # ~4x faster than table[i] on CPU
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -153,5 +153,5 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
     """
     # gap >= 0, so adding 0.5 and truncating rounds half up: one op fewer than round() + clamp(min=0)
     idx = ((logits.amax(dim=-1, keepdim=True) - logits) * ERES + 0.5).clamp_(max=EMAX * ERES).to(torch.int32)
-    w = exp_table()[idx]
+    w = exp_table().index_select(0, idx.view(-1)).view(idx.shape)
     return w.to(torch.float64) / w.sum(dim=-1, keepdim=True).to(torch.float64)
