@@ -76,6 +76,8 @@ def cli():
               help="Code every N-byte chunk independently (Language Modeling Is Compression protocol); 0 = whole files.")
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed passes after the warm-up/verification pass; times are min and median.")
+@click.option("--max-time", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
+              help="Stop a direction's timed passes after this long; a coder slower than this is timed from its verification pass.")
 @click.option("--format", "fmt", type=FORMAT, default="github", show_default=True,
               help="Table format; json prints the full per-file records.")
 @click.option("--per-file", is_flag=True, help="One table row per file instead of per corpus.")
@@ -84,7 +86,7 @@ def cli():
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @_data_dir_option
 @_store_option
-def run(coders, corpus, split, chunk_size, repeat, fmt, per_file, no_store, no_memory, quiet, data_dir, store_path):
+def run(coders, corpus, split, chunk_size, repeat, max_time, fmt, per_file, no_store, no_memory, quiet, data_dir, store_path):
     """Measure coders on a corpus and print the ranked table.
 
     Every file is encoded, decoded by a decoder rebuilt from the artifact alone, and compared byte
@@ -97,7 +99,8 @@ def run(coders, corpus, split, chunk_size, repeat, fmt, per_file, no_store, no_m
 
     say = _say(quiet)
     cfg = RunConfig(coders=coders, corpus=corpus, split=split, data_dir=data_dir,
-                    measure=MeasureConfig(repeat=repeat, chunk_size=chunk_size, memory=not no_memory))
+                    measure=MeasureConfig(repeat=repeat, chunk_size=chunk_size, memory=not no_memory,
+                                         max_time_s=max_time))
     result = run_bench(cfg, progress=say)
     records = [r.to_dict() for r in result.records]
     if not no_store and records:

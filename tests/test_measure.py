@@ -88,3 +88,11 @@ def test_trained_artifact_is_counted_in_bpb_total():
     (rec,) = measure(coder, corpus_of(t=small_inputs()["text"][:1000]), MeasureConfig(repeat=1))
     assert rec.artifact_bytes == 2000 and rec.roundtrip_ok
     assert rec.bpb_total == pytest.approx(8 * (rec.payload_bytes + 2000) / 1000)
+
+
+def test_slow_coders_are_timed_from_their_verification_pass():
+    data = small_inputs()["text"]
+    (rec,) = measure(registry.make_coder("lzma"), corpus_of(t=data), MeasureConfig(repeat=5, max_time_s=0.0))
+    assert rec.roundtrip_ok and rec.repeat == 1  # the verification pass already took >= 0 s
+    (rec,) = measure(registry.make_coder("lzma"), corpus_of(t=data), MeasureConfig(repeat=4, max_time_s=1e9))
+    assert rec.repeat == 4
