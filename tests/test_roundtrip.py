@@ -39,8 +39,21 @@ def test_every_registered_coder_is_covered():
     assert covered == set(registry.coders())
 
 
-@pytest.mark.parametrize("name,data", list(small_inputs().items()), ids=list(small_inputs()))
-@pytest.mark.parametrize("spec", coder_specs(), ids=lambda s: s.split(":")[0] if s.startswith("external") else s)
+def _small_cases():
+    """Every coder x every small input; neural coders' inputs over 16 KB are `slow` (the transformer
+    codes ~2 KB/s), the rest run in CI."""
+    for spec in coder_specs():
+        for name, data in small_inputs().items():
+            marks = [pytest.mark.slow] if _neural(spec) and len(data) > 16384 else []
+            sid = spec.split(":")[0] if spec.startswith("external") else spec
+            yield pytest.param(spec, name, data, marks=marks, id=f"{sid}-{name}")
+
+
+def _neural(spec: str) -> bool:
+    return registry.get_coder_class(spec.split(":")[0]).family == "neural"
+
+
+@pytest.mark.parametrize("spec,name,data", list(_small_cases()))
 def test_roundtrip_small_inputs(spec, name, data):
     roundtrip(spec, data)
 
@@ -51,10 +64,6 @@ def test_roundtrip_chunked(spec):
     roundtrip(spec, data, chunk_size=2048)
     roundtrip(spec, data[:2048], chunk_size=2048)  # exactly one chunk
     roundtrip(spec, b"", chunk_size=2048)  # no chunks at all
-
-
-def _neural(spec: str) -> bool:
-    return registry.get_coder_class(spec.split(":")[0]).family == "neural"
 
 
 # Neural coders run at tens of KB/s: the 6 MB of both corpora is a `slow` check for them.
