@@ -3,6 +3,7 @@
 Body layout (inside the compbench container, which already stores the original length n)::
 
     varint B (streams)   varint S (segment length)   range-coder words (u32 little-endian)
+    varint 0             the input, stored             (when coding would be larger than the input)
 
 The input is cut into B contiguous segments of S bytes (the last one may be shorter; B = ceil(n/S)).
 Every segment is an independent stream that starts from the BOS symbol and an empty state, and all
@@ -143,13 +144,22 @@ class NeuralCoder(Coder):
         bits = _run(self._engine, arr, n, encoder=encoder)
         self._bits = {hashlib.sha256(data).digest(): bits}
         words = encoder.get_compressed().astype("<u4").tobytes()
-        return varint(streams) + varint(seg) + words
+        body = varint(streams) + varint(seg) + words
+        if len(body) > n + 1:
+            # The model expands this input (already-compressed or random bytes can cost a text model
+            # 12+ bits per byte): store it instead, marked by a zero stream count.
+            return varint(0) + data
+        return body
 
     def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
         import constriction
 
         self._load()
         streams, pos = read_varint(body, 0, "stream count")
+        if streams == 0 and size > 0:  # stored: the model would have expanded the input
+            if len(body) - pos != size:
+                raise PayloadError("payload body is corrupted (stored bytes have the wrong length)")
+            return bytes(body[pos:])
         seg, pos = read_varint(body, pos, "segment length")
         if size == 0:
             if streams or seg or pos != len(body):

@@ -193,3 +193,13 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
     assert any("resuming" in m and "step 3" in m for m in lines)
     with pytest.raises(CompbenchError, match="different training setup"):
         train(TrainConfig(steps=6, **{**base, "seed": 5}), say=lambda *a, **k: None)
+
+
+def test_incompressible_input_is_stored_not_expanded(tiny_models):
+    path, _ = tiny_models["gru"]
+    coder = make("gru", path)
+    data = np.random.default_rng(3).integers(0, 256, 20_000, dtype=np.uint8).tobytes()
+    payload = coder.encode(data)
+    assert len(payload) - read_header(payload).header_bytes == len(data) + 1
+    assert type(coder).from_artifact(path.read_bytes(), **coder.options_dict()).decode(payload) == data
+    assert coder.model_bits(data) > 8 * len(data)  # bpb_model still reports what the model costs
