@@ -11,6 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import NamedTuple
 
+import torch
+
 from compbench.errors import ArtifactError
 
 from . import artifact, gru, transformer
@@ -49,8 +51,10 @@ def make_config(arch: str, config: dict):
 
 def expected_shapes(arch: str, cfg) -> dict[str, tuple[str, list[int]]]:
     """Names, dtypes and shapes an artifact of this config must contain (checked on load)."""
-    module = ARCHS[arch].module(cfg)
-    return {k: (str(v.dtype).removeprefix("torch."), list(v.shape)) for k, v in ARCHS[arch].export(module).items()}
+    # Build on the meta device: only shapes and dtypes are needed, not a random init of every weight.
+    with torch.device("meta"):
+        module = ARCHS[arch].module(cfg)
+        return {k: (str(v.dtype).removeprefix("torch."), list(v.shape)) for k, v in ARCHS[arch].export(module).items()}
 
 
 def load_engine(blob: bytes):

@@ -203,3 +203,13 @@ def test_incompressible_input_is_stored_not_expanded(tiny_models):
     assert len(payload) - read_header(payload).header_bytes == len(data) + 1
     assert type(coder).from_artifact(path.read_bytes(), **coder.options_dict()).decode(payload) == data
     assert coder.model_bits(data) > 8 * len(data)  # bpb_model still reports what the model costs
+
+
+def test_malformed_bodies_are_clear_errors(tiny_models):
+    coder = make("gru", tiny_models["gru"][0])
+    with pytest.raises(PayloadError, match="stored bytes have the wrong length"):
+        coder.decode_body(b"\x00abc", 5)
+    with pytest.raises(PayloadError, match="stream layout"):
+        coder.decode_body(b"\x03\x01" + bytes(8), 100)  # 3 streams x 1 byte cannot hold 100 bytes
+    with pytest.raises(PayloadError, match="not whole"):
+        coder.decode_body(b"\x01\x0a" + bytes(5), 10)
