@@ -42,21 +42,42 @@ def layout(n: int, max_streams: int, min_segment: int) -> tuple[int, int]:
     return -(-n // seg), seg
 
 
-def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None) -> float:
+def _step_probs(engine, arr: np.ndarray):
+    """Probabilities for step t of every stream, one step at a time: the decoder's path. The caller
+    fills ``arr[:, t]`` (decoded bytes) before asking for step t + 1."""
+    from compbench.models import gru, intops
+
+    state = engine.start(arr.shape[0])
+    inputs = torch.full((arr.shape[0],), gru.BOS, dtype=torch.int64)
+    for t in range(arr.shape[1]):
+        yield intops.probabilities(engine.step(state, inputs)).numpy()
+        inputs = torch.from_numpy(arr[:, t].astype(np.int64))
+
+
+def _block_probs(engine, arr: np.ndarray):
+    """The same probabilities, computed many positions at a time from inputs known up front (the
+    encoder's path, for engines with ``logits_blocks``; bit-identical to :func:`_step_probs`)."""
+    from compbench.models import gru, intops
+
+    tokens = torch.empty(arr.shape, dtype=torch.int64)
+    tokens[:, 0] = gru.BOS
+    tokens[:, 1:] = torch.from_numpy(arr[:, :-1].astype(np.int64))
+    for logits in engine.logits_blocks(tokens):
+        probs = intops.probabilities(logits.reshape(-1, 256)).view(logits.shape).transpose(0, 1).contiguous()
+        yield from probs.numpy()  # [B, 256] per step, contiguous
+
+
+def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False) -> float:
     """Advance all streams in lockstep; encode ``arr`` or fill it from ``decoder``. Returns model bits."""
     import constriction
-
-    from compbench.models import gru, intops
 
     family = constriction.stream.model.Categorical(perfect=False)
     streams, seg = arr.shape
     last_len = n - (streams - 1) * seg
-    state = engine.start(streams)
-    inputs = torch.full((streams,), gru.BOS, dtype=torch.int64)
+    blocks = decoder is None and not stepwise and hasattr(engine, "logits_blocks")
     bits = 0.0
     with torch.inference_mode():
-        for t in range(seg):
-            probs = intops.probabilities(engine.step(state, inputs)).numpy()
+        for t, probs in enumerate(_block_probs(engine, arr) if blocks else _step_probs(engine, arr)):
             k = streams if t < last_len else streams - 1
             if digest is not None:
                 digest.update(probs[:k].tobytes())
@@ -66,7 +87,6 @@ def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=Non
             if encoder is not None:
                 encoder.encode(sym, family, probs[:k])
             bits -= float(np.log2(probs[np.arange(k), sym]).sum())
-            inputs = torch.from_numpy(arr[:, t].astype(np.int64))
     return bits
 
 
@@ -178,15 +198,16 @@ class NeuralCoder(Coder):
             raise PayloadError(f"payload body is corrupted (range decoder: {err})") from None
         return arr.reshape(-1)[:size].tobytes()
 
-    def probability_digest(self, data: bytes) -> str:
-        """sha256 of every float64 probability the coder computes for ``data`` (determinism tests)."""
+    def probability_digest(self, data: bytes, stepwise: bool = False) -> str:
+        """sha256 of every float64 probability the coder computes for ``data`` (determinism tests);
+        ``stepwise`` forces the decoder's one-step-at-a-time path."""
         self._load()
         h = hashlib.sha256()
         if data:
             streams, seg = layout(len(data), self.options.streams, self.options.min_segment)
             arr = np.zeros((streams, seg), dtype=np.uint8)
             arr.reshape(-1)[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-            _run(self._engine, arr, len(data), digest=h)
+            _run(self._engine, arr, len(data), digest=h, stepwise=stepwise)
         return h.hexdigest()
 
     def model_bits(self, data: bytes, context: bytes = b"") -> float:

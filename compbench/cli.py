@@ -381,14 +381,18 @@ def _parse_sizes(items: tuple[str, ...]) -> dict:
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Sequences per step (default: GRU 128, transformer 32).")
 @click.option("--seq-len", type=click.IntRange(min=8), default=None, help="Bytes per sequence (default: GRU 256, transformer its context).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate.")
+@click.option("--dropout", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+              help="Training dropout (default 0.1); the artifact has none.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="AdamW weight decay on matrices.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda where a GPU exists.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
               help="auto: bf16 autocast where the CPU has AMX/AVX512-BF16 (or on CUDA), else fp32.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="torch threads (0: torch's default).")
 @click.option("--eval-every", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Seconds between val evaluations.")
 @_data_dir_option
-def train(arch, corpus, budget, minutes, steps, out, seed, sizes, batch, seq_len, lr, device, precision, threads,
-          eval_every, data_dir):
+def train(arch, corpus, budget, minutes, steps, out, seed, sizes, batch, seq_len, lr, dropout, weight_decay, device,
+          precision, threads, eval_every, data_dir):
     """Train a byte-LM on a corpus's train split and export its int8 artifact.
 
     \b
@@ -401,7 +405,8 @@ def train(arch, corpus, budget, minutes, steps, out, seed, sizes, batch, seq_len
     if minutes is None and steps is None:
         raise CompbenchError("give --minutes N or --steps N")
     tc = TrainConfig(model=arch, corpus=corpus, budget=parse_size(budget), out=out, minutes=minutes, steps=steps,
-                     seed=seed, batch=batch or 0, seq_len=seq_len or 0, lr=lr or 0.0, device=device,
+                     seed=seed, batch=batch or 0, seq_len=seq_len or 0, lr=lr or 0.0, dropout=dropout,
+                     weight_decay=weight_decay, device=device,
                      precision=precision, threads=threads, size=_parse_sizes(sizes), eval_s=eval_every,
                      data_dir=str(data_dir) if data_dir else None)
     do_train(tc, say=lambda msg, end="\n": click.echo(msg, err=True, nl=False) or click.echo(end, err=True, nl=False))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import intops
@@ -41,16 +42,20 @@ class GRUConfig:
 
 
 class GRULM(nn.Module):
-    def __init__(self, cfg: GRUConfig):
+    """Float training module. ``dropout`` (on the embeddings and on the GRU output) is a training
+    setting, not part of the config: the exported engine has no dropout."""
+
+    def __init__(self, cfg: GRUConfig, dropout: float = 0.0):
         super().__init__()
         self.cfg = cfg
+        self.dropout = dropout
         self.emb = nn.Embedding(VOCAB_IN, cfg.embed)
         self.rnn = nn.GRU(cfg.embed, cfg.hidden, cfg.layers, batch_first=True)
         self.out = nn.Linear(cfg.hidden, 256)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        y, h = self.rnn(self.emb(x), h)
-        return self.out(y), h
+        y, h = self.rnn(F.dropout(self.emb(x), self.dropout, self.training), h)
+        return self.out(F.dropout(y, self.dropout, self.training)), h
 
 
 def _q_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -66,10 +66,11 @@ class RMSNorm(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, cfg: TransformerConfig, dropout: float = 0.0):
         super().__init__()
         d = cfg.d_model
         self.heads = cfg.heads
+        self.dropout = dropout
         self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.proj = nn.Linear(d, d, bias=False)
@@ -79,18 +80,25 @@ class Block(nn.Module):
     def forward(self, x, bias):
         B, T, d = x.shape
         q, k, v = self.qkv(self.n1(x)).view(B, T, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        # No dropout on the attention weights: on a CPU it draws B*H*T*T random numbers per layer and
+        # takes the fused attention kernel away (5x slower training here).
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
-        x = x + self.proj(a.transpose(1, 2).reshape(B, T, d))
-        return x + self.fc2(F.relu(self.fc1(self.n2(x))).square())
+        p = self.dropout
+        x = x + F.dropout(self.proj(a.transpose(1, 2).reshape(B, T, d)), p, self.training)
+        return x + F.dropout(self.fc2(F.relu(self.fc1(self.n2(x))).square()), p, self.training)
 
 
 class TransformerLM(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
+    """Float training module. ``dropout`` (on the embeddings and the residual branches) is a
+    training setting, not part of the config: the exported engine has no dropout."""
+
+    def __init__(self, cfg: TransformerConfig, dropout: float = 0.0):
         super().__init__()
         self.cfg = cfg
+        self.dropout = dropout
         self.emb = nn.Embedding(VOCAB_IN, cfg.d_model)
         nn.init.normal_(self.emb.weight, std=0.02)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.blocks = nn.ModuleList(Block(cfg, dropout) for _ in range(cfg.layers))
         self.norm = RMSNorm(cfg.d_model, gain=False)
         # An untied head costs 256*d int8 bytes and learns far faster than a tied one, whose logits
         # start near zero (embedding std 0.02) and take hundreds of steps to reach a useful scale.
@@ -115,7 +123,7 @@ class TransformerLM(nn.Module):
     def forward(self, x: torch.Tensor, h=None):
         T = x.shape[1]
         bias = self._bias(T, x.device)
-        y = self.emb(x)
+        y = F.dropout(self.emb(x), self.dropout, self.training)
         for b in self.blocks:
             y = b(y, bias)
         return self.head(self.norm(y)), None
@@ -152,7 +160,8 @@ class IntTransformer:
         dh = cfg.d_model // cfg.heads
         self.inv_sqrt_dh = float(torch.tensor(1.0 / math.sqrt(dh), dtype=torch.float32))  # a float32 constant
         self.slopes32 = torch.tensor(alibi_slopes(cfg.heads), dtype=torch.float32)[None, :, None]
-        self.att_exp = intops.exp_table() >> ATT_SHIFT
+        # Integers <= 2**16, held as float64 (exact) so a lookup needs no conversion pass.
+        self.att_exp = (intops.exp_table() >> ATT_SHIFT).to(torch.float64)
 
     def start(self, batch: int) -> dict:
         c, L, H, dh = self.cfg.ctx, self.cfg.layers, self.cfg.heads, self.cfg.d_model // self.cfg.heads
@@ -179,6 +188,69 @@ class IntTransformer:
         rms = torch.sqrt(ss / d + 1e-6 * float(1 << (2 * RESID_BITS)))
         step = m.to(torch.float64) / 127.0 / rms
         return intops.int_matmul(q, w[0]) * step * w[1]
+
+    def logits_blocks(self, tokens: torch.Tensor, block: int = 0):
+        """Yield the logits of every position of ``tokens`` [B, n] (each row: BOS, then its bytes),
+        as [B, T, 256] float64 blocks of T positions, left to right.
+
+        The numbers are those of n calls to :meth:`step`, bit for bit: every operation is either
+        row-wise (the same op on the same row gives the same result whatever else is in the batch)
+        or an exact integer sum, so scoring T queries against the window at once, as matrix-matrix
+        products instead of matrix-vector ones, changes nothing but speed. The encoder knows every
+        input up front and uses this; the decoder must step.
+        """
+        cfg = self.cfg
+        B, n = tokens.shape
+        H, d, c = cfg.heads, cfg.d_model, cfg.ctx
+        dh = d // H
+        block = block or max(16, 4096 // max(1, B))
+        # Per layer: the previous c - 1 positions' keys (int8 values as float32), key scales and
+        # fixed-point values, laid out [B, H, P, dh] as in the step cache.
+        prev = [
+            (torch.zeros(B, H, 0, dh), torch.zeros(B, H, 0), torch.zeros(B, H, 0, dh, dtype=torch.float64))
+            for _ in range(cfg.layers)
+        ]
+        slopes = self.slopes32[..., None]  # [1, H, 1, 1]
+        for t0 in range(0, n, block):
+            T = min(block, n - t0)
+            P = min(t0, c - 1)
+            # Query t sees keys t - c + 1 .. t: the step cache's ring of c slots. dist is exact in float32.
+            dist = (torch.arange(t0, t0 + T)[:, None] - torch.arange(t0 - P, t0 + T)[None, :]).to(torch.float32)
+            bias = torch.where((dist >= 0) & (dist < c), -(slopes * dist), -math.inf)  # [1, H, T, P + T]
+            inp = tokens[:, t0 : t0 + T].reshape(-1)
+            x = self.emb.index_select(0, inp).to(torch.float64) * self.emb_scale.index_select(0, inp)[:, None]
+            x = torch.round(x * float(1 << RESID_BITS)).to(torch.int64)  # [B * T, d]
+            for i, w in enumerate(self.blocks):
+                qkv = self._normed_linear(x, w["qkv"]).view(B, T, 3, H, dh)
+                qq, qs = intops.quantize_rows(qkv[:, :, 0])  # [B, T, H, dh], [B, T, H, 1]
+                kq, ks = intops.quantize_rows(qkv[:, :, 1])
+                vfix = torch.round(qkv[:, :, 2] * float(1 << V_BITS)).clamp_(-(1 << 20), 1 << 20)
+                k_all = torch.cat([prev[i][0], kq.to(torch.float32).transpose(1, 2)], dim=2)  # [B, H, P+T, dh]
+                ks_all = torch.cat([prev[i][1], ks[..., 0].to(torch.float32).transpose(1, 2)], dim=2)
+                v_all = torch.cat([prev[i][2], vfix.transpose(1, 2)], dim=2)
+                prev[i] = (k_all[:, :, -(c - 1) :], ks_all[:, :, -(c - 1) :], v_all[:, :, -(c - 1) :])
+                s_int = torch.matmul(qq.to(torch.float32).transpose(1, 2), k_all.transpose(-1, -2))  # exact
+                qscale = qs.to(torch.float32).transpose(1, 2) * self.inv_sqrt_dh  # [B, H, T, 1]
+                score = s_int * qscale * ks_all[:, :, None, :] + bias
+                gap = (score.amax(dim=-1, keepdim=True) - score) * float(intops.ERES) + 0.5
+                idx = gap.clamp_(max=float(intops.EMAX * intops.ERES)).to(torch.int32)
+                wts = self.att_exp.index_select(0, idx.view(-1)).view(idx.shape)
+                num = torch.matmul(wts, v_all)  # exact: integer partial sums below 2**53
+                att = num / wts.sum(dim=-1, keepdim=True) / float(1 << V_BITS)  # [B, H, T, dh]
+                o = self._linear(att.transpose(1, 2).reshape(B * T, d), w["proj"])
+                x = x + torch.round(o * float(1 << RESID_BITS)).to(torch.int64)
+                hid = self._normed_linear(x, w["fc1"]).clamp_min(0.0)
+                o = self._linear(hid * hid, w["fc2"])
+                x = x + torch.round(o * float(1 << RESID_BITS)).to(torch.int64)
+            yield self._head(x).view(B, T, 256)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.cfg.d_model
+        ss = (x * x).sum(dim=-1, keepdim=True).to(torch.float64)
+        m = x.abs().amax(dim=-1, keepdim=True).clamp_min(1)
+        q = torch.round(x.to(torch.float64) * 127.0 / m.to(torch.float64)).to(torch.int8)
+        rms = torch.sqrt(ss / d + 1e-6 * float(1 << (2 * RESID_BITS)))
+        return intops.int_matmul(q, self.head) * (m.to(torch.float64) / 127.0 / rms) * self.head_scale
 
     def step(self, state: dict, inputs: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -207,7 +279,7 @@ class IntTransformer:
             score = s_int * (qs.to(torch.float32) * self.inv_sqrt_dh) * state["ks"][i] + bias
             gap = (score.amax(dim=-1, keepdim=True) - score) * float(intops.ERES) + 0.5
             idx = gap.clamp_(max=float(intops.EMAX * intops.ERES)).to(torch.int32)
-            wts = self.att_exp.index_select(0, idx.view(-1)).view(idx.shape).to(torch.float64)  # <= 2**16
+            wts = self.att_exp.index_select(0, idx.view(-1)).view(idx.shape)  # <= 2**16
             # Partial sums of wts * vfix are integers below 2**16 * 2**20 * 4096 < 2**53: exact.
             num = torch.matmul(wts[:, :, None, :], state["v"][i])[:, :, 0]
             att = num / wts.sum(dim=-1, keepdim=True) / float(1 << V_BITS)
@@ -217,9 +289,4 @@ class IntTransformer:
             o = self._linear(hid * hid, w["fc2"])
             x = x + torch.round(o * float(1 << RESID_BITS)).to(torch.int64)
         state["t"] = t + 1
-        d = cfg.d_model
-        ss = (x * x).sum(dim=-1, keepdim=True).to(torch.float64)
-        m = x.abs().amax(dim=-1, keepdim=True).clamp_min(1)
-        q = torch.round(x.to(torch.float64) * 127.0 / m.to(torch.float64)).to(torch.int8)
-        rms = torch.sqrt(ss / d + 1e-6 * float(1 << (2 * RESID_BITS)))
-        return intops.int_matmul(q, self.head) * (m.to(torch.float64) / 127.0 / rms) * self.head_scale
+        return self._head(x)

@@ -1,7 +1,8 @@
 """A neural payload decodes bit-exactly in a fresh process on a "different machine": another thread
 count, torch's scalar kernels (ATEN_CPU_CAPABILITY=default), oneDNN capped at AVX2 or SSE4.1, numpy
 without AVX2/AVX-512 dispatch, and no int8 GEMM at all. Each subprocess also hashes every float64
-probability it computes; the hashes must equal the encoder's, not merely decode."""
+probability it computes on the decoder's one-step-at-a-time path; the hashes must equal those of the
+encoder's path (the transformer's encoder computes many positions at once), not merely decode."""
 
 import hashlib
 import json
@@ -41,7 +42,7 @@ from compbench.payload import decode_payload
 arch, art, payload, data, opts = sys.argv[1], *(open(p, "rb").read() for p in sys.argv[2:5]), json.loads(sys.argv[5])
 out = decode_payload(payload, art)
 coder = registry.get_coder_class(arch).from_artifact(art, **opts)
-print(json.dumps({"decoded": hashlib.sha256(out).hexdigest(), "probs": coder.probability_digest(data),
+print(json.dumps({"decoded": hashlib.sha256(out).hexdigest(), "probs": coder.probability_digest(data, stepwise=True),
                   "threads": torch.get_num_threads(), "isa": torch.backends.cpu.get_cpu_capability()}))
 """
 

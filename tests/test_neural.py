@@ -77,6 +77,31 @@ def test_integer_engine_tracks_the_float_model(arch, tiny_models):
     assert kl < 0.01, f"{arch} int8 engine drifts from its float model: KL {kl:.4f} nats"
 
 
+@pytest.mark.parametrize("block", [1, 7, 64, 200])
+def test_transformer_block_logits_equal_the_step_engine_bit_for_bit(tiny_models, block):
+    """The encoder scores many positions at once; the decoder steps. Any difference in one bit of one
+    logit would desynchronise the range coder, so compare exactly, past the 64-byte window."""
+    path, _ = tiny_models["transformer"]
+    _, engine = load_engine(path.read_bytes())
+    g = torch.Generator().manual_seed(block)
+    tokens = torch.randint(0, 256, (3, 150), generator=g)
+    tokens[:, 0] = gru.BOS
+    tokens[1, 20:90] = ord("a")  # a long run: a peaked attention row, so the exp table's ends are exercised
+    with torch.inference_mode():
+        blocks = torch.cat(list(engine.logits_blocks(tokens, block)), dim=1)
+        state = engine.start(3)
+        steps = torch.stack([engine.step(state, tokens[:, t]) for t in range(150)], 1)
+    assert blocks.shape == steps.shape == (3, 150, 256)
+    assert torch.equal(blocks, steps)
+
+
+def test_transformer_encoder_and_decoder_paths_give_the_same_probabilities(tiny_models):
+    path, _ = tiny_models["transformer"]
+    coder = make("transformer", path, streams=3, min_segment=100)
+    data = (b"block path == step path; " * 40)[:700] + bytes(range(0, 256, 3))
+    assert coder.probability_digest(data) == coder.probability_digest(data, stepwise=True)
+
+
 def test_artifact_rejects_corruption_and_other_engines(tiny_models):
     blob = tiny_models["gru"][0].read_bytes()
     header, tensors = artifact.unpack(blob)
@@ -181,6 +206,19 @@ def test_tiny_training_learns_and_reports(tiny_models):
         assert res["val_bpb_int8"] < 7.0, f"{arch} did not learn anything in 40 steps"
         assert abs(res["val_bpb_int8"] - res["val_bpb_float"]) < 0.25
         assert res["train_bytes_per_s"] > 0
+        assert res["dropout"] == 0.1 and res["weight_decay"] == 0.1  # the training defaults, recorded
+
+
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_dropout_acts_in_training_only(arch):
+    cfg = ARCHS[arch].config(**TINY[arch])
+    torch.manual_seed(0)
+    model = ARCHS[arch].module(cfg, dropout=0.5)
+    x = torch.randint(0, 256, (2, 40))
+    with torch.no_grad():
+        assert not torch.equal(model(x)[0], model(x)[0])  # training mode: fresh masks per call
+        model.eval()
+        assert torch.equal(model(x)[0], model(x)[0])
 
 
 def test_training_resumes_from_its_checkpoint(tmp_path):
