@@ -223,11 +223,19 @@ class NeuralCoder(Coder):
         return self._bits[key]
 
 
-def _check_layout_options(streams: int, min_segment: int) -> None:
-    if not 1 <= streams <= 4096:
-        raise ValueError(f"streams={streams} is out of range [1, 4096]")
-    if min_segment < 1:
-        raise ValueError("min_segment must be at least 1")
+@dataclass(frozen=True)
+class NeuralOptions:
+    """Options shared by the neural coders; each coder sets its own default ``streams``."""
+
+    model: str = "enwik8"
+    streams: int = 64
+    min_segment: int = 4096
+
+    def __post_init__(self):
+        if not 1 <= self.streams <= 4096:
+            raise ValueError(f"streams={self.streams} is out of range [1, 4096]")
+        if self.min_segment < 1:
+            raise ValueError("min_segment must be at least 1")
 
 
 @register_coder("gru", groups=NEURAL)
@@ -236,13 +244,8 @@ class GRUCoder(NeuralCoder):
     arch = "gru"
 
     @dataclass(frozen=True)
-    class Options:
-        model: str = "enwik8"
-        streams: int = 256
-        min_segment: int = 4096
-
-        def __post_init__(self):
-            _check_layout_options(self.streams, self.min_segment)
+    class Options(NeuralOptions):
+        streams: int = 256  # a GRU step is cheap: more rows per int8 matmul
 
 
 @register_coder("transformer", groups=NEURAL)
@@ -251,10 +254,5 @@ class TransformerCoder(NeuralCoder):
     arch = "transformer"
 
     @dataclass(frozen=True)
-    class Options:
-        model: str = "enwik8"
-        streams: int = 64
-        min_segment: int = 4096
-
-        def __post_init__(self):
-            _check_layout_options(self.streams, self.min_segment)
+    class Options(NeuralOptions):
+        streams: int = 64  # each stream keeps a 512-position KV cache per layer
