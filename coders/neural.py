@@ -67,7 +67,81 @@ def _block_probs(engine, arr: np.ndarray):
         yield from probs.numpy()  # [B, 256] per step, contiguous
 
 
-def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False) -> float:
+class MatchModel:
+    """A copy model over each stream's own history, and an adaptive estimate of when to trust it.
+
+    The byte-LM sees at most its window (512 bytes for the transformer, a few KB of recurrent state
+    for the GRU); text repeats over much longer spans. For every stream this finds the most recent
+    earlier occurrence of the last ``minlen`` bytes and predicts the byte that followed it, extending
+    the match while predictions hit (lpaq's match model). A table shared by all streams counts, for
+    each (match length, octave of the LM's own probability of the predicted byte), how often the
+    prediction was right; that rate becomes the predicted byte's probability and the LM's other
+    probabilities are scaled to fill the rest (secondary symbol estimation).
+
+    Determinism: the state is integers (positions, lengths, counts) updated from coded bytes only,
+    and the new probabilities are single correctly rounded float64 operations: no sums of floats.
+    """
+
+    LEN_BUCKETS = 16
+    # Octave thresholds 1/2, 1/4, ... 1/2**11, made with ldexp: exact, never a libm pow.
+    THRESHOLDS = np.ldexp(1.0, -np.arange(1, 12))
+
+    def __init__(self, streams: int, seg: int, minlen: int):
+        self.minlen = minlen
+        self.rows = np.arange(streams)
+        # Hash bits: about 2 slots per position of a stream, at most 2**24 slots in all (64 MB).
+        self.bits = max(8, min((2 * seg - 1).bit_length(), 24 - (streams - 1).bit_length()))
+        self.table = np.zeros((streams, 1 << self.bits), dtype=np.int64)  # position after the key; 0: none
+        self.mpos = np.full(streams, -1, dtype=np.int64)  # index in the stream of the predicted byte
+        self.mlen = np.zeros(streams, dtype=np.int64)
+        self.hits = np.ones((self.LEN_BUCKETS, len(self.THRESHOLDS) + 1), dtype=np.int64)
+        self.tries = np.full_like(self.hits, 2)
+        self._pending = None
+
+    def adjust(self, t: int, arr: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """Probabilities for step t (``arr[:, :t]`` known), given the LM's ``probs`` [B, 256]."""
+        m, rows = self.minlen, self.rows
+        if t >= m:
+            key = np.zeros(len(rows), dtype=np.uint64)
+            for i in range(m):
+                key = (key << np.uint64(8)) | arr[:, t - m + i].astype(np.uint64)
+            slot = ((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - self.bits)).astype(np.int64)
+            cand = self.table[rows, slot]
+            new = (self.mpos < 0) & (cand > 0)
+            for i in range(m):  # a slot may hold another key: check the bytes themselves
+                new &= arr[rows, np.maximum(cand - m + i, 0)] == arr[:, t - m + i]
+            self.mpos[new], self.mlen[new] = cand[new], 0
+            self.table[rows, slot] = t
+        a = rows[self.mpos >= 0]
+        self._pending = None
+        if len(a) == 0:
+            return probs
+        pred = arr[a, self.mpos[a]].astype(np.int64)
+        p_pred = probs[a, pred]
+        li = np.minimum(self.mlen[a], self.LEN_BUCKETS - 1)
+        pj = (p_pred[:, None] < self.THRESHOLDS[None, :]).sum(axis=1)
+        r = self.hits[li, pj] / self.tries[li, pj]
+        out = probs.copy()
+        out[a] = probs[a] * ((1.0 - r) / (1.0 - p_pred))[:, None]  # p_pred < 1: every weight is >= 2
+        out[a, pred] = r
+        self._pending = (a, pred, li, pj)
+        return out
+
+    def update(self, t: int, arr: np.ndarray, k: int) -> None:
+        """Learn from step t's bytes (streams ``< k`` are real; a shorter last stream has ended)."""
+        if self._pending is None:
+            return
+        a, pred, li, pj = self._pending
+        live = a < k
+        hit = arr[a, t] == pred
+        np.add.at(self.hits, (li[live], pj[live]), hit[live])
+        np.add.at(self.tries, (li[live], pj[live]), 1)
+        self.mpos[a] = np.where(hit, self.mpos[a] + 1, -1)
+        self.mlen[a] = np.where(hit, self.mlen[a] + 1, 0)
+
+
+def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False,
+         match: int = 0) -> float:
     """Advance all streams in lockstep; encode ``arr`` or fill it from ``decoder``. Returns model bits."""
     import constriction
 
@@ -75,10 +149,13 @@ def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=Non
     streams, seg = arr.shape
     last_len = n - (streams - 1) * seg
     blocks = decoder is None and not stepwise and hasattr(engine, "logits_blocks")
+    matcher = MatchModel(streams, seg, match) if match else None
     bits = 0.0
     with torch.inference_mode():
         for t, probs in enumerate(_block_probs(engine, arr) if blocks else _step_probs(engine, arr)):
             k = streams if t < last_len else streams - 1
+            if matcher is not None:
+                probs = matcher.adjust(t, arr, probs)
             if digest is not None:
                 digest.update(probs[:k].tobytes())
             if decoder is not None:
@@ -87,6 +164,8 @@ def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=Non
             if encoder is not None:
                 encoder.encode(sym, family, probs[:k])
             bits -= float(np.log2(probs[np.arange(k), sym]).sum())
+            if matcher is not None:
+                matcher.update(t, arr, k)
     return bits
 
 
@@ -161,7 +240,7 @@ class NeuralCoder(Coder):
         arr = np.zeros((streams, seg), dtype=np.uint8)
         arr.reshape(-1)[:n] = np.frombuffer(data, dtype=np.uint8)
         encoder = constriction.stream.queue.RangeEncoder()
-        bits = _run(self._engine, arr, n, encoder=encoder)
+        bits = _run(self._engine, arr, n, encoder=encoder, match=self.options.match)
         self._bits = {hashlib.sha256(data).digest(): bits}
         words = encoder.get_compressed().astype("<u4").tobytes()
         body = varint(streams) + varint(seg) + words
@@ -193,7 +272,7 @@ class NeuralCoder(Coder):
         decoder = constriction.stream.queue.RangeDecoder(words)
         arr = np.zeros((streams, seg), dtype=np.uint8)
         try:
-            _run(self._engine, arr, size, decoder=decoder)
+            _run(self._engine, arr, size, decoder=decoder, match=self.options.match)
         except (ValueError, RuntimeError) as err:
             raise PayloadError(f"payload body is corrupted (range decoder: {err})") from None
         return arr.reshape(-1)[:size].tobytes()
@@ -207,7 +286,7 @@ class NeuralCoder(Coder):
             streams, seg = layout(len(data), self.options.streams, self.options.min_segment)
             arr = np.zeros((streams, seg), dtype=np.uint8)
             arr.reshape(-1)[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-            _run(self._engine, arr, len(data), digest=h, stepwise=stepwise)
+            _run(self._engine, arr, len(data), digest=h, stepwise=stepwise, match=self.options.match)
         return h.hexdigest()
 
     def model_bits(self, data: bytes, context: bytes = b"") -> float:
@@ -219,7 +298,7 @@ class NeuralCoder(Coder):
                 return 0.0
             arr = np.zeros((streams, seg), dtype=np.uint8)
             arr.reshape(-1)[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-            self._bits = {key: _run(self._engine, arr, len(data))}
+            self._bits = {key: _run(self._engine, arr, len(data), match=self.options.match)}
         return self._bits[key]
 
 
@@ -230,8 +309,11 @@ class NeuralOptions:
     model: str = "enwik8"
     streams: int = 64
     min_segment: int = 4096
+    match: int = 3  # match model's minimum match length (bytes); 0: the byte-LM alone
 
     def __post_init__(self):
+        if not (self.match == 0 or 2 <= self.match <= 8):
+            raise ValueError(f"match={self.match}: give 0 (off) or a minimum match length in [2, 8]")
         if not 1 <= self.streams <= 4096:
             raise ValueError(f"streams={self.streams} is out of range [1, 4096]")
         if self.min_segment < 1:

@@ -368,8 +368,12 @@ def train(tc: TrainConfig, say=print) -> dict:
     say(f"artifact {out / 'model.cbnm'}: {len(blob):,} bytes; measuring the int8 engine on val ...")
     from .registry import make_coder
 
-    coder = make_coder(f"{arch}:model='{out / 'model.cbnm'}'")
+    # The int8 engine alone (comparable with the float figure), then as the coder ships it, with
+    # the match model (coders/neural.py).
+    coder = make_coder(f"{arch}:model='{out / 'model.cbnm'}':match=0")
     int8_bpb = coder.model_bits(val_b) / max(1, len(val_b)) if val_b else float("nan")
+    coder = make_coder(f"{arch}:model='{out / 'model.cbnm'}'")
+    match_bpb = coder.model_bits(val_b) / max(1, len(val_b)) if val_b else float("nan")
     result = {
         "arch": arch,
         "config": dataclasses.asdict(cfg),
@@ -386,6 +390,7 @@ def train(tc: TrainConfig, say=print) -> dict:
         "val_bytes": len(val_b),
         "val_bpb_float": round(val_bpb, 4),
         "val_bpb_int8": round(int8_bpb, 4),
+        "val_bpb_coder": round(match_bpb, 4),
         "precision": "bf16" if bf16 else "fp32",
         "threads": torch.get_num_threads(),
         "seed": tc.seed,
@@ -397,7 +402,7 @@ def train(tc: TrainConfig, say=print) -> dict:
     (out / "train.json").write_text(json.dumps(result, indent=2) + "\n")
     say(
         f"done: {step:,} steps in {elapsed / 60:.1f} min ({result['train_bytes_per_s'] / 1e3:.1f} KB/s); "
-        f"val bpb float {val_bpb:.4f}, int8 engine {int8_bpb:.4f}; artifact {len(blob):,} bytes "
+        f"val bpb float {val_bpb:.4f}, int8 engine {int8_bpb:.4f}, coder (with match model) {match_bpb:.4f}; artifact {len(blob):,} bytes "
         f"sha256 {result['artifact_sha256'][:16]}"
     )
     return result

@@ -95,6 +95,29 @@ def test_transformer_block_logits_equal_the_step_engine_bit_for_bit(tiny_models,
     assert torch.equal(blocks, steps)
 
 
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_match_model_codes_a_repeat_beyond_the_window_almost_free(tiny_models, arch):
+    """1,500 random bytes, then the same again: the LM cannot predict either copy (its window is 64
+    bytes), the match model predicts the second. The payload must still decode exactly."""
+    path, _ = tiny_models[arch]
+    rng = np.random.default_rng(3)
+    block = rng.integers(0, 256, 1500, dtype=np.uint8).tobytes()
+    data = block + block
+    with_match, without = make(arch, path, streams=1), make(arch, path, streams=1, match=0)
+    bits_on, bits_off = with_match.model_bits(data), without.model_bits(data)
+    assert bits_off > 7.0 * len(data)  # random bytes: the LM alone learns nothing
+    assert bits_on < 0.6 * bits_off, (bits_on, bits_off)
+    payload = with_match.encode(data)
+    assert decode_payload(payload, with_match.artifact()) == data
+    assert len(payload) * 8 < 1.1 * bits_on + 800
+
+
+def test_match_option_is_checked():
+    with pytest.raises(registry.SpecError, match="match=1"):
+        registry.make_coder("gru:match=1")
+    assert registry.make_coder("gru:match=0").options.match == 0
+
+
 def test_transformer_encoder_and_decoder_paths_give_the_same_probabilities(tiny_models):
     path, _ = tiny_models["transformer"]
     coder = make("transformer", path, streams=3, min_segment=100)
