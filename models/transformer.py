@@ -203,7 +203,7 @@ class IntTransformer:
         B, n = tokens.shape
         H, d, c = cfg.heads, cfg.d_model, cfg.ctx
         dh = d // H
-        block = block or max(16, 4096 // max(1, B))
+        block = block or 64  # queries per block: the key window is 64 + ctx - 1, little wasted
         # Per layer: the previous c - 1 positions' keys (int8 values as float32), key scales and
         # fixed-point values, laid out [B, H, P, dh] as in the step cache.
         prev = [
