@@ -75,8 +75,10 @@ class MatchModel:
     earlier occurrence of the last ``minlen`` bytes and predicts the byte that followed it, extending
     the match while predictions hit (lpaq's match model). A table shared by all streams counts, for
     each (match length, octave of the LM's own probability of the predicted byte), how often the
-    prediction was right; that rate becomes the predicted byte's probability and the LM's other
-    probabilities are scaled to fill the rest (secondary symbol estimation).
+    prediction was right; where that rate is above the LM's own probability for the byte it becomes
+    the byte's probability, and the LM's other probabilities are scaled to fill the rest (secondary
+    symbol estimation). The LM's probability is bucketed by octave below 1/2 and by octave of its
+    distance to 1 above, so a confident LM is compared with matches of the same confidence.
 
     Determinism: the state is integers (positions, lengths, counts) updated from coded bytes only,
     and the new probabilities are single correctly rounded float64 operations: no sums of floats.
@@ -85,6 +87,7 @@ class MatchModel:
     LEN_BUCKETS = 16
     # Octave thresholds 1/2, 1/4, ... 1/2**11, made with ldexp: exact, never a libm pow.
     THRESHOLDS = np.ldexp(1.0, -np.arange(1, 12))
+    P_BUCKETS = 12 + 11  # p < 1/2 by octave of p (12), p >= 1/2 by octave of 1 - p (11)
 
     def __init__(self, streams: int, seg: int, minlen: int):
         self.minlen = minlen
@@ -94,7 +97,7 @@ class MatchModel:
         self.table = np.zeros((streams, 1 << self.bits), dtype=np.int64)  # position after the key; 0: none
         self.mpos = np.full(streams, -1, dtype=np.int64)  # index in the stream of the predicted byte
         self.mlen = np.zeros(streams, dtype=np.int64)
-        self.hits = np.ones((self.LEN_BUCKETS, len(self.THRESHOLDS) + 1), dtype=np.int64)
+        self.hits = np.ones((self.LEN_BUCKETS, self.P_BUCKETS), dtype=np.int64)
         self.tries = np.full_like(self.hits, 2)
         self._pending = None
 
@@ -119,8 +122,12 @@ class MatchModel:
         pred = arr[a, self.mpos[a]].astype(np.int64)
         p_pred = probs[a, pred]
         li = np.minimum(self.mlen[a], self.LEN_BUCKETS - 1)
-        pj = (p_pred[:, None] < self.THRESHOLDS[None, :]).sum(axis=1)
-        r = self.hits[li, pj] / self.tries[li, pj]
+        low = (p_pred[:, None] < self.THRESHOLDS[None, :]).sum(axis=1)
+        high = 12 + ((1.0 - p_pred)[:, None] < self.THRESHOLDS[None, 1:]).sum(axis=1)
+        pj = np.where(p_pred < 0.5, low, high)
+        # Never below the LM's own probability: the match can only add confidence, so a cold or
+        # coarse cell cannot undo a confident LM.
+        r = np.maximum(self.hits[li, pj] / self.tries[li, pj], p_pred)
         out = probs.copy()
         out[a] = probs[a] * ((1.0 - r) / (1.0 - p_pred))[:, None]  # p_pred < 1: every weight is >= 2
         out[a, pred] = r
