@@ -112,6 +112,11 @@ def test_match_model_codes_a_repeat_beyond_the_window_almost_free(tiny_models, a
     assert len(payload) * 8 < 1.1 * bits_on + 800
 
 
+def test_training_rejects_a_dropout_outside_0_to_1(tmp_path):
+    with pytest.raises(CompbenchError, match="dropout must be in"):
+        train(TrainConfig(model="gru", corpus="pystdlib", steps=1, out=str(tmp_path), dropout=1.0), say=lambda *a, **k: None)
+
+
 def test_match_option_is_checked():
     with pytest.raises(registry.SpecError, match="match=1"):
         registry.make_coder("gru:match=1")
