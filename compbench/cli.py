@@ -381,8 +381,8 @@ def _parse_sizes(items: tuple[str, ...]) -> dict:
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Sequences per step (default: GRU 128, transformer 32).")
 @click.option("--seq-len", type=click.IntRange(min=8), default=None, help="Bytes per sequence (default: GRU 256, transformer its context).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate.")
-@click.option("--dropout", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
-              help="Training dropout (default 0.1); the artifact has none.")
+@click.option("--dropout", type=click.FloatRange(min=0, max=1, max_open=True), default=0.1, show_default=True,
+              help="Training dropout on embeddings and residual branches; the artifact has none.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="AdamW weight decay on matrices.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda where a GPU exists.")

@@ -151,8 +151,8 @@ class IntTransformer:
         f64 = lambda name: t[name].to(torch.float64)  # noqa: E731
         self.emb = t["emb"]
         self.emb_scale = f64("emb_scale")
-        self.head = t["head"].T.contiguous()
-        self.head_scale = f64("head_scale")
+        # The final RMSNorm has no gain, so the head is a normed linear like any other.
+        self.head_w = (t["head"].T.contiguous(), f64("head_scale"))
         self.blocks = [
             {k: (t[f"{k}{i}"].T.contiguous(), f64(f"{k}{i}_scale")) for k in ("qkv", "proj", "fc1", "fc2")}
             for i in range(cfg.layers)
@@ -189,6 +189,33 @@ class IntTransformer:
         step = m.to(torch.float64) / 127.0 / rms
         return intops.int_matmul(q, w[0]) * step * w[1]
 
+    def _embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Token ids [N] -> the Q16 int64 residual [N, d]."""
+        x = self.emb.index_select(0, inputs).to(torch.float64) * self.emb_scale.index_select(0, inputs)[:, None]
+        return torch.round(x * float(1 << RESID_BITS)).to(torch.int64)
+
+    def _attend(self, s_int, qscale, ks, bias, v) -> torch.Tensor:
+        """Attention output [..., Q, dh] from exact int8 scores ``s_int`` [..., Q, K], the queries'
+        float32 scales [..., Q, 1], the keys' [..., 1, K], ALiBi biases and fixed-point values
+        [..., K, dh]. One function for :meth:`step` and :meth:`logits_blocks`, so the two cannot drift."""
+        score = s_int * qscale * ks + bias
+        # -inf marks keys outside the window: their gap clamps to the table's end, whose >> 14
+        # attention weight is exactly 0.
+        gap = (score.amax(dim=-1, keepdim=True) - score) * float(intops.ERES) + 0.5
+        idx = gap.clamp_(max=float(intops.EMAX * intops.ERES)).to(torch.int32)
+        wts = self.att_exp.index_select(0, idx.view(-1)).view(idx.shape)  # integers <= 2**16
+        # Partial sums of wts * v are integers below 2**16 * 2**20 * 4096 < 2**53: exact in any order.
+        num = torch.matmul(wts, v)
+        return num / wts.sum(dim=-1, keepdim=True) / float(1 << V_BITS)
+
+    def _proj_and_mlp(self, x: torch.Tensor, att: torch.Tensor, w: dict) -> torch.Tensor:
+        """The rest of a block: attention projection and ReLU^2 MLP, each added to the Q16 residual."""
+        o = self._linear(att, w["proj"])
+        x = x + torch.round(o * float(1 << RESID_BITS)).to(torch.int64)
+        hid = self._normed_linear(x, w["fc1"]).clamp_min(0.0)
+        o = self._linear(hid * hid, w["fc2"])
+        return x + torch.round(o * float(1 << RESID_BITS)).to(torch.int64)
+
     def logits_blocks(self, tokens: torch.Tensor, block: int = 0):
         """Yield the logits of every position of ``tokens`` [B, n] (each row: BOS, then its bytes),
         as [B, T, 256] float64 blocks of T positions, left to right.
@@ -217,9 +244,7 @@ class IntTransformer:
             # Query t sees keys t - c + 1 .. t: the step cache's ring of c slots. dist is exact in float32.
             dist = (torch.arange(t0, t0 + T)[:, None] - torch.arange(t0 - P, t0 + T)[None, :]).to(torch.float32)
             bias = torch.where((dist >= 0) & (dist < c), -(slopes * dist), -math.inf)  # [1, H, T, P + T]
-            inp = tokens[:, t0 : t0 + T].reshape(-1)
-            x = self.emb.index_select(0, inp).to(torch.float64) * self.emb_scale.index_select(0, inp)[:, None]
-            x = torch.round(x * float(1 << RESID_BITS)).to(torch.int64)  # [B * T, d]
+            x = self._embed(tokens[:, t0 : t0 + T].reshape(-1))  # [B * T, d]
             for i, w in enumerate(self.blocks):
                 qkv = self._normed_linear(x, w["qkv"]).view(B, T, 3, H, dh)
                 qq, qs = intops.quantize_rows(qkv[:, :, 0])  # [B, T, H, dh], [B, T, H, 1]
@@ -231,26 +256,9 @@ class IntTransformer:
                 prev[i] = (k_all[:, :, -(c - 1) :], ks_all[:, :, -(c - 1) :], v_all[:, :, -(c - 1) :])
                 s_int = torch.matmul(qq.to(torch.float32).transpose(1, 2), k_all.transpose(-1, -2))  # exact
                 qscale = qs.to(torch.float32).transpose(1, 2) * self.inv_sqrt_dh  # [B, H, T, 1]
-                score = s_int * qscale * ks_all[:, :, None, :] + bias
-                gap = (score.amax(dim=-1, keepdim=True) - score) * float(intops.ERES) + 0.5
-                idx = gap.clamp_(max=float(intops.EMAX * intops.ERES)).to(torch.int32)
-                wts = self.att_exp.index_select(0, idx.view(-1)).view(idx.shape)
-                num = torch.matmul(wts, v_all)  # exact: integer partial sums below 2**53
-                att = num / wts.sum(dim=-1, keepdim=True) / float(1 << V_BITS)  # [B, H, T, dh]
-                o = self._linear(att.transpose(1, 2).reshape(B * T, d), w["proj"])
-                x = x + torch.round(o * float(1 << RESID_BITS)).to(torch.int64)
-                hid = self._normed_linear(x, w["fc1"]).clamp_min(0.0)
-                o = self._linear(hid * hid, w["fc2"])
-                x = x + torch.round(o * float(1 << RESID_BITS)).to(torch.int64)
-            yield self._head(x).view(B, T, 256)
-
-    def _head(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.cfg.d_model
-        ss = (x * x).sum(dim=-1, keepdim=True).to(torch.float64)
-        m = x.abs().amax(dim=-1, keepdim=True).clamp_min(1)
-        q = torch.round(x.to(torch.float64) * 127.0 / m.to(torch.float64)).to(torch.int8)
-        rms = torch.sqrt(ss / d + 1e-6 * float(1 << (2 * RESID_BITS)))
-        return intops.int_matmul(q, self.head) * (m.to(torch.float64) / 127.0 / rms) * self.head_scale
+                att = self._attend(s_int, qscale, ks_all[:, :, None, :], bias, v_all)  # [B, H, T, dh]
+                x = self._proj_and_mlp(x, att.transpose(1, 2).reshape(B * T, d), w)
+            yield self._normed_linear(x, self.head_w).view(B, T, 256)
 
     def step(self, state: dict, inputs: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -264,8 +272,7 @@ class IntTransformer:
         # Slopes are powers of two and distances < 2**24, so the product is exact in float32.
         dist = (t - state["pos"]).to(torch.float32)
         bias = torch.where(state["pos"] >= 0, -(self.slopes32 * dist), -math.inf)  # [1, H, c]
-        x = self.emb.index_select(0, inputs).to(torch.float64) * self.emb_scale.index_select(0, inputs)[:, None]
-        x = torch.round(x * float(1 << RESID_BITS)).to(torch.int64)
+        x = self._embed(inputs)
         for i, w in enumerate(self.blocks):
             qkv = self._normed_linear(x, w["qkv"]).view(B, 3, H, dh)
             qq, qs = intops.quantize_rows(qkv[:, 0])  # [B, H, dh], [B, H, 1]
@@ -276,17 +283,9 @@ class IntTransformer:
             state["v"][i, :, :, slot] = vfix
             # int8 . int8 over dh <= 1024 terms: exact in float32 in any order.
             s_int = torch.matmul(state["k"][i], qq.to(torch.float32)[..., None])[..., 0]
-            score = s_int * (qs.to(torch.float32) * self.inv_sqrt_dh) * state["ks"][i] + bias
-            gap = (score.amax(dim=-1, keepdim=True) - score) * float(intops.ERES) + 0.5
-            idx = gap.clamp_(max=float(intops.EMAX * intops.ERES)).to(torch.int32)
-            wts = self.att_exp.index_select(0, idx.view(-1)).view(idx.shape)  # <= 2**16
-            # Partial sums of wts * vfix are integers below 2**16 * 2**20 * 4096 < 2**53: exact.
-            num = torch.matmul(wts[:, :, None, :], state["v"][i])[:, :, 0]
-            att = num / wts.sum(dim=-1, keepdim=True) / float(1 << V_BITS)
-            o = self._linear(att.reshape(B, -1), w["proj"])
-            x = x + torch.round(o * float(1 << RESID_BITS)).to(torch.int64)
-            hid = self._normed_linear(x, w["fc1"]).clamp_min(0.0)
-            o = self._linear(hid * hid, w["fc2"])
-            x = x + torch.round(o * float(1 << RESID_BITS)).to(torch.int64)
+            qscale = (qs.to(torch.float32) * self.inv_sqrt_dh)[..., None]  # [B, H, 1, 1]
+            att = self._attend(s_int[:, :, None, :], qscale, state["ks"][i][:, :, None, :], bias[:, :, None, :],
+                               state["v"][i])[:, :, 0]  # one query per stream: [B, H, dh]
+            x = self._proj_and_mlp(x, att.reshape(B, -1), w)
         state["t"] = t + 1
-        return self._head(x)
+        return self._normed_linear(x, self.head_w)
