@@ -101,11 +101,11 @@ class IntGRU:
         self.table = t["table"].to(torch.float32) * f32("table_scale")
         self.layers = []
         for layer in range(cfg.layers):
-            d = {"w_hh": t[f"w_hh{layer}"].T.contiguous(), "s_hh": f32(f"w_hh{layer}_scale") / 127.0, "b_hh": f32(f"b_hh{layer}")}
+            d = {"w_hh": intops.Int8Matrix(t[f"w_hh{layer}"].T), "s_hh": f32(f"w_hh{layer}_scale") / 127.0, "b_hh": f32(f"b_hh{layer}")}
             if layer > 0:
-                d.update(w_ih=t[f"w_ih{layer}"].T.contiguous(), s_ih=f32(f"w_ih{layer}_scale") / 127.0, b_ih=f32(f"b_ih{layer}"))
+                d.update(w_ih=intops.Int8Matrix(t[f"w_ih{layer}"].T), s_ih=f32(f"w_ih{layer}_scale") / 127.0, b_ih=f32(f"b_ih{layer}"))
             self.layers.append(d)
-        self.w_out = t["w_out"].T.contiguous()
+        self.w_out = intops.Int8Matrix(t["w_out"].T)
         self.s_out = f32("w_out_scale") / 127.0
         self.b_out = f32("b_out")
 

@@ -11,7 +11,7 @@ Everything here is therefore either
 * a table lookup whose table is computed with :mod:`decimal` (correctly rounded software arithmetic)
   and not with ``exp``/``tanh`` from libm or SVML, which differ in the last bit between machines.
 
-``torch._int_mm`` runs int8 GEMMs on AMX/VNNI where oneDNN finds them, after a probe has shown that
+``torch._int_mm`` runs int8 GEMMs where the CPU has AMX or VNNI, after a probe has shown that
 this process's kernel is exact (non-VNNI int8 kernels saturate int16 pair sums); otherwise the
 same integers come from a float32 GEMM whose partial sums are all integers below 2**24 (exact in any
 order) or, for longer dot products, a float64 GEMM (exact below 2**53). The tests check that every
@@ -111,11 +111,22 @@ def _int_mm_is_exact() -> bool:
     return True
 
 
+def _cpu_has_int8_dot() -> bool:
+    """Does the CPU have int8 dot-product units (VNNI or AMX)? Without them oneDNN's int8 GEMM runs a
+    reference kernel that was measured 8-30x slower than the exact float32 GEMM on an AVX2 EPYC."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = set(fh.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
 def _int_mm_available() -> bool:
     global _INT_MM_OK
     if _INT_MM_OK is None:
-        if os.environ.get("COMPBENCH_NO_INT_MM"):  # stands in for a machine without an int8 GEMM
-            _INT_MM_OK = False
+        if os.environ.get("COMPBENCH_NO_INT_MM") or not _cpu_has_int8_dot():
+            _INT_MM_OK = False  # COMPBENCH_NO_INT_MM stands in for a machine without an int8 GEMM
             return False
         try:
             _INT_MM_OK = _int_mm_is_exact()
@@ -124,25 +135,46 @@ def _int_mm_available() -> bool:
     return _INT_MM_OK
 
 
-def int_matmul(x: torch.Tensor, w_t: torch.Tensor, dtype=torch.float64, *, use_int_mm: bool | None = None) -> torch.Tensor:
-    """Exact ``x @ w_t`` for int8 ``x`` [M, K] and int8 ``w_t`` [K, N], as integers in ``dtype``.
+class Int8Matrix:
+    """An int8 weight ``w_t`` [K, N] for :func:`int_matmul`, with the float copy that the exact
+    float-GEMM path multiplies by, converted once at load rather than on every step."""
+
+    def __init__(self, w_t: torch.Tensor):
+        if w_t.dtype != torch.int8 or w_t.dim() != 2:
+            raise ValueError("Int8Matrix takes a 2-D int8 tensor")
+        self.i8 = w_t.contiguous()
+        self.small = w_t.shape[0] * 127 * 127 < (1 << 24)
+        self._float: torch.Tensor | None = None
+
+    @property
+    def shape(self):
+        return self.i8.shape
+
+    def as_float(self) -> torch.Tensor:
+        if self._float is None:
+            self._float = self.i8.to(torch.float32 if self.small else torch.float64)
+        return self._float
+
+
+def int_matmul(x: torch.Tensor, w_t: "Int8Matrix | torch.Tensor", dtype=torch.float64, *,
+               use_int_mm: bool | None = None) -> torch.Tensor:
+    """Exact ``x @ w_t`` for int8 ``x`` [M, K] and an int8 ``w_t`` [K, N] (an :class:`Int8Matrix`
+    or a tensor), as integers in ``dtype``.
 
     float32 output is allowed only when every sum is below 2**24 (K * 127**2 < 2**24, K <= 1040), so
     the integers are exact in it too. Every path returns the same integers; only speed differs.
     """
-    k = x.shape[-1]
-    small = k * 127 * 127 < (1 << 24)
-    if dtype == torch.float32 and not small:
-        raise ValueError(f"an int8 dot product of length {k} can exceed float32's exact integers")
+    w = w_t if isinstance(w_t, Int8Matrix) else Int8Matrix(w_t)
+    if dtype == torch.float32 and not w.small:
+        raise ValueError(f"an int8 dot product of length {w.shape[0]} can exceed float32's exact integers")
     if use_int_mm is None:
         use_int_mm = _int_mm_available()
     if use_int_mm:
-        return torch._int_mm(x.contiguous(), w_t).to(dtype)
-    if small:
-        # All partial sums are integers of magnitude < 2**24: float32 represents each exactly, so
-        # any blocking, threading or FMA order gives the same result.
-        return (x.to(torch.float32) @ w_t.to(torch.float32)).to(dtype)
-    return x.to(torch.float64) @ w_t.to(torch.float64)
+        return torch._int_mm(x.contiguous(), w.i8).to(dtype)
+    # small: all partial sums are integers of magnitude < 2**24, which float32 holds exactly, so any
+    # blocking, threading or FMA order gives the same result; otherwise float64 (exact below 2**53).
+    wf = w.as_float()
+    return (x.to(wf.dtype) @ wf).to(dtype)
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:

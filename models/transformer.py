@@ -152,9 +152,9 @@ class IntTransformer:
         self.emb = t["emb"]
         self.emb_scale = f64("emb_scale")
         # The final RMSNorm has no gain, so the head is a normed linear like any other.
-        self.head_w = (t["head"].T.contiguous(), f64("head_scale"))
+        self.head_w = (intops.Int8Matrix(t["head"].T), f64("head_scale"))
         self.blocks = [
-            {k: (t[f"{k}{i}"].T.contiguous(), f64(f"{k}{i}_scale")) for k in ("qkv", "proj", "fc1", "fc2")}
+            {k: (intops.Int8Matrix(t[f"{k}{i}"].T), f64(f"{k}{i}_scale")) for k in ("qkv", "proj", "fc1", "fc2")}
             for i in range(cfg.layers)
         ]
         dh = cfg.d_model // cfg.heads
