@@ -7,6 +7,12 @@ than that plus one byte, so a corrupted body cannot balloon memory; trailing gar
 
 Defaults are each library's strongest standard setting, which is what a leaderboard compares:
 zlib 9, bz2 9, xz -9e, zstd --ultra -22, brotli -q11 -w24, PPMd var. H order 8 with 256 MiB.
+
+Every coder here also streams (``encode_stream``/``decode_stream``), through each library's own
+incremental API, so ``compbench encode``/``decode`` code files of any size in flat memory. Streaming
+decoders yield at most ``STREAM_PIECE`` bytes at a time, so a decompression bomb never gets further
+than the payload's (capped) length. The streamed bodies equal the one-shot ones for zlib, bz2, xz,
+brotli and PPMd; zstd's streamed frames can differ from its one-shot frames by a few bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import lzma
 import re
 import zlib
 from dataclasses import dataclass
+from typing import Iterator
 
 from compbench.coder import Coder, NoOptions
 from compbench.errors import ArtifactError, CompbenchError, PayloadError
@@ -40,6 +47,39 @@ def _finish(out: bytes, size: int, finished: bool, leftover: bytes = b"") -> byt
     return out
 
 
+def _drain(d, source, size: int, piece: int, decode=None) -> Iterator[bytes]:
+    """Pull-decode with a bz2/lzma/pyppmd-style decompressor (``decompress(data, max_length)``,
+    ``needs_input``, ``eof``, ``unused_data``): at most ``piece`` bytes per call, at most size + 1 in all."""
+    decode = decode or d.decompress
+    left = size + 1  # one byte past the claim is enough to prove a body too long
+    data = b""
+    while left > 0:
+        if d.needs_input:
+            data = source.read(1 << 16)
+            if not data:
+                break
+        else:
+            data = b""
+        out = decode(data, min(piece, left))
+        left -= len(out)
+        if out:
+            yield out
+        if d.eof:
+            break
+    if not d.eof:
+        raise PayloadError("payload body is truncated (stream ended early)")
+    if d.unused_data or source.read(1):
+        raise PayloadError("payload body is corrupted (trailing bytes after the compressed stream)")
+
+
+def _feed(pieces, step: int = 1 << 20):
+    """Re-cut input pieces to at most ``step`` bytes (without copying)."""
+    for p in pieces:
+        view = memoryview(p)
+        for i in range(0, len(view), step):
+            yield view[i : i + step]
+
+
 @register_coder("identity", groups=("baseline",))
 class IdentityCoder(Coder):
     """Stores bytes as they are: the 8 bpb baseline (plus container overhead)."""
@@ -55,6 +95,21 @@ class IdentityCoder(Coder):
 
     def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
         return bytes(memoryview(body))
+
+    streaming = True
+
+    def encode_stream(self, pieces, size, context=b""):
+        for p in pieces:
+            yield bytes(p)
+
+    def decode_stream(self, source, size, context=b""):
+        left = size + 1
+        while left > 0:
+            data = source.read(min(self.STREAM_PIECE, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
 
 
 @register_coder("zlib", groups=CLASSICAL)
@@ -85,6 +140,30 @@ class ZlibCoder(Coder):
         out = d.decompress(body, size + 1)
         return _finish(out, size, d.eof, d.unused_data or d.unconsumed_tail)
 
+    streaming = True
+
+    def encode_stream(self, pieces, size, context=b""):
+        c = zlib.compressobj(self.options.level, zdict=context[-32768:]) if context else zlib.compressobj(self.options.level)
+        for p in _feed(pieces):
+            yield c.compress(p)
+        yield c.flush()
+
+    def decode_stream(self, source, size, context=b""):
+        d = zlib.decompressobj(zdict=context[-32768:]) if context else zlib.decompressobj()
+        left = size + 1
+        while left > 0 and not d.eof:
+            data = d.unconsumed_tail or source.read(1 << 16)
+            if not data:
+                break
+            out = d.decompress(data, min(self.STREAM_PIECE, left))
+            left -= len(out)
+            if out:
+                yield out
+        if not d.eof:
+            raise PayloadError("payload body is truncated (stream ended early)")
+        if d.unused_data or d.unconsumed_tail or source.read(1):
+            raise PayloadError("payload body is corrupted (trailing bytes after the compressed stream)")
+
 
 @register_coder("bz2", groups=CLASSICAL)
 class Bz2Coder(Coder):
@@ -107,6 +186,17 @@ class Bz2Coder(Coder):
         out = d.decompress(body, size + 1)
         return _finish(out, size, d.eof, d.unused_data)
 
+    streaming = True
+
+    def encode_stream(self, pieces, size, context=b""):
+        c = bz2.BZ2Compressor(self.options.level)
+        for p in _feed(pieces):
+            yield c.compress(p)
+        yield c.flush()
+
+    def decode_stream(self, source, size, context=b""):
+        return _drain(bz2.BZ2Decompressor(), source, size, self.STREAM_PIECE)
+
 
 @register_coder("lzma", groups=CLASSICAL)
 class LzmaCoder(Coder):
@@ -127,10 +217,25 @@ class LzmaCoder(Coder):
     def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
         return lzma.compress(data, format=lzma.FORMAT_XZ, preset=self._preset())
 
+    # Every xz stream compbench writes (presets 0-9e) decodes in 65 MiB; a header claiming a larger
+    # dictionary is refused by liblzma instead of being allocated.
+    MEMLIMIT = 128 << 20
+
     def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
-        d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=self.MEMLIMIT)
         out = d.decompress(body, size + 1)
         return _finish(out, size, d.eof, d.unused_data)
+
+    streaming = True
+
+    def encode_stream(self, pieces, size, context=b""):
+        c = lzma.LZMACompressor(format=lzma.FORMAT_XZ, preset=self._preset())
+        for p in _feed(pieces):
+            yield c.compress(p)
+        yield c.flush()
+
+    def decode_stream(self, source, size, context=b""):
+        return _drain(lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=self.MEMLIMIT), source, size, self.STREAM_PIECE)
 
 
 @register_coder("zstd", groups=CLASSICAL)
@@ -206,7 +311,7 @@ class ZstdCoder(Coder):
             return zstandard.ZstdCompressionDict(self._dict)
         return None
 
-    def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
+    def _cctx(self, context: bytes):
         import zstandard
 
         if self.needs_fit:
@@ -219,15 +324,42 @@ class ZstdCoder(Coder):
                     o.level, window_log=o.long, enable_ldm=True, write_checksum=0, write_dict_id=0
                 )
             }
-        cctx = zstandard.ZstdCompressor(dict_data=self._dict_obj(context), **kwargs)
-        return cctx.compress(data)
+        return zstandard.ZstdCompressor(dict_data=self._dict_obj(context), **kwargs)
 
-    def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
+    def _dctx(self, size: int, context: bytes):
         import zstandard
 
-        dctx = zstandard.ZstdDecompressor(dict_data=self._dict_obj(context), max_window_size=1 << 31)
-        out = dctx.decompress(body, max_output_size=max(size, 1), allow_extra_data=False)
+        # zstd sizes its window to the input (and dictionary), so a valid frame never needs more than
+        # the next power of two above them (or the long= window); a header claiming more is refused.
+        need = max(1 << 10, 1 << (size + len(context or self._dict)).bit_length(), 1 << (self.options.long or 10))
+        return zstandard.ZstdDecompressor(dict_data=self._dict_obj(context), max_window_size=min(need, 1 << 31))
+
+    def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
+        return self._cctx(context).compress(data)
+
+    def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
+        out = self._dctx(size, context).decompress(body, max_output_size=max(size, 1), allow_extra_data=False)
         return _finish(out, size, True)
+
+    streaming = True
+
+    def encode_stream(self, pieces, size, context=b""):
+        c = self._cctx(context).compressobj(size=size)
+        for p in _feed(pieces):
+            yield c.compress(p)
+        yield c.flush()
+
+    def decode_stream(self, source, size, context=b""):
+        # read_across_frames: bytes after the frame are decoded as another frame, so trailing garbage
+        # is an error and trailing frames overrun the length check.
+        reader = self._dctx(size, context).stream_reader(source, read_size=1 << 16, read_across_frames=True)
+        left = size + 1
+        while left > 0:
+            out = reader.read(min(self.STREAM_PIECE, left))
+            if not out:
+                return
+            left -= len(out)
+            yield out
 
 
 @register_coder("brotli", groups=CLASSICAL)
@@ -246,11 +378,43 @@ class BrotliCoder(Coder):
             if self.mode not in ("generic", "text", "font"):
                 raise ValueError(f"mode={self.mode!r} must be generic, text or font")
 
+    def _mode(self):
+        import brotli
+
+        return {"generic": brotli.MODE_GENERIC, "text": brotli.MODE_TEXT, "font": brotli.MODE_FONT}[self.options.mode]
+
     def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
         import brotli
 
-        mode = {"generic": brotli.MODE_GENERIC, "text": brotli.MODE_TEXT, "font": brotli.MODE_FONT}[self.options.mode]
-        return brotli.compress(data, mode=mode, quality=self.options.quality, lgwin=self.options.lgwin)
+        return brotli.compress(data, mode=self._mode(), quality=self.options.quality, lgwin=self.options.lgwin)
+
+    streaming = True
+
+    def encode_stream(self, pieces, size, context=b""):
+        import brotli
+
+        c = brotli.Compressor(mode=self._mode(), quality=self.options.quality, lgwin=self.options.lgwin)
+        for p in _feed(pieces):
+            yield c.process(bytes(p))
+        yield c.finish()
+
+    def decode_stream(self, source, size, context=b""):
+        import brotli
+
+        d = brotli.Decompressor()
+        left = size + 1
+        while left > 0 and not d.is_finished():
+            data = source.read(1 << 16) if d.can_accept_more_data() else b""
+            if not data and d.can_accept_more_data():
+                break
+            out = d.process(data, output_buffer_limit=min(self.STREAM_PIECE, left))
+            left -= len(out)
+            if out:
+                yield out
+        if not d.is_finished():
+            raise PayloadError("payload body is truncated (stream ended early)")
+        if source.read(1):
+            raise PayloadError("payload body is corrupted (trailing bytes after the compressed stream)")
 
     def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
         import brotli
@@ -302,3 +466,50 @@ class PpmdCoder(Coder):
             raise PayloadError("payload body is truncated (PPMd stream shorter than 5 bytes)")
         dec = pyppmd.Ppmd7Decoder(self.options.order, self.options.mem_mib << 20)
         return _finish(dec.decode(bytes(body) + self.PADDING, size), size, True)
+
+    streaming = True
+    isolate = True  # pyppmd can crash its process on a crafted body: untrusted decodes run in a child
+
+    def encode_stream(self, pieces, size, context=b""):
+        import pyppmd
+
+        enc = pyppmd.Ppmd7Encoder(self.options.order, self.options.mem_mib << 20)
+        for p in _feed(pieces, self.PIECE):  # the same 4 KiB calls as encode_body: the same bytes
+            yield enc.encode(p)
+        yield enc.flush()
+
+    def decode_stream(self, source, size, context=b""):
+        import pyppmd
+
+        if size == 0:  # as decode_body: the encoder's flush bytes for empty input carry nothing
+            while source.read(1 << 16):
+                pass
+            return
+        dec = pyppmd.Ppmd7Decoder(self.options.order, self.options.mem_mib << 20)
+        padded = _Padded(source, self.PADDING)
+        left = size
+        while left > 0:
+            data = padded.read(1 << 16) if dec.needs_input else b""
+            if not data and dec.needs_input:
+                raise PayloadError("payload body is truncated (stream ended early)")
+            out = dec.decode(data, min(self.STREAM_PIECE, left))
+            left -= len(out)
+            if out:
+                yield out
+        if padded.body_bytes < 5:
+            raise PayloadError("payload body is truncated (PPMd stream shorter than 5 bytes)")
+
+
+class _Padded:
+    """A body source followed by zero padding (pyppmd's decoder stops when its input runs out)."""
+
+    def __init__(self, source, padding: bytes):
+        self.source, self.padding, self.body_bytes = source, padding, 0
+
+    def read(self, n: int) -> bytes:
+        data = self.source.read(n)
+        if data:
+            self.body_bytes += len(data)
+            return data
+        out, self.padding = self.padding, b""
+        return out

@@ -10,6 +10,10 @@ Without ``{in}`` the input goes to stdin; without ``{out}`` the output is read f
 Every call runs in a fresh temporary directory (its working directory) with a timeout. If ``code``
 names a file (the binary, say), its bytes are the coder's artifact: counted in ``artifact_bytes`` and
 fingerprinted into every payload, so decoding with a different build fails clearly.
+
+Trust: this coder runs programs, so it is never built from a payload header alone
+(``runs_programs``): ``compbench decode`` asks for ``--coder`` or ``--allow-external``. ``timeout``
+and ``code`` are locator options (where the binary is, how long to wait), not part of the header.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from compbench.coder import Coder
 from compbench.errors import ArtifactError, CompbenchError, PayloadError
 from compbench.registry import register_coder
+from compbench.spec import locator
 
 
 @register_coder("external")
@@ -31,13 +36,14 @@ class ExternalCoder(Coder):
     description = "any compressor CLI: compress='cmd {in}' decompress='cmd {in}' ({out} optional), timeout s"
     family = "external"
     in_all = False  # needs templates, so the 'all' group leaves it out
+    runs_programs = True
 
     @dataclass(frozen=True)
     class Options:
         compress: str = ""
         decompress: str = ""
-        timeout: float = 600.0
-        code: str = ""
+        timeout: float = locator(600.0)
+        code: str = locator("")
 
         def __post_init__(self):
             for key in ("compress", "decompress"):

@@ -1,20 +1,20 @@
-"""Neural coders: a byte-LM's integer engine drives constriction's range coder (``gru``, ``transformer``).
+"""Neural coders: one :class:`~compbench.coder.Coder` per byte-LM architecture (``gru``, ``transformer``).
+
+A thin adapter over the engine package :mod:`compbench.models`: the coder classes are made from the
+architecture records (:mod:`compbench.models.archs`), so they register without importing torch;
+the engine (torch, numpy, constriction) is imported when a coder first loads its model.
 
 Body layout (inside the compbench container, which already stores the original length n)::
 
     varint B (streams)   varint S (segment length)   range-coder words (u32 little-endian)
     varint 0             the input, stored             (when coding would be larger than the input)
 
-The input is cut into B contiguous segments of S bytes (the last one may be shorter; B = ceil(n/S)).
-Every segment is an independent stream that starts from the BOS symbol and an empty state, and all
-streams advance in lockstep: step t predicts byte t of every segment in one batch, so the int8
-matmuls run on B rows at once (AMX/VNNI). One ``RangeEncoder`` codes the B symbols of step 0, then
-those of step 1, and so on; the decoder recomputes the same batch of probabilities and decodes in the
-same order. Probabilities are bit-identical on both sides because the engine is integer arithmetic
-(see :mod:`compbench.models.intops`), and each is given to ``Categorical(perfect=False)``.
+See :mod:`compbench.models.lockstep` for the stream layout and the match model. ``model_bits`` is the
+cross-entropy of exactly the probabilities coded, under exactly this layout.
 
-``model_bits`` is the cross-entropy of exactly this quantized model under exactly this stream layout,
-so ``bpb - bpb_model`` is the pure cost of range coding plus the container header.
+``model=`` is a locator option: it says where the artifact is, and never enters a payload header.
+A decoder finds the artifact by the header's fingerprint (``--artifact``, the store, or the shipped
+models), so a payload decodes in any folder.
 """
 
 from __future__ import annotations
@@ -22,165 +22,47 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
 from compbench.coder import Coder
 from compbench.errors import ArtifactError, CompbenchError, PayloadError
+from compbench.models import ArchInfo, find_shipped, on_register, shipped_models
 from compbench.payload import read_varint, varint
 from compbench.registry import register_coder
+from compbench.spec import locator
 
 NEURAL = ("neural",)
+# constriction quantizes every probability to at least 2**-24, so a coded byte costs at least
+# -log2(1 - 255 * 2**-24) bits: no valid body holds more than this many bytes per body byte.
+MAX_RATIO = 370_000
 
 
-def layout(n: int, max_streams: int, min_segment: int) -> tuple[int, int]:
-    """(streams, segment length) for n bytes: as many streams as allowed, none shorter than min_segment."""
-    if n == 0:
-        return 0, 0
-    streams = max(1, min(max_streams, n // max(1, min_segment)))
-    seg = -(-n // streams)
-    return -(-n // seg), seg
+@dataclass(frozen=True)
+class NeuralOptions:
+    """Options shared by the neural coders; each architecture sets its own default ``streams``."""
+
+    model: str = locator("enwik8")  # shipped name, .cbnm file or `compbench train --out` folder
+    streams: int = 64
+    min_segment: int = 4096
+    match: int = 3  # match model's minimum match length (bytes); 0: the byte-LM alone
+
+    def __post_init__(self):
+        if not (self.match == 0 or 2 <= self.match <= 8):
+            raise ValueError(f"match={self.match}: give 0 (off) or a minimum match length in [2, 8]")
+        if not 1 <= self.streams <= 4096:
+            raise ValueError(f"streams={self.streams} is out of range [1, 4096]")
+        if self.min_segment < 1:
+            raise ValueError("min_segment must be at least 1")
 
 
-def _step_probs(engine, arr: np.ndarray):
-    """Probabilities for step t of every stream, one step at a time: the decoder's path. The caller
-    fills ``arr[:, t]`` (decoded bytes) before asking for step t + 1."""
-    from compbench.models import gru, intops
-
-    state = engine.start(arr.shape[0])
-    inputs = torch.full((arr.shape[0],), gru.BOS, dtype=torch.int64)
-    for t in range(arr.shape[1]):
-        yield intops.probabilities(engine.step(state, inputs)).numpy()
-        inputs = torch.from_numpy(arr[:, t].astype(np.int64))
-
-
-def _block_probs(engine, arr: np.ndarray):
-    """The same probabilities, computed many positions at a time from inputs known up front (the
-    encoder's path, for engines with ``logits_blocks``; bit-identical to :func:`_step_probs`)."""
-    from compbench.models import gru, intops
-
-    tokens = torch.empty(arr.shape, dtype=torch.int64)
-    tokens[:, 0] = gru.BOS
-    tokens[:, 1:] = torch.from_numpy(arr[:, :-1].astype(np.int64))
-    for logits in engine.logits_blocks(tokens):
-        probs = intops.probabilities(logits.reshape(-1, 256)).view(logits.shape).transpose(0, 1).contiguous()
-        yield from probs.numpy()  # [B, 256] per step, contiguous
-
-
-class MatchModel:
-    """A copy model over each stream's own history, and an adaptive estimate of when to trust it.
-
-    The byte-LM sees at most its window (512 bytes for the transformer, a few KB of recurrent state
-    for the GRU); text repeats over much longer spans. For every stream this finds the most recent
-    earlier occurrence of the last ``minlen`` bytes and predicts the byte that followed it, extending
-    the match while predictions hit (lpaq's match model). A table shared by all streams counts, for
-    each (match length, octave of the LM's own probability of the predicted byte), how often the
-    prediction was right; where that rate is above the LM's own probability for the byte it becomes
-    the byte's probability, and the LM's other probabilities are scaled to fill the rest (secondary
-    symbol estimation). The LM's probability is bucketed by octave below 1/2 and by octave of its
-    distance to 1 above, so a confident LM is compared with matches of the same confidence.
-
-    Determinism: the state is integers (positions, lengths, counts) updated from coded bytes only,
-    and the new probabilities are single correctly rounded float64 operations: no sums of floats.
-    """
-
-    LEN_BUCKETS = 16
-    # Octave thresholds 1/2, 1/4, ... 1/2**11, made with ldexp: exact, never a libm pow.
-    THRESHOLDS = np.ldexp(1.0, -np.arange(1, 12))
-    P_BUCKETS = 12 + 11  # p < 1/2 by octave of p (12), p >= 1/2 by octave of 1 - p (11)
-
-    def __init__(self, streams: int, seg: int, minlen: int):
-        self.minlen = minlen
-        self.rows = np.arange(streams)
-        # Hash bits: about 2 slots per position of a stream, at most 2**24 slots in all (64 MB).
-        self.bits = max(8, min((2 * seg - 1).bit_length(), 24 - (streams - 1).bit_length()))
-        self.table = np.zeros((streams, 1 << self.bits), dtype=np.int64)  # position after the key; 0: none
-        self.mpos = np.full(streams, -1, dtype=np.int64)  # index in the stream of the predicted byte
-        self.mlen = np.zeros(streams, dtype=np.int64)
-        self.hits = np.ones((self.LEN_BUCKETS, self.P_BUCKETS), dtype=np.int64)
-        self.tries = np.full_like(self.hits, 2)
-        self._pending = None
-
-    def adjust(self, t: int, arr: np.ndarray, probs: np.ndarray) -> np.ndarray:
-        """Probabilities for step t (``arr[:, :t]`` known), given the LM's ``probs`` [B, 256]."""
-        m, rows = self.minlen, self.rows
-        if t >= m:
-            key = np.zeros(len(rows), dtype=np.uint64)
-            for i in range(m):
-                key = (key << np.uint64(8)) | arr[:, t - m + i].astype(np.uint64)
-            slot = ((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - self.bits)).astype(np.int64)
-            cand = self.table[rows, slot]
-            new = (self.mpos < 0) & (cand > 0)
-            for i in range(m):  # a slot may hold another key: check the bytes themselves
-                new &= arr[rows, np.maximum(cand - m + i, 0)] == arr[:, t - m + i]
-            self.mpos[new], self.mlen[new] = cand[new], 0
-            self.table[rows, slot] = t
-        a = rows[self.mpos >= 0]
-        self._pending = None
-        if len(a) == 0:
-            return probs
-        pred = arr[a, self.mpos[a]].astype(np.int64)
-        p_pred = probs[a, pred]
-        li = np.minimum(self.mlen[a], self.LEN_BUCKETS - 1)
-        low = (p_pred[:, None] < self.THRESHOLDS[None, :]).sum(axis=1)
-        high = 12 + ((1.0 - p_pred)[:, None] < self.THRESHOLDS[None, 1:]).sum(axis=1)
-        pj = np.where(p_pred < 0.5, low, high)
-        # Never below the LM's own probability: the match can only add confidence, so a cold or
-        # coarse cell cannot undo a confident LM.
-        r = np.maximum(self.hits[li, pj] / self.tries[li, pj], p_pred)
-        out = probs.copy()
-        out[a] = probs[a] * ((1.0 - r) / (1.0 - p_pred))[:, None]  # p_pred < 1: every weight is >= 2
-        out[a, pred] = r
-        self._pending = (a, pred, li, pj)
-        return out
-
-    def update(self, t: int, arr: np.ndarray, k: int) -> None:
-        """Learn from step t's bytes (streams ``< k`` are real; a shorter last stream has ended)."""
-        if self._pending is None:
-            return
-        a, pred, li, pj = self._pending
-        live = a < k
-        hit = arr[a, t] == pred
-        np.add.at(self.hits, (li[live], pj[live]), hit[live])
-        np.add.at(self.tries, (li[live], pj[live]), 1)
-        self.mpos[a] = np.where(hit, self.mpos[a] + 1, -1)
-        self.mlen[a] = np.where(hit, self.mlen[a] + 1, 0)
-
-
-def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False,
-         match: int = 0) -> float:
-    """Advance all streams in lockstep; encode ``arr`` or fill it from ``decoder``. Returns model bits."""
-    import constriction
-
-    family = constriction.stream.model.Categorical(perfect=False)
-    streams, seg = arr.shape
-    last_len = n - (streams - 1) * seg
-    blocks = decoder is None and not stepwise and hasattr(engine, "logits_blocks")
-    matcher = MatchModel(streams, seg, match) if match else None
-    bits = 0.0
-    with torch.inference_mode():
-        for t, probs in enumerate(_block_probs(engine, arr) if blocks else _step_probs(engine, arr)):
-            k = streams if t < last_len else streams - 1
-            if matcher is not None:
-                probs = matcher.adjust(t, arr, probs)
-            if digest is not None:
-                digest.update(probs[:k].tobytes())
-            if decoder is not None:
-                arr[:k, t] = decoder.decode(family, probs[:k])
-            sym = arr[:k, t].astype(np.int32)
-            if encoder is not None:
-                encoder.encode(sym, family, probs[:k])
-            bits -= float(np.log2(probs[np.arange(k), sym]).sum())
-            if matcher is not None:
-                matcher.update(t, arr, k)
-    return bits
+def _engine_error(err: Exception) -> ArtifactError:
+    return ArtifactError(str(err))
 
 
 class NeuralCoder(Coder):
-    """Shared coding loop; subclasses name the architecture and default stream count."""
+    """The coding loop of :mod:`compbench.models.lockstep` behind the Coder interface."""
 
     family = "neural"
     arch = "?"
+    max_ratio = MAX_RATIO
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -192,8 +74,6 @@ class NeuralCoder(Coder):
     # -- artifact --------------------------------------------------------------------------
     def _resolve_model(self) -> bytes:
         from pathlib import Path
-
-        from compbench.models import shipped_models
 
         name = self.options.model
         shipped = shipped_models()
@@ -213,11 +93,14 @@ class NeuralCoder(Coder):
     def _load(self) -> None:
         if self._engine is not None:
             return
-        from compbench.models import load_engine
+        from compbench.models import artifact
 
         if self._blob is None:
             self._blob = self._resolve_model()
-        header, engine = load_engine(self._blob)
+        try:
+            header, engine = artifact.load_engine(self._blob)
+        except artifact.ArtifactError as err:
+            raise _engine_error(err) from None
         if header["arch"] != self.arch:
             raise ArtifactError(f"{self.name} was given a {header['arch']} artifact")
         self._header, self._engine = header, engine
@@ -230,26 +113,29 @@ class NeuralCoder(Coder):
         self._blob, self._engine = bytes(artifact), None
         self._load()
 
+    @classmethod
+    def find_artifact(cls, fp: bytes) -> bytes | None:
+        return find_shipped(fp, cls.arch)
+
     @property
     def model_info(self) -> dict:
         self._load()
         return self._header
 
+    def _coding(self) -> tuple:
+        o = self.options
+        return o.streams, o.min_segment, o.match
+
     # -- coding ----------------------------------------------------------------------------
     def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
-        import constriction
+        from compbench.models import lockstep
 
         self._load()
         n = len(data)
-        streams, seg = layout(n, self.options.streams, self.options.min_segment)
         if n == 0:
             return varint(0) + varint(0)
-        arr = np.zeros((streams, seg), dtype=np.uint8)
-        arr.reshape(-1)[:n] = np.frombuffer(data, dtype=np.uint8)
-        encoder = constriction.stream.queue.RangeEncoder()
-        bits = _run(self._engine, arr, n, encoder=encoder, match=self.options.match)
+        streams, seg, words, bits = lockstep.encode(self._engine, bytes(data), *self._coding())
         self._bits = {hashlib.sha256(data).digest(): bits}
-        words = encoder.get_compressed().astype("<u4").tobytes()
         body = varint(streams) + varint(seg) + words
         if len(body) > n + 1:
             # The model expands this input (already-compressed or random bytes can cost a text model
@@ -258,9 +144,8 @@ class NeuralCoder(Coder):
         return body
 
     def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
-        import constriction
+        from compbench.models import lockstep
 
-        self._load()
         streams, pos = read_varint(body, 0, "stream count")
         if streams == 0 and size > 0:  # stored: the model would have expanded the input
             if len(body) - pos != size:
@@ -271,77 +156,48 @@ class NeuralCoder(Coder):
             if streams or seg or pos != len(body):
                 raise PayloadError("payload body is corrupted (streams given for empty input)")
             return b""
+        # Checked before anything is allocated: the layout must be the one the encoder derives.
         if streams < 1 or seg < 1 or streams * seg < size or (streams - 1) * seg >= size:
             raise PayloadError(f"payload body is corrupted (stream layout {streams} x {seg} does not fit {size} bytes)")
+        if streams > self.options.streams:
+            raise PayloadError(f"payload body is corrupted ({streams} streams; this coder writes at most {self.options.streams})")
         if (len(body) - pos) % 4:
             raise PayloadError("payload body is corrupted (range-coder words are not whole)")
-        words = np.frombuffer(body, dtype="<u4", offset=pos).astype(np.uint32)
-        decoder = constriction.stream.queue.RangeDecoder(words)
-        arr = np.zeros((streams, seg), dtype=np.uint8)
+        self._load()
         try:
-            _run(self._engine, arr, size, decoder=decoder, match=self.options.match)
+            return lockstep.decode(self._engine, bytes(body[pos:]), size, streams, seg, self.options.match)
         except (ValueError, RuntimeError) as err:
             raise PayloadError(f"payload body is corrupted (range decoder: {err})") from None
-        return arr.reshape(-1)[:size].tobytes()
 
     def probability_digest(self, data: bytes, stepwise: bool = False) -> str:
         """sha256 of every float64 probability the coder computes for ``data`` (determinism tests);
         ``stepwise`` forces the decoder's one-step-at-a-time path."""
+        from compbench.models import lockstep
+
         self._load()
-        h = hashlib.sha256()
-        if data:
-            streams, seg = layout(len(data), self.options.streams, self.options.min_segment)
-            arr = np.zeros((streams, seg), dtype=np.uint8)
-            arr.reshape(-1)[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-            _run(self._engine, arr, len(data), digest=h, stepwise=stepwise, match=self.options.match)
-        return h.hexdigest()
+        return lockstep.probability_digest(self._engine, bytes(data), *self._coding(), stepwise=stepwise)
 
     def model_bits(self, data: bytes, context: bytes = b"") -> float:
+        from compbench.models import lockstep
+
         key = hashlib.sha256(data).digest()
         if key not in self._bits:
             self._load()
-            streams, seg = layout(len(data), self.options.streams, self.options.min_segment)
-            if not data:
-                return 0.0
-            arr = np.zeros((streams, seg), dtype=np.uint8)
-            arr.reshape(-1)[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-            self._bits = {key: _run(self._engine, arr, len(data), match=self.options.match)}
+            self._bits = {key: lockstep.model_bits(self._engine, bytes(data), *self._coding())}
         return self._bits[key]
 
 
-@dataclass(frozen=True)
-class NeuralOptions:
-    """Options shared by the neural coders; each coder sets its own default ``streams``."""
-
-    model: str = "enwik8"
-    streams: int = 64
-    min_segment: int = 4096
-    match: int = 3  # match model's minimum match length (bytes); 0: the byte-LM alone
-
-    def __post_init__(self):
-        if not (self.match == 0 or 2 <= self.match <= 8):
-            raise ValueError(f"match={self.match}: give 0 (off) or a minimum match length in [2, 8]")
-        if not 1 <= self.streams <= 4096:
-            raise ValueError(f"streams={self.streams} is out of range [1, 4096]")
-        if self.min_segment < 1:
-            raise ValueError("min_segment must be at least 1")
+def coder_class(info: ArchInfo) -> type[NeuralCoder]:
+    """The coder class of one architecture record, registered under the architecture's name."""
+    options = dataclass(frozen=True)(type("Options", (NeuralOptions,), {
+        "__annotations__": {"streams": int}, "streams": info.streams, "__module__": __name__,
+        "__qualname__": f"{info.name}.Options",
+    }))
+    cls = type(f"{info.name.title().replace('-', '')}Coder", (NeuralCoder,), {
+        "arch": info.name, "description": info.description, "Options": options, "__module__": __name__,
+    })
+    return register_coder(info.name, groups=NEURAL)(cls)
 
 
-@register_coder("gru", groups=NEURAL)
-class GRUCoder(NeuralCoder):
-    description = "GRU byte-LM (int8, integer engine) + range coding; model=NAME|PATH (shipped: enwik8, sagas)"
-    arch = "gru"
-
-    @dataclass(frozen=True)
-    class Options(NeuralOptions):
-        streams: int = 256  # a GRU step is cheap: more rows per int8 matmul
-
-
-@register_coder("transformer", groups=NEURAL)
-class TransformerCoder(NeuralCoder):
-    description = "tiny transformer byte-LM (int8, integer engine, 512-byte window) + range coding; model=NAME|PATH"
-    arch = "transformer"
-
-    @dataclass(frozen=True)
-    class Options(NeuralOptions):
-        streams: int = 64  # each stream keeps a 512-position KV cache per layer
+CODERS: dict[str, type[NeuralCoder]] = {}
+on_register(lambda info: CODERS.setdefault(info.name, coder_class(info)))

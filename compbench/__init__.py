@@ -9,7 +9,15 @@ Library use::
     assert coder.decode(payload) == b"hello"
 """
 
-from .coder import Coder, NoOptions
+import os as _os
+
+# Torch's OpenMP threads spin while they wait for work. On cores shared with other processes (two
+# benchmarks at once, training beside a run, pytest -n 2) they spin against each other and a 4 s
+# GRU encode took over 90 s here. Passive waiting costs little on an idle machine; it must be set
+# before OpenMP starts, i.e. before torch is imported, which compbench does lazily after this.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .coder import Coder, NoOptions  # noqa: E402
 from .errors import CompbenchError, PayloadError
 from .registry import coders, expand, get_coder_class, make_coder, register_coder
 

@@ -122,48 +122,94 @@ def run(coders, corpus, split, chunk_size, repeat, max_time, fmt, per_file, no_s
 
 
 # -- encode / decode ----------------------------------------------------------------------------
-def _read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(path).read_bytes()
-    except OSError as err:
-        raise CompbenchError(f"cannot read {path}: {err.strerror}") from None
+class _Progress:
+    """A progress line on stderr for long work: bytes done, rate and ETA, at most twice a second."""
+
+    def __init__(self, what: str, total: int, enabled: bool):
+        import time
+
+        self.what, self.total, self.enabled, self.t0, self.last = what, total, enabled and total >= 8 << 20, time.monotonic(), 0.0
+        self._time = time
+
+    def __call__(self, done: int) -> None:
+        now = self._time.monotonic()
+        if not self.enabled or now - self.last < 0.5:
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        click.echo(f"\r  {self.what}: {done / 1e6:,.1f} / {self.total / 1e6:,.1f} MB ({100 * done / max(self.total, 1):.0f}%), "
+                   f"{rate / 1e6:.2f} MB/s, ETA {eta:,.0f} s ", err=True, nl=False)
+
+    def set_total(self, total: int) -> None:
+        self.total, self.enabled = total, self.enabled and total >= 8 << 20
+
+    def close(self) -> None:
+        if self.enabled and self.last:
+            click.echo("", err=True)
 
 
-def _write_output(path: str, data: bytes, force: bool, input_path: str) -> None:
-    """Write atomically (temp file + rename): a failure never leaves a half-written or clobbered OUT."""
+def _check_output(path: str, force: bool, input_path: str) -> None:
     if path == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
         return
     out = Path(path)
     if input_path != "-" and out.exists() and out.resolve() == Path(input_path).resolve():
         raise CompbenchError("output and input are the same file")
     if out.exists() and not force:
         raise CompbenchError(f"{out} exists; pass --force to overwrite it")
+    if not out.parent.is_dir():
+        raise CompbenchError(f"cannot write {out}: folder {out.parent} does not exist")
+
+
+def _open_output(path: str):
+    """stdout, or an atomic file: OUT appears only once the whole result is written and verified."""
+    import contextlib
+
+    from .fsutil import atomic_open
+
+    if path == "-":
+        return contextlib.nullcontext(sys.stdout.buffer)
+    return atomic_open(path)
+
+
+def _open_input(path: str):
+    """(binary file, size). stdin is spooled to a temporary file first: the payload header records the
+    length, and memory stays flat whatever comes down the pipe."""
+    if path == "-":
+        spool = tempfile.TemporaryFile()
+        while True:
+            block = sys.stdin.buffer.read(1 << 20)
+            if not block:
+                break
+            spool.write(block)
+        size = spool.tell()
+        spool.seek(0)
+        return spool, size
     try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, out)
+        fh = open(path, "rb")
     except OSError as err:
-        raise CompbenchError(f"cannot write {out}: {err.strerror}") from None
+        raise CompbenchError(f"cannot read {path}: {err.strerror}") from None
+    return fh, os.fstat(fh.fileno()).st_size
 
 
 @cli.command()
-@click.option("--coder", "spec", required=True, help="Coder spec, e.g. lzma, 'zstd:level=19', 'ppmd:order=6'.")
+@click.option("--coder", "spec", required=True, help="Coder spec, e.g. lzma, 'zstd:level=19', 'ppmd:order=6', gru.")
 @click.option("--chunk-size", type=click.IntRange(min=0), default=0, help="Code N-byte chunks independently.")
 @click.option("--train", "train_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Training file for coders that fit (zstd dict_size=N).")
 @click.option("--artifact-out", type=click.Path(dir_okay=False), default=None,
               help="Also write the artifact here (it is always kept in the store's artifact folder).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
 @_store_option
 @click.argument("input_path", metavar="IN")
 @click.argument("output_path", metavar="OUT")
-def encode(spec, chunk_size, train_path, artifact_out, force, store_path, input_path, output_path):
-    """Compress IN to a self-describing payload OUT ('-' for stdin/stdout)."""
+def encode(spec, chunk_size, train_path, artifact_out, force, quiet, store_path, input_path, output_path):
+    """Compress IN to a self-describing payload OUT ('-' for stdin/stdout).
+
+    Streaming coders (all the classical ones) code any file size in flat memory; neural coders
+    hold the input in memory. OUT appears only once it is completely written."""
+    from .payload import write_stream
     from .registry import make_coder
     from .store import Store
 
@@ -172,54 +218,78 @@ def encode(spec, chunk_size, train_path, artifact_out, force, store_path, input_
         if not train_path:
             raise CompbenchError(f"{coder.header_spec} must be trained first: pass --train FILE")
         coder.fit(Path(train_path).read_bytes())
-    data = _read_input(input_path)
-    payload = coder.encode(data, chunk_size=chunk_size)
-    _write_output(output_path, payload, force, input_path)
+    _check_output(output_path, force, input_path)
+    fh, size = _open_input(input_path)
+    progress = _Progress(f"encoding {input_path}", size, not quiet)
+    with fh, _open_output(output_path) as out:
+        n_out = write_stream(coder, fh.read, size, out.write, chunk_size=chunk_size, progress=progress)
+    progress.close()
     artifact = coder.artifact()
-    if artifact:
+    if artifact and type(coder).find_artifact(coder.artifact_fingerprint()) is None:  # shipped ones need no copy
         saved = Store(store_path).save_artifact(coder.artifact_fingerprint().hex(), artifact)
         if artifact_out:
-            _write_output(artifact_out, artifact, force, input_path)
-        click.echo(f"artifact {coder.artifact_fingerprint().hex()} ({len(artifact):,} bytes) saved to {saved}; "
-                   "decoding needs it", err=True)
-    ratio = 8 * len(payload) / max(len(data), 1)
-    click.echo(f"{input_path}: {len(data):,} -> {len(payload):,} bytes ({ratio:.3f} bpb) with {coder.header_spec}", err=True)
+            _check_output(artifact_out, force, input_path)
+            from .fsutil import atomic_write
+
+            atomic_write(artifact_out, artifact)
+        if not quiet:
+            click.echo(f"artifact {coder.artifact_fingerprint().hex()} ({len(artifact):,} bytes) saved to {saved}; "
+                       "decoding needs it", err=True)
+    if not quiet:
+        ratio = f"{8 * n_out / size:.3f} bpb" if size else "empty input"
+        click.echo(f"{input_path}: {size:,} -> {n_out:,} bytes ({ratio}) with {coder.header_spec}", err=True)
 
 
 @cli.command()
 @click.option("--artifact", "artifact_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Artifact file, if the payload needs one and it is not in the store's artifact folder.")
+              help="Artifact file, if the payload needs one that is neither shipped nor in the store's artifact folder.")
+@click.option("--coder", "coder_spec", default=None,
+              help="Your own spec for the payload's coder; needed for coders that run programs "
+                   "(external: give the commands you trust).")
+@click.option("--allow-external", is_flag=True,
+              help="Run the programs an external-coder payload names. Only for payloads you made yourself.")
+@click.option("--max-output", default="4GiB", show_default=True, metavar="SIZE",
+              help="Refuse payloads that claim more original bytes than this.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @_store_option
 @click.argument("input_path", metavar="IN")
 @click.argument("output_path", metavar="OUT")
-def decode(artifact_path, force, store_path, input_path, output_path):
+def decode(artifact_path, coder_spec, allow_external, max_output, force, quiet, store_path, input_path, output_path):
     """Decompress payload IN to OUT; the coder is read from the payload itself.
 
-    The decoded bytes are checked against the stored length and CRC-32 before OUT is written."""
-    from .payload import decode_payload, read_header
+    Payloads are data, never programs: a payload cannot make decode run a command, and every size
+    it claims is checked before anything is allocated. The output is checked against the stored
+    length and CRC-32; OUT appears only if it passes."""
+    from .decoding import DecodePolicy, decode_file
     from .store import Store
+    from .train import parse_size
 
-    payload = _read_input(input_path)
-    header = read_header(payload)
+    policy = DecodePolicy(allow_external=allow_external, coder_spec=coder_spec, max_output=parse_size(max_output))
     artifact = Path(artifact_path).read_bytes() if artifact_path else None
-    if artifact is None:
-        artifact = Store(store_path).find_artifact(header.fingerprint.hex())
-    data = decode_payload(payload, artifact)
-    _write_output(output_path, data, force, input_path)
+    _check_output(output_path, force, input_path)
+    fh, size = _open_input(input_path)
+    lookups = (Store(store_path).find_artifact,)
+    with fh, _open_output(output_path) as out:
+        progress = _Progress(f"decoding {input_path}", 1 << 62, not quiet)
+        decode_file(fh, out.write, artifact, policy=policy, lookups=lookups, progress=progress)
+    progress.close()
 
 
 @cli.command()
 @click.argument("input_path", metavar="PAYLOAD")
 def inspect(input_path):
-    """Show a payload's header: coder, sizes, chunking, artifact fingerprint."""
+    """Show a payload's header: coder, sizes, chunking, artifact fingerprint (exit 1 if it is damaged)."""
     from .payload import read_header
 
-    payload = _read_input(input_path)
-    h = read_header(payload)
-    click.echo(f"coder:            {h.spec}\noriginal bytes:   {h.size:,}\npayload bytes:    {len(payload):,}\n"
-               f"container bytes:  {h.header_bytes}\nchunk size:       {h.chunk_size or 'whole input'}\n"
-               f"artifact:         {h.fingerprint.hex()}\ncrc32:            {h.crc:08x}")
+    fh, size = _open_input(input_path)
+    with fh:
+        head = fh.read(5)
+        fh.seek(0)
+        h = read_header(fh.read() if head[4:5] == b"\x01" else fh)
+    click.echo(f"coder:            {h.spec}\nformat version:   {h.version}\noriginal bytes:   {h.size:,}\n"
+               f"payload bytes:    {size:,}\nheader bytes:     {h.header_bytes}\n"
+               f"chunk size:       {h.chunk_size or 'whole input'}\nartifact:         {h.fingerprint.hex()}")
 
 
 # -- listings -----------------------------------------------------------------------------------

@@ -24,10 +24,12 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
-from typing import ClassVar
+from typing import BinaryIO, ClassVar, Iterable, Iterator
 
 from .errors import ArtifactError
-from .spec import build_options, format_spec
+from .spec import build_options, format_spec, is_locator
+
+FINGERPRINT_BYTES = 8  # the one definition: payload headers store this many bytes of sha256(artifact)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +38,8 @@ class NoOptions:
 
 
 def fingerprint(artifact: bytes) -> bytes:
-    """8-byte artifact fingerprint stored in every payload (first 8 bytes of SHA-256)."""
-    return hashlib.sha256(artifact).digest()[:8]
+    """Artifact fingerprint stored in every payload (the first 8 bytes of SHA-256)."""
+    return hashlib.sha256(artifact).digest()[:FINGERPRINT_BYTES]
 
 
 class Coder(abc.ABC):
@@ -49,6 +51,11 @@ class Coder(abc.ABC):
         description: one line for ``compbench coders``.
         Options: a frozen dataclass of the coder's options (types drive command-line parsing).
         supports_context: True if ``context`` bytes (known to both sides) change the coding.
+        runs_programs: True if decoding runs an external program. Such a coder is never built from
+            a payload header alone: the user must name it (``compbench decode --coder`` or
+            ``--allow-external``), because payloads come from strangers.
+        streaming: True if :meth:`encode_stream` / :meth:`decode_stream` code piece by piece, so
+            ``compbench encode``/``decode`` run in memory that does not grow with the input.
     """
 
     name: ClassVar[str] = "?"
@@ -56,6 +63,8 @@ class Coder(abc.ABC):
     description: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     supports_context: ClassVar[bool] = False
+    runs_programs: ClassVar[bool] = False
+    streaming: ClassVar[bool] = False
 
     def __init__(self, **options: object) -> None:
         self.options = build_options(self.Options, options, self.name)
@@ -73,6 +82,11 @@ class Coder(abc.ABC):
 
     def options_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self.options)
+
+    def format_options(self) -> dict[str, object]:
+        """Options that shape the payload (locators such as a model path left out): what a decoder
+        rebuilt from the header and the artifact gets."""
+        return {f.name: getattr(self.options, f.name) for f in dataclasses.fields(self.options) if not is_locator(f)}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec}>"
@@ -100,10 +114,17 @@ class Coder(abc.ABC):
 
     @classmethod
     def from_artifact(cls, artifact: bytes, **options: object) -> "Coder":
-        """Rebuild a decoder from artifact bytes alone (plus the options stored in the payload)."""
+        """Rebuild a decoder from artifact bytes alone (plus the format options stored in the
+        payload). The one way the harness and ``compbench decode`` build decoders."""
         coder = cls(**options)
         coder.load_artifact(artifact)
         return coder
+
+    @classmethod
+    def find_artifact(cls, fp: bytes) -> bytes | None:
+        """Artifact bytes with fingerprint ``fp`` that ship with the coder (a packaged model), or
+        None. Lets a payload made with a shipped artifact decode from any folder."""
+        return None
 
     # -- raw coding (implemented by subclasses) ---------------------------------------------
     @abc.abstractmethod
@@ -118,6 +139,21 @@ class Coder(abc.ABC):
     def model_bits(self, data: bytes, context: bytes = b"") -> float | None:
         """Ideal code length ``-sum log2 p(byte | past)`` in bits, or None if not probabilistic."""
         return None
+
+    # -- streaming (optional) ------------------------------------------------------------------
+    #: Largest output piece a streaming decoder yields at once: the unit of its memory use.
+    STREAM_PIECE = 1 << 20
+
+    def encode_stream(self, pieces: Iterable[bytes], size: int, context: bytes = b"") -> Iterator[bytes]:
+        """Compress ``size`` bytes given as ``pieces``; yield the body a piece at a time. Only for
+        ``streaming`` coders: memory does not grow with ``size``."""
+        raise NotImplementedError(f"{self.name} does not stream")
+
+    def decode_stream(self, source: BinaryIO, size: int, context: bytes = b"") -> Iterator[bytes]:
+        """Read a body from ``source`` (``read(n)``, ``b""`` at its end) and yield the ``size``
+        original bytes in pieces of at most :attr:`STREAM_PIECE`. Raise PayloadError on a body
+        that does not end cleanly after exactly ``size`` bytes."""
+        raise NotImplementedError(f"{self.name} does not stream")
 
     # -- self-describing payloads ------------------------------------------------------------
     def encode(self, data: bytes, context: bytes = b"", chunk_size: int = 0) -> bytes:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import FetchError
+from .fsutil import atomic_write
 
 CANTERBURY = "https://corpus.canterbury.ac.nz/resources/"
 
@@ -189,10 +188,7 @@ def fetch(name: str, data_dir: Path, sources: dict[str, list[Source]] | None = N
         path = Path(data_dir) / dest
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            atomic_write(path, data)
         except OSError as err:
             raise FetchError(f"cannot write {path}: {err.strerror}") from None
         written.append(path)

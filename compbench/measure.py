@@ -13,7 +13,7 @@ encode or decode (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``); Non
 Chunked mode (``chunk_size > 0``) codes every chunk independently, the protocol of "Language Modeling
 Is Compression" (Delétang et al., 2023). ``bpb`` stays the real size of the payload (one container
 header, a chunk-length table, every chunk's own headers). ``bpb_lmic`` accounts headers as that
-paper's code does: the coder's fixed overhead, measured as the size of coding one zero byte, is
+paper's code does: the coder's fixed overhead, measured as the size of coding empty input, is
 counted once instead of once per chunk, and compbench's container is not counted.
 """
 
@@ -30,7 +30,7 @@ from typing import Callable
 from .coder import Coder, fingerprint
 from .corpus import Corpus, Member
 from .errors import CompbenchError
-from .payload import assemble, check_coder, chunks_of, decode_verified, encode_bodies, read_header
+from .payload import assemble_parts, check_coder, chunks_of, decode_bytes, encode_bodies, read_header
 
 
 @dataclass(frozen=True)
@@ -158,21 +158,28 @@ def measure_member(
         c0, w0 = time.process_time(), time.perf_counter()
         bodies = encode_bodies(coder, data, context, cs)
         verify_enc = ([time.perf_counter() - w0], [time.process_time() - c0])
-    payload = assemble(coder.header_spec, fingerprint(artifact), data, bodies, cs)
+    # The payload as parts (the bodies are not copied again); the decoder reads its real bytes.
+    parts = assemble_parts(coder.header_spec, fingerprint(artifact), data, bodies, cs)
+    payload = b"".join(parts)
+    del parts
     header = read_header(payload)
-    decoder = type(coder).from_artifact(artifact, **coder.options_dict())
+    # A fresh decoder from the artifact bytes and the header's format options alone: a model path
+    # or any other locator option the encoder was given is not available to it.
+    decoder = type(coder).from_artifact(artifact, **coder.format_options())
     out = None
     with PeakMemory(cfg.memory) as dec_mem:
         try:
             check_coder(decoder, header)
             c0, w0 = time.process_time(), time.perf_counter()
-            out = decode_verified(decoder, header, payload[header.header_bytes:], context)
+            out = decode_bytes(decoder, header, payload, context)
             verify_dec = ([time.perf_counter() - w0], [time.process_time() - c0])
         except CompbenchError as err:
             error = f"decode failed: {err}"
     ok = out == data
     if out is not None and not ok:
         error = "decoded bytes differ from the input"
+    payload_bytes, container_bytes = len(payload), len(payload) - sum(map(len, bodies))
+    del payload, out  # only the input, the bodies and one decode buffer stay alive below (as in lzbench)
 
     # Timed passes: the coder's own work only (see module docstring).
     pieces = chunks_of(data, cs) if cs > 0 else [data]
@@ -193,14 +200,13 @@ def measure_member(
     model_bits = None if any(b is None for b in parts) else float(sum(parts))
     bpb_lmic = None
     if cs > 0 and n:
-        fixed = len(coder.encode_body(b"\x00", context))
+        fixed = len(coder.encode_body(b"", context))  # what every chunk repeats: the coding of nothing
         bpb_lmic = 8 * (sum(map(len, bodies)) - fixed * (len(bodies) - 1)) / n
-    payload_bytes = len(payload)
     nz = max(n, 1)  # empty input: report bits per byte of a 1-byte denominator rather than divide by 0
     return Record(
         **base,
         payload_bytes=payload_bytes,
-        container_bytes=header.header_bytes,
+        container_bytes=container_bytes,
         bpb=8 * payload_bytes / nz,
         bpb_model=None if model_bits is None else model_bits / nz,
         bpb_total=8 * (payload_bytes + len(artifact)) / nz,

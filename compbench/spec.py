@@ -3,8 +3,16 @@
 ``--coders zstd:level=22:long=27,lzma:preset=9e`` is a comma-separated list of specs. Values may be
 quoted (``'...'`` or ``"..."``) when they contain ``:``, ``,`` or spaces, as external-command templates do.
 Options are typed by the coder's ``Options`` dataclass; :func:`format_spec` writes the canonical form
-(every option, in field order) that results record; payload headers carry the compact form
-(non-default options only), so each coder's defaults are part of the payload format.
+(every option, in field order) that results record.
+
+Options are of two kinds. *Format* options change the bytes a coder writes (``zstd:level=19``); payload
+headers carry them in compact form (non-default only), so each coder's defaults are part of the
+payload format. *Locator* options say where something lives or how long to wait (a model path, a
+timeout, a binary): declared with :func:`locator`, they never enter a header, so a payload decodes
+wherever its artifact sits (the header's fingerprint identifies the artifact).
+
+A value may itself be a coder spec (an option typed :class:`CoderSpec`), written in parentheses,
+which nest: ``prefix:inner=(zstd:level=19):store=(lzma:preset=6)``.
 """
 
 from __future__ import annotations
@@ -14,12 +22,26 @@ import typing
 
 from .errors import SpecError
 
-_SPECIAL = set(":,=\"' \t")
+_SPECIAL = set(":,=\"' \t()")
+
+
+class CoderSpec(str):
+    """Type of an option whose value is another coder spec (nested specs, e.g. a prefix coder's
+    inner coder). Checked against the registry and stored in compact canonical form."""
+
+
+def locator(default, **kwargs):
+    """A dataclass field for a locator/runtime option: recorded with results, never in payload headers."""
+    return dataclasses.field(default=default, metadata={"locator": True}, **kwargs)
+
+
+def is_locator(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("locator"))
 
 
 def _split_top(text: str, sep: str) -> list[str]:
-    """Split on ``sep`` outside quotes; quotes are kept for the caller to strip."""
-    parts, buf, quote = [], [], None
+    """Split on ``sep`` outside quotes and parentheses; both are kept for the caller to strip."""
+    parts, buf, quote, depth = [], [], None, 0
     for ch in text:
         if quote:
             buf.append(ch)
@@ -28,19 +50,29 @@ def _split_top(text: str, sep: str) -> list[str]:
         elif ch in "'\"":
             quote = ch
             buf.append(ch)
-        elif ch == sep:
+        elif ch == "(":
+            depth += 1
+            buf.append(ch)
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise SpecError(f"unbalanced ')' in coder spec {text!r}")
+            buf.append(ch)
+        elif ch == sep and depth == 0:
             parts.append("".join(buf))
             buf = []
         else:
             buf.append(ch)
     if quote:
         raise SpecError(f"unbalanced {quote} quote in coder spec {text!r}")
+    if depth:
+        raise SpecError(f"unbalanced '(' in coder spec {text!r}")
     parts.append("".join(buf))
     return parts
 
 
 def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+    if len(value) >= 2 and ((value[0] == value[-1] and value[0] in "'\"") or (value[0], value[-1]) == ("(", ")")):
         return value[1:-1]
     return value
 
@@ -69,6 +101,13 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def _convert(value: object, typ: object, key: str, coder: str) -> object:
+    if typ is CoderSpec:
+        from .registry import make_coder  # late: the registry imports this module
+
+        try:
+            return CoderSpec(make_coder(str(value)).header_spec)
+        except SpecError as err:
+            raise SpecError(f"{coder}: option {key}: {err}") from None
     if not isinstance(value, str):
         return value
     try:
@@ -107,6 +146,8 @@ def _fmt(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
+    if isinstance(value, CoderSpec):
+        return f"({text})" if any(ch in _SPECIAL for ch in text) else text
     if text == "" or any(ch in _SPECIAL for ch in text):
         quote = "'" if '"' in text else '"'
         if quote in text:
@@ -118,13 +159,19 @@ def _fmt(value: object) -> str:
 def format_spec(name: str, options: object, compact: bool = False) -> str:
     """Canonical spec: the name, then every option in field order (defaults included).
 
-    ``compact=True`` leaves out options at their default: that short form goes into payload headers,
-    which makes each coder's defaults part of the payload format (tests pin them)."""
+    ``compact=True`` is the payload-header form: format options that differ from their default, and
+    no locator options. It makes each coder's defaults part of the payload format (tests pin them)."""
     if options is None or not dataclasses.fields(options):
         return name
     items = [
         f"{f.name}={_fmt(getattr(options, f.name))}"
         for f in dataclasses.fields(options)
-        if not (compact and getattr(options, f.name) == f.default)
+        if not (compact and (getattr(options, f.name) == f.default or is_locator(f)))
     ]
     return ":".join([name, *items])
+
+
+def format_options(options_cls: type, raw: dict[str, str]) -> dict[str, str]:
+    """The format options among parsed ``raw`` options (locators dropped): what a header may carry."""
+    locators = {f.name for f in dataclasses.fields(options_cls) if is_locator(f)}
+    return {k: v for k, v in raw.items() if k not in locators}

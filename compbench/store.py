@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from .errors import StoreError
+from .fsutil import atomic_write
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -125,9 +126,7 @@ class Store:
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
         path = self.artifact_dir / f"{fingerprint_hex}.bin"
         if not path.exists():
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(artifact)
-            os.replace(tmp, path)
+            atomic_write(path, artifact)
         return path
 
     def find_artifact(self, fingerprint_hex: str) -> bytes | None:

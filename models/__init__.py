@@ -1,36 +1,21 @@
-"""Byte-level language models, installed as ``compbench.models``; this is the list of what exists.
+"""Byte-level language models and their integer engines, installed as ``compbench.models``.
 
-Each architecture has a torch module that trains, a config dataclass, an ``export`` to int8 tensors
-and an integer engine that codes; :data:`ARCHS` ties them together and :func:`load_engine` rebuilds
-an engine from artifact bytes (see :mod:`compbench.models.artifact`).
+A self-contained engine package: it imports nothing from the harness (``compbench.coders.neural``
+adapts it to the :class:`~compbench.coder.Coder` interface). Importing this package does not import
+torch; :mod:`.archs` lists the architectures, and the modules that compute (:mod:`.intops`,
+:mod:`.lockstep`, :mod:`.artifact`, one module per architecture) are imported when a model runs.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 from pathlib import Path
-from typing import NamedTuple
 
-import torch
-
-from compbench.errors import ArtifactError
-
-from . import artifact, gru, transformer
-
-
-class Arch(NamedTuple):
-    config: type
-    module: type
-    export: object
-    engine: type
-
-
-ARCHS: dict[str, Arch] = {
-    "gru": Arch(gru.GRUConfig, gru.GRULM, gru.export, gru.IntGRU),
-    "transformer": Arch(transformer.TransformerConfig, transformer.TransformerLM, transformer.export, transformer.IntTransformer),
-}
+from .archs import ARCHS, ArchInfo, on_register, register_arch
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+__all__ = ["ARCHS", "ArchInfo", "on_register", "register_arch", "shipped_models", "find_shipped", "WEIGHTS_DIR"]
 
 
 def shipped_models() -> dict[str, Path]:
@@ -38,35 +23,12 @@ def shipped_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.cbnm"))}
 
 
-def make_config(arch: str, config: dict):
-    cls = ARCHS[arch].config
-    names = {f.name for f in dataclasses.fields(cls)}
-    if not isinstance(config, dict) or set(config) - names:
-        raise ArtifactError(f"neural artifact config has unknown fields: {sorted(set(config) - names)}")
-    try:
-        return cls(**config)
-    except (TypeError, ValueError) as err:
-        raise ArtifactError(f"neural artifact config is invalid ({err})") from None
-
-
-def expected_shapes(arch: str, cfg) -> dict[str, tuple[str, list[int]]]:
-    """Names, dtypes and shapes an artifact of this config must contain (checked on load)."""
-    # Build on the meta device: only shapes and dtypes are needed, not a random init of every weight.
-    with torch.device("meta"):
-        module = ARCHS[arch].module(cfg)
-        return {k: (str(v.dtype).removeprefix("torch."), list(v.shape)) for k, v in ARCHS[arch].export(module).items()}
-
-
-def load_engine(blob: bytes):
-    """Artifact bytes -> (header, engine). Never unpickles; validates every tensor."""
-    header, tensors = artifact.unpack(blob)
-    arch = header.get("arch")
-    if arch not in ARCHS:
-        raise ArtifactError(f"neural artifact has unknown architecture {arch!r}")
-    cfg = make_config(arch, header.get("config"))
-    want = expected_shapes(arch, cfg)
-    got = {k: (str(v.dtype).removeprefix("torch."), list(v.shape)) for k, v in tensors.items()}
-    if want != got:
-        missing = sorted(set(want) - set(got)) or sorted(k for k in want if want[k] != got.get(k))
-        raise ArtifactError(f"neural artifact tensors do not match its config (first mismatch: {missing[:1]})")
-    return header, ARCHS[arch].engine(cfg, tensors)
+def find_shipped(fp: bytes, arch: str | None = None) -> bytes | None:
+    """The shipped artifact whose sha256 starts with ``fp`` (and, if given, of architecture ``arch``)."""
+    for key, path in shipped_models().items():
+        if arch and not key.startswith(arch + "-"):
+            continue
+        blob = path.read_bytes()
+        if hashlib.sha256(blob).digest()[: len(fp)] == fp:
+            return blob
+    return None

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import lzma
+import math
 import struct
+import dataclasses
 from pathlib import Path
 
 import brotli
@@ -28,21 +30,26 @@ import numpy as np
 import torch
 import zstandard
 
-from compbench.errors import ArtifactError
+from .archs import ARCHS, HERE
 
 MAGIC = b"CBNM"
 VERSION = 1
 ENGINE_VERSION = 1  # bump whenever integer inference changes the probabilities it computes
 DTYPES = {"int8": torch.int8, "float16": torch.float16}
-_ROOT = Path(__file__).resolve().parent.parent
-DECODER_CODE = {
-    "gru": ("models/intops.py", "models/gru.py", "coders/neural.py"),
-    "transformer": ("models/intops.py", "models/gru.py", "models/transformer.py", "coders/neural.py"),
-}
+INNER_LIMIT = 1 << 26  # 64 MiB: far above any 16 MB-budget model; a blob claiming more is refused
+
+
+class ArtifactError(ValueError):
+    """The bytes are not a usable artifact (the harness reports it as its own ArtifactError)."""
 
 
 def decoder_code(arch: str) -> list[tuple[str, bytes]]:
-    return [(rel, (_ROOT / rel).read_bytes()) for rel in DECODER_CODE[arch]]
+    """(name, bytes) of every file a decoder of ``arch`` runs: ``models/...`` for the engine package."""
+    out = []
+    for path in ARCHS[arch].decoder_files():
+        name = f"models/{path.name}" if path.parent == HERE else path.name
+        out.append((name, path.read_bytes()))
+    return out
 
 
 def _compress(inner: bytes) -> tuple[int, bytes]:
@@ -88,7 +95,7 @@ def _decompress(method: int, body: bytes, limit: int) -> bytes:
         elif method == 2:
             out = zstandard.ZstdDecompressor().decompress(body, max_output_size=limit + 1)
         elif method == 3:
-            out = brotli.decompress(body)
+            out = brotli.Decompressor().process(body, output_buffer_limit=limit + 1)
         else:
             raise ArtifactError(f"neural artifact uses unknown compression method {method}")
     except ArtifactError:
@@ -100,7 +107,7 @@ def _decompress(method: int, body: bytes, limit: int) -> bytes:
     return out
 
 
-def unpack(blob: bytes, limit: int = 1 << 30) -> tuple[dict, dict[str, torch.Tensor]]:
+def unpack(blob: bytes, limit: int = INNER_LIMIT) -> tuple[dict, dict[str, torch.Tensor]]:
     """Artifact bytes -> (header, tensors). Raises ArtifactError with a reason on any defect."""
     if len(blob) < 6 or blob[:4] != MAGIC:
         raise ArtifactError("not a compbench neural artifact (bad magic number)")
@@ -115,7 +122,7 @@ def unpack(blob: bytes, limit: int = 1 << 30) -> tuple[dict, dict[str, torch.Ten
         for name, dtype, shape in header["tensors"]:
             if dtype not in DTYPES or any(not isinstance(s, int) or s < 0 for s in shape):
                 raise ArtifactError(f"neural artifact tensor {name!r} has a bad dtype or shape")
-            n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            n = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: a huge claim cannot overflow
             if pos + n > len(inner):
                 raise ArtifactError("neural artifact is truncated")
             arr = np.frombuffer(inner, dtype=np.dtype(dtype).newbyteorder("<"), count=n // np.dtype(dtype).itemsize, offset=pos)
@@ -126,7 +133,7 @@ def unpack(blob: bytes, limit: int = 1 << 30) -> tuple[dict, dict[str, torch.Ten
             raise ArtifactError("neural artifact has the wrong length (truncated or trailing bytes)")
     except ArtifactError:
         raise
-    except (KeyError, TypeError, ValueError, struct.error) as err:
+    except (KeyError, TypeError, ValueError, struct.error, RecursionError) as err:
         raise ArtifactError(f"neural artifact header is corrupted ({err})") from None
     if header.get("engine") != ENGINE_VERSION:
         raise ArtifactError(
@@ -138,3 +145,37 @@ def unpack(blob: bytes, limit: int = 1 << 30) -> tuple[dict, dict[str, torch.Ten
 
 def code_bytes(header: dict) -> int:
     return sum(length for _, length in header["code"])
+
+
+def make_config(arch: str, config: dict):
+    cls = ARCHS[arch].load().Config
+    names = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(config, dict) or set(config) - names:
+        raise ArtifactError(f"neural artifact config has unknown fields: {sorted(set(config or {}) - names)}")
+    try:
+        return cls(**config)
+    except (TypeError, ValueError) as err:
+        raise ArtifactError(f"neural artifact config is invalid ({err})") from None
+
+
+def expected_shapes(arch: str, cfg) -> dict[str, tuple[str, list[int]]]:
+    """Names, dtypes and shapes an artifact of this config must contain (checked on load)."""
+    mod = ARCHS[arch].load()
+    # Built on the meta device: only shapes and dtypes are needed, not a random init of every weight.
+    with torch.device("meta"):
+        return {k: (str(v.dtype).removeprefix("torch."), list(v.shape)) for k, v in mod.export(mod.LM(cfg)).items()}
+
+
+def load_engine(blob: bytes):
+    """Artifact bytes -> (header, engine). Never unpickles; validates every tensor."""
+    header, tensors = unpack(blob)
+    arch = header.get("arch")
+    if arch not in ARCHS:
+        raise ArtifactError(f"neural artifact has unknown architecture {arch!r}")
+    cfg = make_config(arch, header.get("config"))
+    want = expected_shapes(arch, cfg)
+    got = {k: (str(v.dtype).removeprefix("torch."), list(v.shape)) for k, v in tensors.items()}
+    if want != got:
+        missing = sorted(set(want) - set(got)) or sorted(k for k in want if want[k] != got.get(k))
+        raise ArtifactError(f"neural artifact tensors do not match its config (first mismatch: {missing[:1]})")
+    return header, ARCHS[arch].load().Engine(cfg, tensors)

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import intops
+from .intops import BOS
 
-BOS = 256
-VOCAB_IN = 257
+VOCAB_IN = BOS + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,9 +53,20 @@ class GRULM(nn.Module):
         self.rnn = nn.GRU(cfg.embed, cfg.hidden, cfg.layers, batch_first=True)
         self.out = nn.Linear(cfg.hidden, 256)
 
+    eval_segment = 4096  # bytes per BOS-started segment when the float model is evaluated
+
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         y, h = self.rnn(F.dropout(self.emb(x), self.dropout, self.training), h)
         return self.out(F.dropout(y, self.dropout, self.training)), h
+
+    @staticmethod
+    def carry(h: torch.Tensor | None, reset: torch.Tensor) -> torch.Tensor | None:
+        """The state carried into the next training chunk: detached, zeroed for restarted streams."""
+        if h is None:
+            return None
+        h = h.detach()
+        h[:, reset.to(h.device)] = 0
+        return h
 
 
 def _q_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,3 +144,42 @@ class IntGRU:
             state[layer] = h
             xq = self._q(h)
         return intops.int_matmul(xq, self.w_out, f32) * self.s_out + self.b_out
+
+
+class GRUBatches:
+    """Truncated BPTT over B streams of the train bytes, state carried between chunks.
+
+    Each stream runs ``span`` bytes from a random start, beginning with BOS and a zero state,
+    then restarts elsewhere: the same shape as a coded segment (BOS, empty state, a few KB).
+    """
+
+    def __init__(self, data: torch.Tensor, batch: int, seq: int, gen: torch.Generator, span: int = 8192):
+        self.data, self.B, self.T, self.gen, self.span = data, batch, seq, gen, span
+        self.pos = torch.zeros(batch, dtype=torch.int64)
+        self.left = torch.zeros(batch, dtype=torch.int64)  # bytes left before a restart
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs [B,T], targets [B,T], reset mask [B]); reset rows start from BOS and h = 0."""
+        n = len(self.data)
+        reset = self.left < self.T
+        k = int(reset.sum())
+        if k:
+            self.pos[reset] = torch.randint(0, n - self.span - self.T - 1, (k,), generator=self.gen)
+            self.left[reset] = self.span
+        idx = self.pos[:, None] + torch.arange(-1, self.T)[None, :]
+        chunk = self.data[idx.clamp_min(0)]
+        x, y = chunk[:, :-1].clone(), chunk[:, 1:]
+        x[reset, 0] = BOS
+        self.pos += self.T
+        self.left -= self.T
+        return x, y, reset
+
+    def state(self) -> dict:
+        return {"pos": self.pos, "left": self.left}
+
+    def load(self, s: dict) -> None:
+        self.pos, self.left = s["pos"], s["left"]
+
+
+# The architecture API (see compbench.models.archs.ArchInfo).
+Config, LM, Engine, batches = GRUConfig, GRULM, IntGRU, GRUBatches

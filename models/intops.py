@@ -26,6 +26,8 @@ from decimal import Decimal, localcontext
 
 import torch
 
+BOS = 256  # the input symbol that starts every coded stream (byte values are 0..255)
+
 # Sigmoid/tanh tables: one entry per 1/RES over [-LIM, LIM], nearest entry (no interpolation: each
 # extra elementwise op costs more than the 5e-4 worst-case error it would remove, far under int8 noise).
 RES = 1024

@@ -120,6 +120,14 @@ class TransformerLM(nn.Module):
             self._bias_cache[T] = bias[None]
         return self._bias_cache[T].to(device)
 
+    @property
+    def eval_segment(self) -> int:
+        return self.cfg.ctx
+
+    @staticmethod
+    def carry(h, reset):
+        return None  # no state between training windows
+
     def forward(self, x: torch.Tensor, h=None):
         T = x.shape[1]
         bias = self._bias(T, x.device)
@@ -289,3 +297,32 @@ class IntTransformer:
             x = self._proj_and_mlp(x, att.reshape(B, -1), w)
         state["t"] = t + 1
         return self._normed_linear(x, self.head_w)
+
+
+class WindowBatches:
+    """Random windows of ``seq`` bytes; one row in eight starts with BOS (a coded stream's start).
+    Stateless between steps: each batch is drawn fresh from ``gen``."""
+
+    def __init__(self, data: torch.Tensor, batch: int, seq: int, gen: torch.Generator):
+        self.data, self.B, self.T, self.gen = data, batch, seq, gen
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        data, batch, ctx, gen = self.data, self.B, self.T, self.gen
+        start = torch.randint(0, len(data) - ctx - 1, (batch,), generator=gen)
+        chunk = data[start[:, None] + torch.arange(ctx + 1)[None, :]]
+        x, y = chunk[:, :-1].clone(), chunk[:, 1:].clone()
+        bos = torch.rand(batch, generator=gen) < 0.125
+        x[bos, 1:] = chunk[bos, :-2]
+        x[bos, 0] = BOS
+        y[bos] = chunk[bos, :-1]
+        return x, y, torch.ones(batch, dtype=torch.bool)
+
+    def state(self) -> dict:
+        return {}
+
+    def load(self, s: dict) -> None:
+        pass
+
+
+# The architecture API (see compbench.models.archs.ArchInfo).
+Config, LM, Engine, batches = TransformerConfig, TransformerLM, IntTransformer, WindowBatches

@@ -47,7 +47,9 @@ def _isolated_store(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPBENCH_STORE", str(tmp_path / "store" / "results.sqlite"))
 
 
-TINY = {"gru": {"hidden": 48}, "transformer": {"d_model": 32, "layers": 2, "heads": 2, "ctx": 64}}
+from compbench.models import ARCHS  # noqa: E402  (torch-free)
+
+TINY = {name: info.tiny for name, info in ARCHS.items()}
 
 
 @pytest.fixture(scope="session")

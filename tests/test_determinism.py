@@ -38,7 +38,7 @@ MACHINES = {
 PROBE = r"""
 import hashlib, json, sys, torch
 from compbench import registry
-from compbench.payload import decode_payload
+from compbench.decoding import decode_payload
 arch, art, payload, data, opts = sys.argv[1], *(open(p, "rb").read() for p in sys.argv[2:5]), json.loads(sys.argv[5])
 out = decode_payload(payload, art)
 coder = registry.get_coder_class(arch).from_artifact(art, **opts)

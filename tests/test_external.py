@@ -6,7 +6,8 @@ import pytest
 
 from compbench import registry
 from compbench.errors import ArtifactError, CompbenchError
-from compbench.payload import decode_payload, read_header
+from compbench.decoding import DecodePolicy, decode_payload
+from compbench.payload import read_header
 
 PY = sys.executable
 
@@ -19,7 +20,10 @@ def test_file_placeholders_and_stdout(tmp_path):
     coder = registry.make_coder(spec)
     data = b"external coders are ranked beside built-ins " * 100
     payload = coder.encode(data)
-    assert decode_payload(payload) == data
+    with pytest.raises(CompbenchError, match="runs external programs"):
+        decode_payload(payload)  # a payload never chooses programs to run
+    assert decode_payload(payload, policy=DecodePolicy(allow_external=True)) == data
+    assert decode_payload(payload, policy=DecodePolicy(coder_spec=spec)) == data
     # The spec embeds absolute temp paths, so judge the body, not the whole payload.
     body = len(payload) - read_header(payload).header_bytes
     assert body < len(data) / 10
@@ -43,7 +47,8 @@ def test_code_file_is_the_artifact(tmp_path):
     coder = registry.make_coder(spec)
     assert coder.artifact() == b"pretend binary v1"
     payload = coder.encode(b"abc")
-    assert decode_payload(payload, prog.read_bytes()) == b"abc"
+    assert decode_payload(payload, policy=DecodePolicy(coder_spec=spec)) == b"abc"  # code= is found
+    assert decode_payload(payload, prog.read_bytes(), policy=DecodePolicy(coder_spec=spec)) == b"abc"
     prog.write_bytes(b"pretend binary v2")
     with pytest.raises(ArtifactError):
-        decode_payload(payload, prog.read_bytes())
+        decode_payload(payload, prog.read_bytes(), policy=DecodePolicy(coder_spec=spec))

@@ -9,11 +9,14 @@ import pytest
 import torch
 
 from compbench import registry
-from compbench.coders.neural import layout
 from compbench.errors import ArtifactError, CompbenchError, PayloadError
-from compbench.models import ARCHS, artifact, gru, intops, load_engine, transformer
-from compbench.payload import decode_payload, read_header
-from compbench.train import TrainConfig, artifact_bound, fit_to_budget, parse_size, train
+from compbench.decoding import decode_payload
+from compbench.models import ARCHS, artifact, gru, intops, transformer
+from compbench.models.artifact import load_engine
+from compbench.models.lockstep import layout
+from compbench.models.train import artifact_bound, fit_to_budget
+from compbench.payload import overhead, read_header
+from compbench.train import TrainConfig, parse_size, train
 
 from conftest import TINY
 
@@ -63,8 +66,8 @@ def test_probabilities_are_normalized_softmax():
 @pytest.mark.parametrize("arch", ["gru", "transformer"])
 def test_integer_engine_tracks_the_float_model(arch, tiny_models):
     path, res = tiny_models[arch]
-    cfg = ARCHS[arch].config(**res["config"])
-    model = ARCHS[arch].module(cfg).eval()
+    cfg = ARCHS[arch].load().Config(**res["config"])
+    model = ARCHS[arch].load().LM(cfg).eval()
     model.load_state_dict(torch.load(path.parent / "checkpoint.pt", weights_only=True)["model"])
     _, engine = load_engine(path.read_bytes())
     text = (b"def tracks(model, engine):\n    return kl(model(x), engine(x)) < 0.01\n" * 3)[:150]
@@ -135,19 +138,19 @@ def test_artifact_rejects_corruption_and_other_engines(tiny_models):
     header, tensors = artifact.unpack(blob)
     assert header["arch"] == "gru" and tensors["table"].dtype == torch.int8
     assert artifact.code_bytes(header) > 0  # the decoder code is inside, and counted
-    with pytest.raises(ArtifactError, match="magic"):
+    with pytest.raises(artifact.ArtifactError, match="magic"):
         load_engine(b"PK\x03\x04" + blob[4:])
-    with pytest.raises(ArtifactError):
+    with pytest.raises(artifact.ArtifactError):
         load_engine(blob[:-40])
-    with pytest.raises(ArtifactError, match="format version"):
+    with pytest.raises(artifact.ArtifactError, match="format version"):
         load_engine(blob[:4] + b"\x09" + blob[5:])
     bad_shape = artifact.pack("gru", {"hidden": 48, "layers": 1, "embed": 256}, {**tensors, "b_out": tensors["b_out"][:10]})
-    with pytest.raises(ArtifactError, match="do not match"):
+    with pytest.raises(artifact.ArtifactError, match="do not match"):
         load_engine(bad_shape)
     old_engine = artifact.ENGINE_VERSION
     try:
         artifact.ENGINE_VERSION = old_engine + 1
-        with pytest.raises(ArtifactError, match="engine"):
+        with pytest.raises(artifact.ArtifactError, match="engine"):
             load_engine(blob)
     finally:
         artifact.ENGINE_VERSION = old_engine
@@ -222,9 +225,9 @@ def test_fit_to_budget_picks_the_largest_model_that_fits(arch):
     bigger = dataclasses.replace(cfg, **{key: getattr(cfg, key) + (8 if arch == "gru" else 16)})
     assert artifact_bound(arch, bigger) > 1_000_000
     # the bound is a bound: an artifact with (incompressible) random weights still fits
-    model = ARCHS[arch].module(cfg)
+    model = ARCHS[arch].load().LM(cfg)
     tensors = {k: (torch.randint(-127, 128, v.shape, dtype=torch.int8) if v.dtype == torch.int8 else v)
-               for k, v in ARCHS[arch].export(model).items()}
+               for k, v in ARCHS[arch].load().export(model).items()}
     assert len(artifact.pack(arch, dataclasses.asdict(cfg), tensors)) <= 1_000_000
 
 
@@ -239,9 +242,9 @@ def test_tiny_training_learns_and_reports(tiny_models):
 
 @pytest.mark.parametrize("arch", ["gru", "transformer"])
 def test_dropout_acts_in_training_only(arch):
-    cfg = ARCHS[arch].config(**TINY[arch])
+    cfg = ARCHS[arch].load().Config(**TINY[arch])
     torch.manual_seed(0)
-    model = ARCHS[arch].module(cfg, dropout=0.5)
+    model = ARCHS[arch].load().LM(cfg, dropout=0.5)
     x = torch.randint(0, 256, (2, 40))
     with torch.no_grad():
         assert not torch.equal(model(x)[0], model(x)[0])  # training mode: fresh masks per call
@@ -266,7 +269,7 @@ def test_incompressible_input_is_stored_not_expanded(tiny_models):
     coder = make("gru", path)
     data = np.random.default_rng(3).integers(0, 256, 20_000, dtype=np.uint8).tobytes()
     payload = coder.encode(data)
-    assert len(payload) - read_header(payload).header_bytes == len(data) + 1
+    assert len(payload) == len(data) + 1 + overhead("gru", len(data), body_lengths=[len(data) + 1])
     assert type(coder).from_artifact(path.read_bytes(), **coder.options_dict()).decode(payload) == data
     assert coder.model_bits(data) > 8 * len(data)  # bpb_model still reports what the model costs
 

@@ -1,0 +1,89 @@
+"""The list of byte-LM architectures: one record each, and nothing here imports torch.
+
+Everything else is derived from these records: the coder classes the harness registers (``gru``,
+``transformer``), the ``compbench train --model`` choices, the decoder code an artifact carries,
+the training defaults and the tiny sizes the tests train. Adding an architecture is one module (a
+config dataclass, a torch module, ``export`` and an integer engine; see :mod:`.gru`) plus one
+:func:`register_arch` call.
+
+This package (``compbench.models``) imports nothing from the harness: it is the engine that a
+submission exporter ships, and the code counted in every neural artifact.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """One architecture. ``module`` is imported (with torch) only when a model is built or run; it
+    must define ``Config`` (a frozen dataclass with ``artifact_params()``), ``LM(cfg, dropout)``,
+    ``export(lm) -> tensors``, ``Engine(cfg, tensors)`` and ``batches(data, batch, seq, gen)``."""
+
+    name: str
+    module: str  # importable module name
+    description: str  # one line for `compbench coders`
+    streams: int = 64  # default lockstep streams when coding
+    batch: int = 32  # training defaults
+    seq_len: int = 256  # 0: the config's context length
+    lr: float = 2e-3
+    size_field: str = "hidden"  # the config field that fit-to-budget grows
+    size_step: int = 8
+    tiny: dict = field(default_factory=dict)  # a seconds-to-train size for tests
+    code: tuple[str, ...] = ()  # extra decoder files beyond the shared ones and the module itself
+
+    def load(self):
+        return importlib.import_module(self.module)
+
+    def decoder_files(self) -> list[Path]:
+        """Files a decoder of this architecture runs: counted, byte for byte, in every artifact."""
+        mod_file = Path(importlib.util.find_spec(self.module).origin)
+        shared = [HERE / name for name in SHARED_CODE]
+        return [*shared, *(HERE / c for c in self.code), mod_file]
+
+
+# The engine files every architecture's decoder runs (the artifact reader, exact integer ops, lockstep
+# coding with the match model); an architecture adds its own module.
+SHARED_CODE = ("artifact.py", "intops.py", "lockstep.py")
+
+ARCHS: dict[str, ArchInfo] = {}
+_LISTENERS: list[Callable[[ArchInfo], None]] = []
+
+
+def register_arch(info: ArchInfo) -> ArchInfo:
+    if info.name in ARCHS and ARCHS[info.name] != info:
+        raise ValueError(f"architecture {info.name!r} is registered twice")
+    ARCHS[info.name] = info
+    for listener in _LISTENERS:
+        listener(info)
+    return info
+
+
+def on_register(listener: Callable[[ArchInfo], None]) -> None:
+    """Call ``listener`` for every architecture, now and as more register (the harness makes coders)."""
+    _LISTENERS.append(listener)
+    for info in list(ARCHS.values()):
+        listener(info)
+
+
+register_arch(ArchInfo(
+    "gru", "compbench.models.gru",
+    "GRU byte-LM (int8, integer engine) + range coding; model=NAME|PATH (shipped: enwik8, sagas)",
+    streams=256,  # a GRU step is cheap: more rows per int8 matmul
+    batch=128, seq_len=256, size_field="hidden", size_step=8, tiny={"hidden": 48},
+))
+register_arch(ArchInfo(
+    "transformer", "compbench.models.transformer",
+    "tiny transformer byte-LM (int8, integer engine, 512-byte window) + range coding; model=NAME|PATH",
+    streams=64,  # each stream keeps a 512-position KV cache per layer
+    batch=32, seq_len=0, size_field="d_model", size_step=16,
+    tiny={"d_model": 32, "layers": 2, "heads": 2, "ctx": 64},
+    code=("gru.py",),  # shares BOS and the row quantizer with the GRU
+))

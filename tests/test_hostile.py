@@ -1,0 +1,46 @@
+"""Payloads from strangers: seeded hostile payloads for every coder family (classical, external,
+neural) are decoded under the default policy. Each must decode to exactly its original (intact ones)
+or be refused with a one-line error, in bounded time and memory, and none may run a program.
+A fast subset runs in CI; the slow-marked test and ``benchmarks/hostile_payloads.py`` run 10,000+."""
+
+import pytest
+
+from compbench import fuzz, registry
+
+
+@pytest.fixture(scope="module")
+def hostile_coders(tiny_models):
+    coders = {}
+    for spec in fuzz.CLASSICAL:
+        coder = registry.make_coder(spec)
+        if coder.needs_fit:
+            coder.fit(b"training bytes for a raw dictionary " * 40)
+        coders[spec] = (coder, coder.artifact())
+    for arch, (path, _) in tiny_models.items():
+        coder = registry.make_coder(f"{arch}:model='{path}':streams=4:min_segment=64")
+        coders[arch] = (coder, coder.artifact())
+    return coders
+
+
+def _run(hostile_coders, seed, n, tmp_path):
+    canary = tmp_path / "canary"
+    rss0 = fuzz.peak_rss_bytes()
+    outcomes = {"decoded": 0, "refused": 0}
+    kinds = {}
+    for case in fuzz.cases(seed, n, hostile_coders, canary):
+        outcomes[fuzz.check(case)] += 1
+        kinds[case.kind] = kinds.get(case.kind, 0) + 1
+        assert not canary.exists(), f"{case.kind}/{case.spec}: a payload ran a program"
+    assert fuzz.peak_rss_bytes() - rss0 < 1 << 30, "a hostile payload made the decoder allocate over 1 GiB"
+    assert outcomes["refused"] > 0.8 * n and outcomes["decoded"] > 0
+    assert set(kinds) == set(fuzz.KINDS)
+    return outcomes
+
+
+def test_hostile_payloads_are_refused_in_one_line_and_run_nothing(hostile_coders, tmp_path):
+    _run(hostile_coders, seed=1, n=1200, tmp_path=tmp_path)
+
+
+@pytest.mark.slow
+def test_ten_thousand_hostile_payloads(hostile_coders, tmp_path):
+    _run(hostile_coders, seed=2, n=10_800, tmp_path=tmp_path)
