@@ -437,7 +437,8 @@ def _parse_sizes(items: tuple[str, ...]) -> dict:
 
 
 @cli.command()
-@click.option("--model", "arch", type=click.Choice(["gru", "transformer"]), required=True, help="Architecture.")
+@click.option("--model", "arch", required=True, metavar="ARCH",
+              help="Architecture: gru, transformer, or any registered with compbench.models.register_arch.")
 @click.option("--corpus", required=True, help="Corpus name (compbench corpora); trains on its train split only.")
 @click.option("--budget", default="1MB", show_default=True,
               help="Artifact budget (1MB = 1,000,000 bytes); the model is sized so its int8 artifact fits.")
@@ -447,9 +448,9 @@ def _parse_sizes(items: tuple[str, ...]) -> dict:
               help="Output folder: model.cbnm, train.json, checkpoint.pt (rerun to resume).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--set", "sizes", multiple=True, metavar="FIELD=N",
-              help="Fix a config field instead of fitting the budget (hidden, layers, embed; d_model, layers, heads, ctx, mlp_mult).")
-@click.option("--batch", type=click.IntRange(min=1), default=None, help="Sequences per step (default: GRU 128, transformer 32).")
-@click.option("--seq-len", type=click.IntRange(min=8), default=None, help="Bytes per sequence (default: GRU 256, transformer its context).")
+              help="Fix a config field instead of fitting the budget (gru: hidden, layers, embed; transformer: d_model, layers, heads, ctx, mlp_mult).")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Sequences per step (default: the architecture's; GRU 128, transformer 32).")
+@click.option("--seq-len", type=click.IntRange(min=8), default=None, help="Bytes per sequence (default: the architecture's; GRU 256, transformer its context).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate.")
 @click.option("--dropout", type=click.FloatRange(min=0, max=1, max_open=True), default=0.1, show_default=True,
               help="Training dropout on embeddings and residual branches; the artifact has none.")
@@ -469,9 +470,12 @@ def train(arch, corpus, budget, minutes, steps, out, seed, sizes, batch, seq_len
     compbench train --model gru --corpus enwik8 --budget 1MB --minutes 40 --out runs/gru-enwik8
     compbench run --coders "gru:model=runs/gru-enwik8" --corpus enwik8 --split test
     """
+    from .models import ARCHS
     from .train import TrainConfig, parse_size
     from .train import train as do_train
 
+    if arch not in ARCHS:
+        raise CompbenchError(f"unknown --model {arch!r}; architectures: {', '.join(ARCHS)}")
     if minutes is None and steps is None:
         raise CompbenchError("give --minutes N or --steps N")
     tc = TrainConfig(model=arch, corpus=corpus, budget=parse_size(budget), out=out, minutes=minutes, steps=steps,

@@ -135,6 +135,56 @@ def _isolated(coder: Coder, context: bytes) -> Callable[[bytes, int], bytes]:
     return run
 
 
+def _isolated_stream(coder: Coder, header: Header, f, write, context: bytes, policy: DecodePolicy, progress) -> None:
+    """The whole streaming decode in a forked child, its output sent back through a pipe in
+    length-prefixed pieces: memory stays flat and a crash is a PayloadError. The caller's output is
+    only trusted (renamed into place) once the child has checked the final CRC and said so."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        out = os.fdopen(wfd, "wb")
+        try:
+            def send(piece: bytes) -> None:
+                out.write(struct.pack("<I", len(piece)))
+                out.write(piece)
+
+            decode_stream_to(coder, header, f, send, context, policy.max_output)
+            out.write(struct.pack("<I", 0))
+        except Exception as err:  # noqa: BLE001  (reported to the parent as one line)
+            msg = (str(err).splitlines()[0] if str(err) else type(err).__name__).encode()[:4000]
+            out.write(struct.pack("<II", 0xFFFFFFFF, len(msg)) + msg)
+        finally:
+            out.flush()
+            os._exit(0)
+    os.close(wfd)
+    ok, error, done = False, None, 0
+    with os.fdopen(rfd, "rb") as pipe:
+        while True:
+            head = pipe.read(4)
+            if len(head) < 4:
+                break
+            (n,) = struct.unpack("<I", head)
+            if n == 0:
+                ok = True
+                break
+            if n == 0xFFFFFFFF:
+                (m,) = struct.unpack("<I", pipe.read(4))
+                error = pipe.read(m).decode(errors="replace")
+                break
+            write(pipe.read(n))
+            done += n
+            if progress:
+                progress(done)
+    _, status = os.waitpid(pid, 0)
+    if error is not None:
+        raise PayloadError(error)
+    if not ok:
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        raise PayloadError(f"payload body is corrupted (the {coder.name} decoder crashed on it"
+                           + (f": {signal.Signals(sig).name})" if sig else ")"))
+
+
 def _decode_one(coder: Coder, context: bytes, policy: DecodePolicy):
     if policy.isolate and getattr(coder, "isolate", False) and hasattr(os, "fork"):
         return _isolated(coder, context)
@@ -169,6 +219,12 @@ def decode_file(f: BinaryIO, write: Callable[[bytes], object], artifact: bytes |
     coder = open_decoder(header, artifact, policy, lookups)
     if progress is not None and hasattr(progress, "set_total"):
         progress.set_total(header.size)
+    if policy.isolate and getattr(coder, "isolate", False) and coder.streaming and hasattr(os, "fork"):
+        from .payload import check_size
+
+        check_size(header, policy.max_output)
+        _isolated_stream(coder, header, stream, write, context, policy, progress)
+        return header
     decode_stream_to(coder, header, stream, write, context, policy.max_output,
                      _decode_one(coder, context, policy), progress)
     return header

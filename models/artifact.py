@@ -179,3 +179,10 @@ def load_engine(blob: bytes):
         missing = sorted(set(want) - set(got)) or sorted(k for k in want if want[k] != got.get(k))
         raise ArtifactError(f"neural artifact tensors do not match its config (first mismatch: {missing[:1]})")
     return header, ARCHS[arch].load().Engine(cfg, tensors)
+
+
+def repack(blob: bytes) -> bytes:
+    """The same tensors, config and meta, packed with this release's decoder code (the code an
+    artifact carries must be the code that runs it)."""
+    header, tensors = unpack(blob)
+    return pack(header["arch"], header["config"], tensors, header.get("meta"))

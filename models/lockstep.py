@@ -51,6 +51,26 @@ def _block_probs(engine, arr: np.ndarray):
         yield from probs.numpy()  # [B, 256] per step, contiguous
 
 
+PRECISION = 24  # constriction's default fixed-point precision for categorical models
+
+
+def coded_probability(probs: np.ndarray, sym: np.ndarray) -> np.ndarray:
+    """The probability constriction's range coder actually gives ``sym`` under
+    ``Categorical(perfect=False)``, reproduced bit for bit from its ``fast_quantized_cdf``: every
+    symbol gets weight 1 of 2**24, the rest is spread by a truncated running float64 sum (in symbol
+    order, as ``cumsum`` does it). Cross-entropy from these, not from the float probabilities, is
+    what the payload costs: a float probability below about 2**-24 is lifted to it."""
+    n = probs.shape[1]
+    running = np.cumsum(probs, axis=1)  # sequential, like the Rust loop (no pairwise summation)
+    scale = float((1 << PRECISION) - n) / running[:, -1]
+    rows = np.arange(len(sym))
+    before = np.where(sym > 0, running[rows, np.maximum(sym - 1, 0)], 0.0)
+    after = running[rows, np.minimum(sym, n - 2)]
+    left = np.floor(before * scale) + sym
+    right = np.where(sym < n - 1, np.floor(after * scale) + sym + 1, float(1 << PRECISION))
+    return (right - left) / float(1 << PRECISION)
+
+
 class MatchModel:
     """A copy model over each stream's own history, and an adaptive estimate of when to trust it.
 
@@ -154,7 +174,7 @@ def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=Non
             sym = arr[:k, t].astype(np.int32)
             if encoder is not None:
                 encoder.encode(sym, family, probs[:k])
-            bits -= float(np.log2(probs[np.arange(k), sym]).sum())
+            bits -= float(np.log2(coded_probability(probs[:k], sym)).sum())
             if matcher is not None:
                 matcher.update(t, arr, k)
     return bits

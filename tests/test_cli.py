@@ -185,3 +185,36 @@ def test_coders_lists_the_neural_family():
     assert res.exit_code == 0
     assert any("gru" in line and "neural" in line for line in res.output.splitlines())
     assert any("transformer" in line and "neural" in line for line in res.output.splitlines())
+
+
+LEAN = r"""
+import sys
+from click.testing import CliRunner
+from compbench.cli import cli
+runner = CliRunner()
+for args in {args!r}:
+    res = runner.invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, (args, res.output)
+print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+"""
+
+
+@pytest.mark.parametrize("args", [
+    [["--help"]],
+    [["coders"], ["coders", "--format", "json"]],
+    [["corpora"]],
+    [["run", "--coders", "classical,identity", "--repeat", "1", "--no-store", "-q"]],
+])
+def test_commands_that_need_no_model_never_import_torch(args, tmp_path):
+    """Lean start: listing coders or running classical ones must not pay torch's import (1.7 s)."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"lean start " * 500)
+    args = [*args, ["encode", "--coder", "zstd", str(src), str(tmp_path / "p.cb")],
+            ["decode", str(tmp_path / "p.cb"), str(tmp_path / "out.txt")]]
+    proc = subprocess.run([sys.executable, "-c", LEAN.format(args=args)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]", f"torch was imported: {proc.stdout.strip()[:200]}"

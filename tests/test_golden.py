@@ -1,0 +1,60 @@
+"""Golden values: the shipped models' probabilities and coded bits on a fixed input are pinned.
+
+An engine change that alters one probability would silently break every payload written before it;
+these values make it fail a test instead. They were identical before and after the refactor that
+moved the engine into ``compbench.models`` (checked against the previous release's code). If a
+change is meant to alter them, bump ``ENGINE_VERSION`` in ``models/artifact.py``, retrain or repack,
+and update the values and the README together."""
+
+import hashlib
+import json
+
+import pytest
+
+from compbench import registry
+from compbench.models import WEIGHTS_DIR, artifact
+
+
+def golden_input() -> bytes:
+    """A fixed 921-byte input: wiki markup, prose and a repeat the match model finds."""
+    para = (b"<page>\n  <title>Lossless compression</title>\n  <text>'''Lossless compression''' is a class of "
+            b"[[data compression]] that allows the original data to be perfectly reconstructed from the "
+            b"compressed data with no loss of information. ")
+    prose = (b"Determinism is the product: a payload must decode bit-exactly, in a fresh process, whatever the "
+             b"thread count or CPU instruction set. ")
+    return (para + prose * 3 + para + b"</text>\n</page>\n" * 4)[:1500]
+
+
+GOLDEN = {  # spec: (sha256 of every float64 probability coded, sha256 of the coded body)
+    "gru": ("e205bb5a7b5b3f9c5bb558e3d7e9458875c66a7b1bbe431bc76662556909c44b",
+            "c1704216d0a7aa3f0ad7a66988edf6ebc88163d298aecc1def24dc4c877c9923"),
+    "gru:model=sagas": ("46a95fd743545820986883b09aa9971bcf57e50e10e300bcb27e6f5cefde1d4c",
+                        "c7245d39fe935e7cf5477e249db110fd549e87353f97743cf4b6b3481e34a10a"),
+    "transformer": ("f7d20d05f08617505cc15fb434c1dd4a8808359e4ee578c4116d2087199c31bc",
+                    "218caa5418d8c14c72daeb3f3766e82da38e0220a58cc1b83fb1c037daac7cb0"),
+}
+
+
+@pytest.mark.parametrize("spec", list(GOLDEN))
+def test_shipped_model_probabilities_and_payload_bits_are_pinned(spec):
+    coder = registry.make_coder(spec)
+    data = golden_input()
+    assert coder.probability_digest(data) == GOLDEN[spec][0], f"{spec}: the engine computes other probabilities"
+    body = coder.encode_body(data)
+    assert hashlib.sha256(body).hexdigest() == GOLDEN[spec][1], f"{spec}: the coded bits changed"
+    if spec.startswith("gru"):  # decoding steps one byte at a time: cheap for the GRU
+        assert coder.decode_body(body, len(data)) == data
+
+
+@pytest.mark.parametrize("path", sorted(WEIGHTS_DIR.glob("*.cbnm")), ids=lambda p: p.stem)
+def test_shipped_artifacts_carry_this_release_s_decoder_code(path):
+    """The decoder code an artifact is charged for must be the code that runs it; after editing the
+    engine, repack (``artifact.repack``) and update the records, README and golden payloads."""
+    blob = path.read_bytes()
+    header, _ = artifact.unpack(blob)
+    current = artifact.decoder_code(header["arch"])
+    assert header["code"] == [[name, len(b)] for name, b in current], f"{path.name}: repack it"
+    assert artifact.repack(blob) == blob, f"{path.name}: its code differs from this release's: repack it"
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["artifact_sha256"] == hashlib.sha256(blob).hexdigest()
+    assert record["artifact_bytes"] == len(blob)
