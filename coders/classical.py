@@ -402,15 +402,20 @@ class BrotliCoder(Coder):
         import brotli
 
         d = brotli.Decompressor()
-        left = size + 1
+        left, exhausted = size + 1, False
         while left > 0 and not d.is_finished():
-            data = source.read(1 << 16) if d.can_accept_more_data() else b""
-            if not data and d.can_accept_more_data():
-                break
+            # brotli may still hold output after its input is spent (can_accept_more_data() is then
+            # already True): keep calling with no input until nothing more comes out.
+            data = b""
+            if not exhausted and d.can_accept_more_data():
+                data = source.read(1 << 16)
+                exhausted = not data
             out = d.process(data, output_buffer_limit=min(self.STREAM_PIECE, left))
             left -= len(out)
             if out:
                 yield out
+            elif not data:
+                break
         if not d.is_finished():
             raise PayloadError("payload body is truncated (stream ended early)")
         if source.read(1):
@@ -507,7 +512,13 @@ class _Padded:
         self.source, self.padding, self.body_bytes = source, padding, 0
 
     def read(self, n: int) -> bytes:
-        data = self.source.read(n)
+        # Fill the whole request: pyppmd's decoder misbehaves when fed many tiny pieces.
+        data = b""
+        while len(data) < n:
+            more = self.source.read(n - len(data))
+            if not more:
+                break
+            data += more
         if data:
             self.body_bytes += len(data)
             return data

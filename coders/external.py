@@ -31,6 +31,56 @@ from compbench.registry import register_coder
 from compbench.spec import locator
 
 
+def _spawn(argv: list[str], stdin: bytes | None, cwd: str, timeout: float, what: str):
+    """Run a program, feeding ``stdin`` and collecting its output, then reap it with ``wait4`` so
+    its own peak RSS is known (the harness's memory figure cannot see a child). Returns
+    (process, stdout, stderr, peak RSS bytes)."""
+    import threading
+
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    except FileNotFoundError:
+        raise CompbenchError(f"external: program {argv[0]!r} not found") from None
+    except OSError as err:
+        raise CompbenchError(f"external: cannot run {argv[0]!r}: {err.strerror}") from None
+    sinks: dict[str, bytes] = {}
+
+    def read(name, stream):
+        sinks[name] = stream.read()
+
+    def write():
+        try:
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+    threads = [threading.Thread(target=read, args=("out", proc.stdout)), threading.Thread(target=read, args=("err", proc.stderr))]
+    if stdin is not None:
+        threads.append(threading.Thread(target=write))
+    for t in threads:
+        t.start()
+    killed = threading.Event()
+
+    def kill():
+        killed.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for t in threads:
+        t.join()
+    if killed.is_set():
+        raise CompbenchError(f"external: {what} command timed out after {timeout:g} s")
+    return proc, sinks.get("out", b""), sinks.get("err", b""), usage.ru_maxrss * 1024
+
+
 @register_coder("external")
 class ExternalCoder(Coder):
     description = "any compressor CLI: compress='cmd {in}' decompress='cmd {in}' ({out} optional), timeout s"
@@ -89,15 +139,9 @@ class ExternalCoder(Coder):
             argv = [w.replace("{in}", in_path).replace("{out}", out_path) for w in words]
             if uses_in:
                 Path(in_path).write_bytes(data)
-            try:
-                proc = subprocess.run(
-                    argv, input=None if uses_in else data, stdin=subprocess.DEVNULL if uses_in else None,
-                    capture_output=True, cwd=tmp, timeout=self.options.timeout,
-                )
-            except FileNotFoundError:
-                raise CompbenchError(f"external: program {argv[0]!r} not found") from None
-            except subprocess.TimeoutExpired:
-                raise CompbenchError(f"external: {what} command timed out after {self.options.timeout:g} s") from None
+            proc, out, err_bytes, peak = _spawn(argv, None if uses_in else data, tmp, self.options.timeout, what)
+            self.child_peak_rss = max(getattr(self, "child_peak_rss", 0) or 0, peak)
+            proc.stdout, proc.stderr = out, err_bytes
             if proc.returncode != 0:
                 err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
                 tail = err[-1] if err else ""

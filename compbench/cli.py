@@ -279,14 +279,17 @@ def decode(artifact_path, coder_spec, allow_external, max_output, force, quiet, 
 @cli.command()
 @click.argument("input_path", metavar="PAYLOAD")
 def inspect(input_path):
-    """Show a payload's header: coder, sizes, chunking, artifact fingerprint (exit 1 if it is damaged)."""
-    from .payload import read_header
+    """Show a payload's header: coder, sizes, chunking, artifact fingerprint.
+
+    Every checksum that needs no decoding (header, body pieces) is checked; a damaged payload is an
+    error (exit 1)."""
+    from .payload import verify_structure
 
     fh, size = _open_input(input_path)
     with fh:
         head = fh.read(5)
         fh.seek(0)
-        h = read_header(fh.read() if head[4:5] == b"\x01" else fh)
+        h, _ = verify_structure(fh.read() if head[4:5] == b"\x01" else fh)
     click.echo(f"coder:            {h.spec}\nformat version:   {h.version}\noriginal bytes:   {h.size:,}\n"
                f"payload bytes:    {size:,}\nheader bytes:     {h.header_bytes}\n"
                f"chunk size:       {h.chunk_size or 'whole input'}\nartifact:         {h.fingerprint.hex()}")
@@ -313,15 +316,19 @@ def coders_cmd(fmt):
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":
-        import csv
-
-        w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+        _echo_csv(rows)
     else:
         tablefmt = {"github": "github", "plain": "simple", "latex": "latex_booktabs"}[fmt]
         click.echo(tabulate([{k: v for k, v in r.items() if k != "source"} for r in rows], headers="keys", tablefmt=tablefmt))
         click.echo("\ngroups: " + "; ".join(f"{g} = {','.join(m)}" for g, m in sorted(table.items())), err=True)
+
+
+def _echo_csv(rows: list[dict]) -> None:
+    import csv
+
+    w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
 
 
 @cli.command()
@@ -342,8 +349,10 @@ def corpora(fmt, data_dir):
              "description": s.description} for s in CORPORA.values()]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        _echo_csv(rows)
     else:
-        tablefmt = {"github": "github", "plain": "simple", "latex": "latex_booktabs", "csv": "tsv"}[fmt]
+        tablefmt = {"github": "github", "plain": "simple", "latex": "latex_booktabs"}[fmt]
         click.echo(tabulate(rows, headers="keys", tablefmt=tablefmt))
     click.echo(f"data folder: {root}", err=True)
 
@@ -357,9 +366,18 @@ def data():
 @click.argument("name")
 @_data_dir_option
 def fetch(name, data_dir):
-    """Download corpus NAME from its publisher into the data folder, verifying SHA-256 checksums."""
-    from .corpus import default_data_dir
+    """Download corpus NAME from its publisher into the data folder, verifying SHA-256 checksums.
+
+    \b
+    NAME: canterbury, calgary, canterbury-large, enwik8, tinyshakespeare, ptb, ptb-char,
+          wikitext-2, silesia. pystdlib is built in (nothing to fetch); icelandic and
+          tinystories were made locally and have no public download to verify."""
+    from .corpus import BUILTIN, default_data_dir, resolve_name
     from .fetch import fetch as do_fetch
+
+    if resolve_name(name) == BUILTIN:
+        click.echo(f"{BUILTIN} is built in: it is read from this Python's standard library; nothing to fetch", err=True)
+        return
 
     root = data_dir or default_data_dir()
     for path in do_fetch(name, root):
@@ -405,6 +423,10 @@ def compare(run_a, run_b, fmt, fail_above, store_path):
     a, b = store.resolve_run(run_a), store.resolve_run(run_b)
     rows = do_compare(aggregate(store.records(a)), aggregate(store.records(b)))
     click.echo(render_compare(rows, fmt))
+    changed = sorted({f"{r['corpus']} [{r['split']}]" for r in rows if r["status"] == "corpus changed"})
+    if changed:
+        click.echo(f"warning: the corpus bytes differ between the runs for {', '.join(changed)} "
+                   "(another Python version, data folder or split): those rows compare different inputs", err=True)
     if fail_above is not None:
         worse = [r for r in rows if r["delta_pct"] is not None and r["delta_pct"] > fail_above]
         if worse:

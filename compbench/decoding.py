@@ -47,7 +47,9 @@ def _coder_class(header: Header, policy: DecodePolicy) -> tuple[type[Coder], dic
         mine = make_coder(policy.coder_spec)
         if type(mine) is not cls:
             raise PayloadError(f"payload was written by coder {header.spec!r}, not {policy.coder_spec!r}")
-        return cls, {**mine.options_dict(), **format_options(cls.Options, raw)}
+        # The user's options, never the header's: a header that disagrees is refused by check_coder,
+        # so a payload cannot swap in its own commands.
+        return cls, mine.options_dict()
     if cls.runs_programs and not policy.allow_external:
         raise PayloadError(
             f"this payload's coder {name!r} runs external programs, and a payload never chooses programs to run: "

@@ -59,9 +59,9 @@ class Record:
     payload_bytes: int
     container_bytes: int
     artifact_bytes: int
-    bpb: float
+    bpb: float | None  # None for an empty file: bits per byte of nothing is not a figure
     bpb_model: float | None
-    bpb_total: float
+    bpb_total: float | None
     bpb_lmic: float | None
     model_bits: float | None
     encode_cpu_s: float
@@ -70,8 +70,8 @@ class Record:
     decode_cpu_s: float
     decode_wall_s: float
     decode_wall_min_s: float
-    encode_mb_s: float
-    decode_mb_s: float
+    encode_mb_s: float | None  # None when the time was too short to measure
+    decode_mb_s: float | None
     encode_peak_mem_bytes: int | None
     decode_peak_mem_bytes: int | None
     fit_s: float
@@ -122,6 +122,21 @@ class PeakMemory:
         return False
 
 
+def _child_peak(coder, reset: bool = False) -> int | None:
+    """Peak RSS of the programs a coder ran (external coders), which the process's own high-water
+    mark cannot see: xz -9e needs 674 MiB, not the 1.5 MB its parent grows by."""
+    peak = getattr(coder, "child_peak_rss", None)
+    if reset and peak is not None:
+        coder.child_peak_rss = 0
+    return peak
+
+
+def _with_children(own: int | None, child: int | None) -> int | None:
+    if child:
+        return max(own or 0, child)
+    return own
+
+
 def timed(fn: Callable[[], object], repeat: int, budget_s: float = float("inf")) -> tuple[list[float], list[float]]:
     """Run ``fn`` up to ``repeat`` times, stopping once ``budget_s`` seconds are spent (at least once);
     returns (wall seconds, CPU seconds) per run."""
@@ -136,8 +151,8 @@ def timed(fn: Callable[[], object], repeat: int, budget_s: float = float("inf"))
     return walls, cpus
 
 
-def _rate(n: int, seconds: float) -> float:
-    return n / seconds / 1e6 if seconds > 0 else float("inf")
+def _rate(n: int, seconds: float) -> float | None:
+    return n / seconds / 1e6 if seconds > 0 and n > 0 and seconds == seconds else None
 
 
 # -- one file -----------------------------------------------------------------------------------
@@ -154,10 +169,12 @@ def measure_member(
     )
     error = None
     # Pass 1: warm-up + verification through the full container and a decoder rebuilt from the artifact.
+    _child_peak(coder, reset=True)
     with PeakMemory(cfg.memory) as enc_mem:
         c0, w0 = time.process_time(), time.perf_counter()
         bodies = encode_bodies(coder, data, context, cs)
         verify_enc = ([time.perf_counter() - w0], [time.process_time() - c0])
+    enc_child = _child_peak(coder)
     # The payload as parts (the bodies are not copied again); the decoder reads its real bytes.
     parts = assemble_parts(coder.header_spec, fingerprint(artifact), data, bodies, cs)
     payload = b"".join(parts)
@@ -175,6 +192,7 @@ def measure_member(
             verify_dec = ([time.perf_counter() - w0], [time.process_time() - c0])
         except CompbenchError as err:
             error = f"decode failed: {err}"
+    dec_child = _child_peak(decoder)
     ok = out == data
     if out is not None and not ok:
         error = "decoded bytes differ from the input"
@@ -202,20 +220,21 @@ def measure_member(
     if cs > 0 and n:
         fixed = len(coder.encode_body(b"", context))  # what every chunk repeats: the coding of nothing
         bpb_lmic = 8 * (sum(map(len, bodies)) - fixed * (len(bodies) - 1)) / n
-    nz = max(n, 1)  # empty input: report bits per byte of a 1-byte denominator rather than divide by 0
+    per_byte = (lambda bits: bits / n) if n else (lambda bits: None)  # empty input: no per-byte figures
     return Record(
         **base,
         payload_bytes=payload_bytes,
         container_bytes=container_bytes,
-        bpb=8 * payload_bytes / nz,
-        bpb_model=None if model_bits is None else model_bits / nz,
-        bpb_total=8 * (payload_bytes + len(artifact)) / nz,
+        bpb=per_byte(8 * payload_bytes),
+        bpb_model=None if model_bits is None else per_byte(model_bits),
+        bpb_total=per_byte(8 * (payload_bytes + len(artifact))),
         bpb_lmic=bpb_lmic,
         model_bits=model_bits,
         encode_cpu_s=statistics.median(enc_c), encode_wall_s=statistics.median(enc_w), encode_wall_min_s=min(enc_w),
         decode_cpu_s=statistics.median(dec_c), decode_wall_s=statistics.median(dec_w), decode_wall_min_s=min(dec_w),
         encode_mb_s=_rate(n, statistics.median(enc_w)), decode_mb_s=_rate(n, statistics.median(dec_w)),
-        encode_peak_mem_bytes=enc_mem.peak, decode_peak_mem_bytes=dec_mem.peak,
+        encode_peak_mem_bytes=_with_children(enc_mem.peak, enc_child),
+        decode_peak_mem_bytes=_with_children(dec_mem.peak, dec_child),
         roundtrip_ok=ok, error=error,
     )
 

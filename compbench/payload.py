@@ -117,15 +117,30 @@ def make_header(spec: str, fp: bytes, size: int, chunk_size: int) -> bytes:
 
 
 def frame(body_pieces: Iterable[bytes]) -> Iterator[bytes]:
-    """A stream's framing: each non-empty piece (cut at PIECE_BYTES) as ``varint L, bytes, CRC``,
-    then the end marker."""
+    """A stream's framing: the body, however a coder hands it over, cut into pieces of PIECE_BYTES
+    (the last one shorter), each as ``varint L, bytes, CRC``, then the end marker. Small outputs are
+    gathered first, so a streaming coder's many little writes cost one piece header per MiB."""
+    buf = bytearray()
+
+    def emit(part) -> Iterator[bytes]:
+        yield varint(len(part))
+        yield bytes(part)
+        yield _crc(part)
+
     for piece in body_pieces:
-        view = memoryview(piece)
-        for i in range(0, len(view), PIECE_BYTES):
-            part = view[i : i + PIECE_BYTES]
-            yield varint(len(part))
-            yield part
-            yield _crc(part)
+        if not buf and len(piece) >= PIECE_BYTES:  # large one-shot bodies: no copy into the buffer
+            view = memoryview(piece)
+            whole = len(view) - len(view) % PIECE_BYTES
+            for i in range(0, whole, PIECE_BYTES):
+                yield from emit(view[i : i + PIECE_BYTES])
+            buf += view[whole:]
+            continue
+        buf += piece
+        while len(buf) >= PIECE_BYTES:
+            yield from emit(buf[:PIECE_BYTES])
+            del buf[:PIECE_BYTES]
+    if buf:
+        yield from emit(buf)
     yield b"\x00"
 
 
@@ -360,6 +375,34 @@ class BodyReader:
             self._next_piece()
             clean = clean and not self.buf
         return clean
+
+
+def verify_structure(payload: bytes | BinaryIO) -> tuple[Header, int]:
+    """Check a payload's framing and every checksum that does not need decoding (header, pieces,
+    v1 body); returns (header, body bytes). The decoded bytes' CRC is checked by decoding."""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        payload = bytes(payload)
+        header = read_header(payload)
+        if header.version == 1:
+            body = payload[header.header_bytes :]
+            if zlib.crc32(body) != header.body_crc:
+                raise PayloadError("payload body is corrupted or truncated (body checksum mismatch)")
+            return header, len(body)
+        f = io.BytesIO(payload)
+    else:
+        f = payload
+        header = read_header(f)
+    r = _Reader(f)
+    total, streams = 0, 0
+    for _ in header.chunk_sizes():
+        body = BodyReader(r)
+        body.drain()
+        total += body.bytes_read
+        streams += 1
+    r.exact(4, "trailer")
+    if not r.at_end():
+        raise PayloadError("payload is corrupted (trailing bytes after its end)")
+    return header, total
 
 
 def _lib_error(coder, err: Exception) -> PayloadError:

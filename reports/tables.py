@@ -55,16 +55,17 @@ def aggregate(records: list[dict], per_file: bool = False, sort: str = "bpb") ->
             "label": first.get("label") or first["spec"], "spec": first["spec"], "corpus": corpus,
             "split": first["split"], "chunk_size": first["chunk_size"], "files": len(recs), "n_bytes": n,
             "payload_bytes": payload, "artifact_bytes": first["artifact_bytes"],
-            "bpb": 8 * payload / nz,
-            "bpb_model": None if any(m is None for m in model) else sum(model) / nz,
-            "bpb_total": 8 * (payload + first["artifact_bytes"]) / nz,
+            "bpb": 8 * payload / n if n else None,
+            "bpb_model": None if not n or any(m is None for m in model) else sum(model) / n,
+            "bpb_total": 8 * (payload + first["artifact_bytes"]) / n if n else None,
             "bpb_lmic": None if any(x is None for x in lmic) else
             sum(x * r["n_bytes"] for x, r in zip(lmic, recs)) / nz,
-            "encode_mb_s": n / enc_s / 1e6 if enc_s > 0 else None,
-            "decode_mb_s": n / dec_s / 1e6 if dec_s > 0 and not math.isnan(dec_s) else None,
+            "encode_mb_s": n / enc_s / 1e6 if enc_s > 0 and n else None,
+            "decode_mb_s": n / dec_s / 1e6 if dec_s > 0 and n and not math.isnan(dec_s) else None,
             "peak_mem_mb": max(peaks) / 1e6 if peaks else None,
             "roundtrip_ok": all(r["roundtrip_ok"] for r in recs),
             "run_id": first.get("run_id"),
+            "corpus_sha256": first.get("corpus_sha256"),
         })
     ranked = []
     for key in OrderedDict((group_key(r), None) for r in rows):
@@ -95,7 +96,15 @@ def _cell(key: str, value) -> str:
     if key.startswith("bpb"):
         return f"{value:.4f}"
     if key.endswith("_mb_s") or key == "peak_mem_mb":
-        return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+        if value != value or value in (float("inf"), float("-inf")):
+            return "-"
+        if value >= 100:
+            return f"{value:.0f}"
+        if key == "peak_mem_mb" and value < 0.1:
+            return "<0.1"  # below what the resident-set high-water mark resolves
+        from decimal import Decimal
+
+        return f"{Decimal(f'{value:.3g}'):f}"  # 3 significant digits, never 7.91e-05
     if key == "split" and value == "all":
         return "all"
     return str(value)
@@ -135,7 +144,8 @@ def compare(rows_a: list[dict], rows_b: list[dict], noise_pct: float = 0.05) -> 
             delta = b["bpb"] - a["bpb"]
             pct = 100 * delta / a["bpb"] if a["bpb"] else 0.0
             row.update(delta_bpb=delta, delta_pct=pct,
-                       status="~" if abs(pct) <= noise_pct else ("worse" if pct > 0 else "better"),
+                       status=("corpus changed" if a.get("corpus_sha256") != b.get("corpus_sha256") else
+                               "~" if abs(pct) <= noise_pct else ("worse" if pct > 0 else "better")),
                        enc_speed_ratio=_ratio(b["encode_mb_s"], a["encode_mb_s"]),
                        dec_speed_ratio=_ratio(b["decode_mb_s"], a["decode_mb_s"]),
                        roundtrip_ok=a["roundtrip_ok"] and b["roundtrip_ok"])

@@ -160,7 +160,8 @@ def test_compare_shows_changes_and_can_gate(corpus_dir, tmp_path):
     (corpus_dir / "a.txt").write_bytes(b"completely different, less compressible text 12345 " * 50)
     invoke("run", "--coders", "zlib", "--corpus", str(corpus_dir), "--repeat", "1", "--store", store, "-q")
     res = invoke("compare", "1", "latest", "--store", store)
-    assert res.exit_code == 0 and "worse" in res.stdout
+    # The bytes changed, so the rows compare different inputs: compare says so instead of "worse".
+    assert res.exit_code == 0 and "corpus changed" in res.stdout and "corpus bytes differ" in res.stderr
     res = invoke("compare", "1", "latest", "--store", store, "--fail-above", "1")
     assert res.exit_code == 1 and "worse by more than 1.0%" in res.stderr
     assert invoke("compare", "1", "2", "--store", store, "--fail-above", "1").exit_code == 0
@@ -218,3 +219,51 @@ def test_commands_that_need_no_model_never_import_torch(args, tmp_path):
                           cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]", f"torch was imported: {proc.stdout.strip()[:200]}"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "gru", "--set", "foo=3"], "gru has no config field foo"),
+    (["--model", "gru", "--set", "heads=3"], "gru has no config field heads"),
+    (["--model", "transformer", "--set", "heads=3"], "heads must be a power of two"),
+    (["--model", "gru", "--set", "layers=0"], "invalid gru config"),
+    (["--model", "gru", "--set", "hidden=abc"], "--set expects FIELD=INTEGER"),
+    (["--model", "lstm"], "unknown --model 'lstm'"),
+    (["--model", "gru"], "give --minutes N or --steps N"),
+])
+def test_train_misuse_is_a_one_line_error(args, message, tmp_path):
+    res = CliRunner().invoke(cli, ["train", "--corpus", "pystdlib", "--out", str(tmp_path / "m"), *args,
+                                   *([] if "--model" in args and args[1] == "gru" and len(args) == 2 else ["--steps", "1"])])
+    assert res.exit_code != 0
+    assert message in res.output and "Traceback" not in res.output
+    assert len([line for line in res.output.splitlines() if line.startswith("Error")]) == 1
+
+
+def test_decode_writes_files_with_the_usual_mode_and_refuses_programs(tmp_path):
+    import os
+    import stat
+
+    src, payload, out = tmp_path / "in.txt", tmp_path / "p.cb", tmp_path / "out.txt"
+    src.write_bytes(b"modes and trust " * 100)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["encode", "--coder", "zlib", str(src), str(payload)]).exit_code == 0
+    assert runner.invoke(cli, ["decode", str(payload), str(out)]).exit_code == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600
+    canary = tmp_path / "ran"
+    ext = f"external:compress=cat:decompress='touch {canary}'"
+    assert runner.invoke(cli, ["encode", "--coder", "external:compress=cat:decompress=cat", str(src), str(payload),
+                               "-f"]).exit_code == 0
+    data = payload.read_bytes()
+    from compbench.fuzz import assemble_raw  # the same bytes under a header whose command creates the canary
+    from compbench.payload import read_header
+
+    h = read_header(data)
+    evil = tmp_path / "evil.cb"
+    evil.write_bytes(assemble_raw(ext, h.fingerprint, h.size, 0, [src.read_bytes()]))
+    res = runner.invoke(cli, ["decode", str(evil), str(tmp_path / "x")])
+    assert res.exit_code == 1 and "runs external programs" in res.output and not canary.exists()
+    res = runner.invoke(cli, ["decode", "--coder", "external:compress=cat:decompress=cat", str(payload), str(tmp_path / "y")])
+    assert res.exit_code == 0 and (tmp_path / "y").read_bytes() == src.read_bytes()
+    res = runner.invoke(cli, ["decode", "--coder", "external:compress=cat:decompress=cat", str(evil), str(tmp_path / "z")])
+    assert res.exit_code == 1 and not canary.exists()  # the user's own commands, not the payload's
