@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import compbench  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,7 +59,7 @@ def macs_per_byte(coder) -> int:
 
 def main() -> None:
     from compbench import corpus, registry
-    from compbench.payload import decode_payload
+    from compbench.decoding import decode_payload
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default="enwik8")

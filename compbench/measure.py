@@ -30,7 +30,7 @@ from typing import Callable
 from .coder import Coder, fingerprint
 from .corpus import Corpus, Member
 from .errors import CompbenchError
-from .payload import assemble_parts, check_coder, chunks_of, decode_bytes, encode_bodies, read_header
+from .payload import PartsReader, assemble_parts, check_coder, chunks_of, decode_stream_to, encode_bodies, read_header
 
 
 @dataclass(frozen=True)
@@ -156,11 +156,64 @@ def _rate(n: int, seconds: float) -> float | None:
 
 
 # -- one file -----------------------------------------------------------------------------------
+def available_memory() -> int | None:
+    """Linux MemAvailable in bytes, or None where unknown."""
+    kib = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    kib = int(line.split()[1])
+    except OSError:
+        return None
+    return None if kib is None else kib * 1024
+
+
+def check_fits(name: str, n: int) -> None:
+    """Measuring a file holds it, its coded body (up to its size) and a decoded copy: refuse clearly
+    instead of being killed for memory half-way through a run."""
+    avail = available_memory()
+    need = 2 * n + (64 << 20)  # bodies and the decoded copy, beyond the input already held
+    if avail is not None and need > avail:
+        raise CompbenchError(
+            f"{name} ({n:,} bytes) needs about {need / 1e6:,.0f} MB more to measure (its coded body and a decoded "
+            f"copy), and {avail / 1e6:,.0f} MB are available: measure it with --chunk-size, or round-trip it "
+            "with `compbench encode`/`decode`, which stream in flat memory"
+        )
+
+
+class _Ticker:
+    """A progress line every few seconds inside one long file, with an ETA."""
+
+    def __init__(self, say: Callable[[str], None] | None, what: str, total: int, every_s: float = 5.0):
+        self.say, self.what, self.total, self.every = say, what, total, every_s
+        self.t0 = self.last = time.perf_counter()
+
+    def __call__(self, done: int) -> None:
+        now = time.perf_counter()
+        if self.say is None or now - self.last < self.every or not done:
+            return
+        self.last = now
+        eta = (now - self.t0) * (self.total - done) / done
+        self.say(f"    {self.what}: {done / 1e6:,.1f} of {self.total / 1e6:,.1f} MB, ~{eta:,.0f} s left")
+
+
+def _encode_with_progress(coder, data: bytes, context: bytes, cs: int, tick: _Ticker) -> list[bytes]:
+    if cs <= 0:
+        return encode_bodies(coder, data, context, cs)
+    bodies = []
+    for i, chunk in enumerate(chunks_of(data, cs)):
+        bodies.append(coder.encode_body(chunk, context))
+        tick((i + 1) * cs if (i + 1) * cs < len(data) else len(data))
+    return bodies
+
+
 def measure_member(
     coder: Coder, artifact: bytes, member: Member, corpus: Corpus, cfg: MeasureConfig,
-    fit_s: float = 0.0, context: bytes = b"",
+    fit_s: float = 0.0, context: bytes = b"", progress: Callable[[str], None] | None = None,
 ) -> Record:
     data, n, cs = member.data, len(member.data), cfg.chunk_size
+    check_fits(member.name, n)
     base = dict(
         coder=coder.name, spec=coder.spec, label=coder.header_spec, family=coder.family, corpus=corpus.name, split=corpus.split,
         file=member.name, chunk_size=cs, n_bytes=n, artifact_bytes=len(artifact), fit_s=fit_s,
@@ -172,14 +225,14 @@ def measure_member(
     _child_peak(coder, reset=True)
     with PeakMemory(cfg.memory) as enc_mem:
         c0, w0 = time.process_time(), time.perf_counter()
-        bodies = encode_bodies(coder, data, context, cs)
+        bodies = _encode_with_progress(coder, data, context, cs, _Ticker(progress, f"{member.name} encode", n))
         verify_enc = ([time.perf_counter() - w0], [time.process_time() - c0])
     enc_child = _child_peak(coder)
-    # The payload as parts (the bodies are not copied again); the decoder reads its real bytes.
+    # The payload as parts (the bodies are not copied); the decoder reads its real bytes from them.
     parts = assemble_parts(coder.header_spec, fingerprint(artifact), data, bodies, cs)
-    payload = b"".join(parts)
-    del parts
-    header = read_header(payload)
+    payload_bytes = sum(len(p) for p in parts)
+    reader = PartsReader(parts)
+    header = read_header(reader)
     # A fresh decoder from the artifact bytes and the header's format options alone: a model path
     # or any other locator option the encoder was given is not available to it.
     decoder = type(coder).from_artifact(artifact, **coder.format_options())
@@ -188,7 +241,11 @@ def measure_member(
         try:
             check_coder(decoder, header)
             c0, w0 = time.process_time(), time.perf_counter()
-            out = decode_bytes(decoder, header, payload, context)
+            pieces: list[bytes] = []
+            decode_stream_to(decoder, header, reader, pieces.append, context,
+                             progress=_Ticker(progress, f"{member.name} decode", n))
+            out = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            del pieces
             verify_dec = ([time.perf_counter() - w0], [time.process_time() - c0])
         except CompbenchError as err:
             error = f"decode failed: {err}"
@@ -196,8 +253,8 @@ def measure_member(
     ok = out == data
     if out is not None and not ok:
         error = "decoded bytes differ from the input"
-    payload_bytes, container_bytes = len(payload), len(payload) - sum(map(len, bodies))
-    del payload, out  # only the input, the bodies and one decode buffer stay alive below (as in lzbench)
+    container_bytes = payload_bytes - sum(map(len, bodies))
+    del parts, reader, out  # only the input and the bodies stay alive below (as in lzbench)
 
     # Timed passes: the coder's own work only (see module docstring).
     pieces = chunks_of(data, cs) if cs > 0 else [data]
@@ -246,7 +303,7 @@ def measure(coder: Coder, corpus: Corpus, cfg: MeasureConfig = MeasureConfig(), 
     records = []
     for i, member in enumerate(corpus.members, 1):
         t0 = time.perf_counter()
-        rec = measure_member(coder, artifact, member, corpus, cfg, fit_s=fit_s)
+        rec = measure_member(coder, artifact, member, corpus, cfg, fit_s=fit_s, progress=progress)
         records.append(rec)
         if progress:
             status = "ok" if rec.roundtrip_ok else f"FAILED: {rec.error}"

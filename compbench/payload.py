@@ -124,7 +124,7 @@ def frame(body_pieces: Iterable[bytes]) -> Iterator[bytes]:
 
     def emit(part) -> Iterator[bytes]:
         yield varint(len(part))
-        yield bytes(part)
+        yield part if isinstance(part, memoryview) else bytes(part)  # views of a body are not copied
         yield _crc(part)
 
     for piece in body_pieces:
@@ -225,6 +225,28 @@ def write_stream(coder, read: Callable[[int], bytes], size: int, write: Callable
 
 
 # -- reading ------------------------------------------------------------------------------------
+class PartsReader:
+    """A payload held as a list of parts (header, body views, checksums), read like a file without
+    joining it: measuring a file then holds its input, its bodies and one decoded copy, as lzbench does."""
+
+    def __init__(self, parts: list):
+        self.parts, self.i, self.off = parts, 0, 0
+
+    def read(self, n: int = -1) -> bytes:
+        out = []
+        while self.i < len(self.parts) and (n < 0 or n > 0):
+            part = memoryview(self.parts[self.i])[self.off :]
+            take = part if n < 0 else part[:n]
+            out.append(bytes(take))
+            if n >= 0:
+                n -= len(take)
+            if len(take) == len(part):
+                self.i, self.off = self.i + 1, 0
+            else:
+                self.off += len(take)
+        return b"".join(out)
+
+
 class _Reader:
     """Exact reads from a binary stream, with the payload's own error messages."""
 

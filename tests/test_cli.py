@@ -267,3 +267,26 @@ def test_decode_writes_files_with_the_usual_mode_and_refuses_programs(tmp_path):
     assert res.exit_code == 0 and (tmp_path / "y").read_bytes() == src.read_bytes()
     res = runner.invoke(cli, ["decode", "--coder", "external:compress=cat:decompress=cat", str(evil), str(tmp_path / "z")])
     assert res.exit_code == 1 and not canary.exists()  # the user's own commands, not the payload's
+
+
+def test_the_readme_library_example_runs():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Library use", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+
+
+def test_a_shipped_model_payload_decodes_in_any_folder_without_an_artifact(tmp_path, monkeypatch):
+    src = tmp_path / "note.txt"
+    src.write_bytes(b"<page><title>Decodes anywhere</title></page>\n" * 8)
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir(), there.mkdir()
+    monkeypatch.chdir(here)
+    assert invoke("encode", "--coder", "gru", str(src), str(here / "p.cb")).exit_code == 0
+    monkeypatch.chdir(there)  # another folder, another (empty) store, no --artifact
+    res = invoke("decode", "--store", str(there / "s.sqlite"), str(here / "p.cb"), str(there / "out.txt"))
+    assert res.exit_code == 0, res.stderr
+    assert (there / "out.txt").read_bytes() == src.read_bytes()
