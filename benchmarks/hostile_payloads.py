@@ -23,23 +23,17 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=10_800)
     ap.add_argument("--seed", type=int, default=2)
     args = ap.parse_args()
-    from compbench import fuzz, registry
+    from compbench import fuzz
     from compbench.models import ARCHS
     from compbench.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
-        coders = {}
-        for spec in fuzz.CLASSICAL:
-            coder = registry.make_coder(spec)
-            if coder.needs_fit:
-                coder.fit(b"training bytes for a raw dictionary " * 40)
-            coders[spec] = (coder, coder.artifact())
+        paths = {}
         for arch, info in ARCHS.items():
-            out = Path(tmp) / arch
-            train(TrainConfig(model=arch, corpus="pystdlib", steps=40, out=str(out), size=info.tiny, batch=16,
+            paths[arch] = Path(tmp) / arch
+            train(TrainConfig(model=arch, corpus="pystdlib", steps=40, out=str(paths[arch]), size=info.tiny, batch=16,
                               seq_len=64, lr=1e-2, val_bytes=8192, eval_s=1e9), say=lambda *a, **k: None)
-            coder = registry.make_coder(f"{arch}:model='{out}':streams=4:min_segment=64")
-            coders[arch] = (coder, coder.artifact())
+        coders = fuzz.default_coders(paths)
         canary = Path(tmp) / "canary"
         counts: Counter = Counter()
         rss0, t0 = fuzz.peak_rss_bytes(), time.perf_counter()

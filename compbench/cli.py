@@ -14,11 +14,11 @@ from pathlib import Path
 
 import click
 
-from compbench.reports.tables import SORT_KEYS  # stdlib-only module: cheap at start-up
+from compbench.reports.tables import FORMATS, SORT_KEYS, TABLEFMT  # stdlib-only module: cheap at start-up
 
 from .errors import CompbenchError
 
-FORMAT = click.Choice(["github", "plain", "csv", "json", "latex"])
+FORMAT = click.Choice(FORMATS)
 
 
 class _Group(click.Group):
@@ -318,7 +318,7 @@ def coders_cmd(fmt):
     elif fmt == "csv":
         _echo_csv(rows)
     else:
-        tablefmt = {"github": "github", "plain": "simple", "latex": "latex_booktabs"}[fmt]
+        tablefmt = TABLEFMT[fmt]
         click.echo(tabulate([{k: v for k, v in r.items() if k != "source"} for r in rows], headers="keys", tablefmt=tablefmt))
         click.echo("\ngroups: " + "; ".join(f"{g} = {','.join(m)}" for g, m in sorted(table.items())), err=True)
 
@@ -352,7 +352,7 @@ def corpora(fmt, data_dir):
     elif fmt == "csv":
         _echo_csv(rows)
     else:
-        tablefmt = {"github": "github", "plain": "simple", "latex": "latex_booktabs"}[fmt]
+        tablefmt = TABLEFMT[fmt]
         click.echo(tabulate(rows, headers="keys", tablefmt=tablefmt))
     click.echo(f"data folder: {root}", err=True)
 

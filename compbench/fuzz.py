@@ -37,6 +37,23 @@ CLASSICAL = ["identity", "zlib", "bz2", "lzma:preset=6", "zstd:level=19", "zstd:
 KINDS = ("mutate", "crafted", "header")
 
 
+def default_coders(neural_models: dict | None = None) -> dict:
+    """{spec: (coder, artifact)} for every classical coder above, plus one neural coder per
+    ``{arch: model path}`` (small streams, so hostile cases stay quick)."""
+    from .registry import make_coder
+
+    coders = {}
+    for spec in CLASSICAL:
+        coder = make_coder(spec)
+        if coder.needs_fit:
+            coder.fit(b"training bytes for a raw dictionary " * 40)
+        coders[spec] = (coder, coder.artifact())
+    for arch, path in (neural_models or {}).items():
+        coder = make_coder(f"{arch}:model='{path}':streams=4:min_segment=64")
+        coders[arch] = (coder, coder.artifact())
+    return coders
+
+
 @dataclass
 class Case:
     kind: str

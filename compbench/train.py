@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import CompbenchError
 from .fsutil import atomic_write
+from .models.settings import TrainSettings
 
 _UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
 
@@ -32,26 +33,11 @@ def parse_size(text: str) -> int:
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    model: str = "gru"
+class TrainConfig(TrainSettings):
+    """The engine's training settings plus what the harness loads: the corpus and its val bytes."""
+
     corpus: str = "enwik8"
-    budget: int = 1_000_000
-    out: str = "runs/model"
-    minutes: float | None = None
-    steps: int | None = None
-    seed: int = 0
-    batch: int = 0  # 0: the architecture's default
-    seq_len: int = 0  # 0: the architecture's default
-    lr: float = 0.0  # 0: the architecture's default
-    dropout: float = 0.1
-    weight_decay: float = 0.1
-    device: str = "cpu"
-    precision: str = "auto"  # auto | bf16 | fp32
-    threads: int = 0
-    size: dict = dataclasses.field(default_factory=dict)  # explicit config fields (skip budget fit)
     val_bytes: int = 100_000
-    eval_s: float = 120.0
-    checkpoint_s: float = 300.0
     data_dir: str | None = None
 
 
@@ -61,17 +47,12 @@ def train(tc: TrainConfig, say=print) -> dict:
 
     if tc.model not in ARCHS:
         raise CompbenchError(f"unknown model {tc.model!r} (choose from: {', '.join(ARCHS)})")
-    from .models.train import TrainError, TrainSettings
+    from .models.train import TrainError
     from .models.train import train as run_training
 
     train_b = corpus_mod.load_corpus(tc.corpus, "train", tc.data_dir).joined()
     val_b = corpus_mod.load_corpus(tc.corpus, "val", tc.data_dir).joined()[: tc.val_bytes]
-    settings = TrainSettings(
-        arch=tc.model, budget=tc.budget, out=tc.out, minutes=tc.minutes, steps=tc.steps, seed=tc.seed,
-        batch=tc.batch, seq_len=tc.seq_len, lr=tc.lr, dropout=tc.dropout, weight_decay=tc.weight_decay,
-        device=tc.device, precision=tc.precision, threads=tc.threads, size=dict(tc.size), eval_s=tc.eval_s,
-        checkpoint_s=tc.checkpoint_s, meta={"corpus": tc.corpus, "split": "train"},
-    )
+    settings = dataclasses.replace(tc, size=dict(tc.size), meta={"corpus": tc.corpus, "split": "train"})
     try:
         result = run_training(settings, train_b, val_b, say=say)
     except TrainError as err:

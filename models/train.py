@@ -31,34 +31,11 @@ import torch.nn.functional as F
 from . import artifact
 from .archs import ARCHS
 from .intops import BOS
+from .settings import TrainSettings
 
 
 class TrainError(ValueError):
     """A training request that cannot be carried out; the message says why."""
-
-
-@dataclasses.dataclass
-class TrainSettings:
-    arch: str = "gru"
-    budget: int = 1_000_000
-    out: str = "runs/model"
-    minutes: float | None = None
-    steps: int | None = None
-    seed: int = 0
-    batch: int = 0  # 0: the architecture's default
-    seq_len: int = 0  # 0: the architecture's default (0 there: the config's context)
-    lr: float = 0.0  # 0: the architecture's default
-    # The train splits are small (3 MB for the enwik8 head): a 1 MB model memorises them within a
-    # few epochs (transformer without dropout: train 1.7 bpb, val 2.2), so training regularises.
-    dropout: float = 0.1
-    weight_decay: float = 0.1
-    device: str = "cpu"
-    precision: str = "auto"  # auto | bf16 | fp32
-    threads: int = 0
-    size: dict = dataclasses.field(default_factory=dict)  # explicit config fields (skip budget fit)
-    eval_s: float = 120.0
-    checkpoint_s: float = 300.0
-    meta: dict = dataclasses.field(default_factory=dict)  # recorded in the artifact (corpus, split)
 
 
 # -- sizing --------------------------------------------------------------------------------------
@@ -156,8 +133,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 # -- the loop ------------------------------------------------------------------------------------
 def train(ts: TrainSettings, train_bytes: bytes, val_bytes: bytes, say=print) -> dict:
     """Train, checkpoint, export ``model.cbnm`` into ``ts.out``; returns the record (no val by the engine)."""
-    if ts.arch not in ARCHS:
-        raise TrainError(f"unknown model {ts.arch!r} (choose from: {', '.join(ARCHS)})")
+    if ts.model not in ARCHS:
+        raise TrainError(f"unknown model {ts.model!r} (choose from: {', '.join(ARCHS)})")
     if ts.minutes is None and ts.steps is None:
         raise TrainError("give --minutes or --steps")
     if not 0.0 <= ts.dropout < 1.0:
@@ -166,8 +143,8 @@ def train(ts: TrainSettings, train_bytes: bytes, val_bytes: bytes, say=print) ->
         raise TrainError("--device cuda was asked for, but torch sees no CUDA GPU")
     if ts.threads:
         torch.set_num_threads(ts.threads)
-    info, mod = ARCHS[ts.arch], ARCHS[ts.arch].load()
-    cfg = fit_to_budget(ts.arch, ts.budget, ts.size)
+    info, mod = ARCHS[ts.model], ARCHS[ts.model].load()
+    cfg = fit_to_budget(ts.model, ts.budget, ts.size)
     batch = ts.batch or info.batch
     seq = ts.seq_len or info.seq_len or getattr(cfg, "ctx", 256)
     lr = ts.lr or info.lr
@@ -198,7 +175,7 @@ def train(ts: TrainSettings, train_bytes: bytes, val_bytes: bytes, say=print) ->
     h = None
     history: list[dict] = []
     step, elapsed, seen = 0, 0.0, 0
-    plan = {"arch": ts.arch, "config": dataclasses.asdict(cfg), "corpus": ts.meta.get("corpus"), "seed": ts.seed,
+    plan = {"arch": ts.model, "config": dataclasses.asdict(cfg), "corpus": ts.meta.get("corpus"), "seed": ts.seed,
             "batch": batch, "seq": seq, "lr": lr, "dropout": ts.dropout, "weight_decay": ts.weight_decay}
     if ckpt_path.exists():
         try:
@@ -221,7 +198,7 @@ def train(ts: TrainSettings, train_bytes: bytes, val_bytes: bytes, say=print) ->
                       "batches": batches.state(), "history": json.dumps(history)}, ckpt_path)
 
     n_params = sum(p.numel() for p in model.parameters())
-    say(f"{ts.arch} {cfg}: {n_params:,} float params; artifact bound {artifact_bound(ts.arch, cfg):,} <= budget "
+    say(f"{ts.model} {cfg}: {n_params:,} float params; artifact bound {artifact_bound(ts.model, cfg):,} <= budget "
         f"{ts.budget:,} bytes\ntrain {len(train_bytes):,} bytes, val {len(val_bytes):,}; batch {batch} x {seq}, "
         f"lr {lr}, dropout {ts.dropout}, weight decay {ts.weight_decay}, {'bf16 autocast' if bf16 else 'fp32'} "
         f"on {device}, {torch.get_num_threads()} threads")
@@ -284,13 +261,13 @@ def train(ts: TrainSettings, train_bytes: bytes, val_bytes: bytes, say=print) ->
             "the model is barely trained: give more --minutes or --steps")
     if math.isnan(val_bpb):  # a resumed, already finished run: evaluate once
         val_bpb = float_bpb(model, val, device, autocast)
-    blob = export(ts.arch, cfg, model, {**ts.meta, "steps": step, "minutes": round(elapsed / 60, 2), "seed": ts.seed,
+    blob = export(ts.model, cfg, model, {**ts.meta, "steps": step, "minutes": round(elapsed / 60, 2), "seed": ts.seed,
                                         "train_bytes_seen": seen})
     if len(blob) > ts.budget:  # cannot happen with the bound above; kept as a guard on the bound itself
         raise TrainError(f"artifact is {len(blob):,} bytes, over the {ts.budget:,}-byte budget")
     atomic_write(out / "model.cbnm", blob)
     return {
-        "arch": ts.arch, "config": dataclasses.asdict(cfg), "budget": ts.budget, "artifact": str(out / "model.cbnm"),
+        "arch": ts.model, "config": dataclasses.asdict(cfg), "budget": ts.budget, "artifact": str(out / "model.cbnm"),
         "artifact_bytes": len(blob), "steps": step, "minutes": round(elapsed / 60, 2), "train_bytes_seen": seen,
         "train_bytes_per_s": round(seen / max(elapsed, 1e-9)), "val_bytes": len(val_bytes),
         "val_bpb_float": round(val_bpb, 4), "precision": "bf16" if bf16 else "fp32",

@@ -13,7 +13,8 @@ import json
 import math
 from collections import OrderedDict
 
-FORMATS = ("github", "plain", "csv", "json", "latex")
+FORMATS = ("github", "plain", "csv", "json", "latex")  # the one list of output formats (every --format)
+TABLEFMT = {"github": "github", "plain": "simple", "latex": "latex_booktabs"}  # format -> tabulate style
 
 COLUMNS = [  # (row key, table header)
     ("rank", "#"), ("label", "coder"), ("corpus", "corpus"), ("split", "split"), ("files", "files"),
@@ -126,7 +127,7 @@ def render(rows: list[dict], fmt: str = "github", records: list[dict] | None = N
     from tabulate import tabulate
 
     table = [[_cell(k, r.get(k)) for k, _ in columns] for r in rows]
-    tablefmt = {"github": "github", "plain": "simple", "latex": "latex_booktabs"}[fmt]
+    tablefmt = TABLEFMT[fmt]
     return tabulate(table, headers=[h for _, h in columns], tablefmt=tablefmt, disable_numparse=True,
                     colalign=["right" if k not in ("label", "corpus", "split") else "left" for k, _ in columns])
 
@@ -185,6 +186,6 @@ def render_compare(rows: list[dict], fmt: str = "github") -> str:
             return f"{v:.2f}x"
         return str(v)
 
-    tablefmt = {"github": "github", "plain": "simple", "latex": "latex_booktabs"}[fmt]
+    tablefmt = TABLEFMT[fmt]
     return tabulate([[cell(k, r.get(k)) for k, _ in COMPARE_COLUMNS] for r in rows],
                     headers=[h for _, h in COMPARE_COLUMNS], tablefmt=tablefmt, disable_numparse=True)

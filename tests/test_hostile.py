@@ -5,21 +5,12 @@ A fast subset runs in CI; the slow-marked test and ``benchmarks/hostile_payloads
 
 import pytest
 
-from compbench import fuzz, registry
+from compbench import fuzz
 
 
 @pytest.fixture(scope="module")
 def hostile_coders(tiny_models):
-    coders = {}
-    for spec in fuzz.CLASSICAL:
-        coder = registry.make_coder(spec)
-        if coder.needs_fit:
-            coder.fit(b"training bytes for a raw dictionary " * 40)
-        coders[spec] = (coder, coder.artifact())
-    for arch, (path, _) in tiny_models.items():
-        coder = registry.make_coder(f"{arch}:model='{path}':streams=4:min_segment=64")
-        coders[arch] = (coder, coder.artifact())
-    return coders
+    return fuzz.default_coders({arch: path for arch, (path, _) in tiny_models.items()})
 
 
 def _run(hostile_coders, seed, n, tmp_path):

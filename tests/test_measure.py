@@ -97,3 +97,17 @@ def test_slow_coders_are_timed_from_their_verification_pass():
     assert rec.roundtrip_ok and rec.repeat == 1  # the verification pass already took >= 0 s
     (rec,) = measure(registry.make_coder("lzma"), corpus_of(t=data), MeasureConfig(repeat=4, max_time_s=1e9))
     assert rec.repeat == 4
+
+
+def test_a_file_that_cannot_fit_in_memory_is_refused_before_any_work(monkeypatch):
+    """A clear error naming the way out, not an out-of-memory kill half-way through a run."""
+    import sys
+
+    from compbench.errors import CompbenchError
+
+    measure_mod = sys.modules["compbench.measure"]  # `compbench.measure` the name is the function
+
+    monkeypatch.setattr(measure_mod, "available_memory", lambda: 50_000_000)
+    big = corpus_of(big=bytes(40_000_000))
+    with pytest.raises(CompbenchError, match="needs about .* MB more to measure.*--chunk-size.*stream"):
+        measure(registry.make_coder("zlib:level=1"), big, MeasureConfig(repeat=1))

@@ -122,3 +122,36 @@ def test_entry_point_plugins_load_unless_disabled(monkeypatch, fake_coder):
         assert registry.source("ep-coder") == "entry point pkg.mod:EPCoder"
     finally:
         registry.unregister_coder("ep-coder")
+
+
+def test_an_option_can_hold_another_coder_spec_in_parentheses_at_any_depth():
+    from compbench.spec import CoderSpec, locator
+
+    @registry.register_coder("fake-wrap")
+    class WrapCoder(Coder):
+        @dataclass(frozen=True)
+        class Options:
+            inner: CoderSpec = CoderSpec("identity")
+            store: CoderSpec = CoderSpec("identity")
+            where: str = locator("")
+
+        def encode_body(self, data, context=b""):
+            return data
+
+        def decode_body(self, body, size, context=b""):
+            return body
+
+    try:
+        c = registry.make_coder("fake-wrap:inner=(zstd:level=19:long=27):store=(fake-wrap:inner=(lzma:preset=6)):where=/x")
+        assert c.options.inner == "zstd:level=19:long=27"  # checked and canonical (compact)
+        assert c.options.store == "fake-wrap:inner=(lzma:preset=6)"  # nested twice
+        assert c.header_spec == "fake-wrap:inner=(zstd:level=19:long=27):store=(fake-wrap:inner=(lzma:preset=6))"
+        again = registry.make_coder(c.header_spec)  # the header form parses back to the same format options
+        assert (again.options.inner, again.options.store, again.options.where) == (c.options.inner, c.options.store, "")
+        assert split_specs("fake-wrap:inner=(zstd:level=3),lzma") == ["fake-wrap:inner=(zstd:level=3)", "lzma"]
+        with pytest.raises(SpecError, match="inner.*level=99 is out of range"):
+            registry.make_coder("fake-wrap:inner=(zstd:level=99)")
+        with pytest.raises(SpecError, match="unbalanced"):
+            registry.make_coder("fake-wrap:inner=(zstd:level=3")
+    finally:
+        registry.unregister_coder("fake-wrap")
