@@ -134,7 +134,7 @@ class NeuralCoder(Coder):
         n = len(data)
         if n == 0:
             return varint(0) + varint(0)
-        streams, seg, words, bits = lockstep.encode(self._engine, bytes(data), *self._coding())
+        streams, seg, words, bits = lockstep.encode(self._engine, bytes(data), *self._coding(), progress=self.on_progress)
         self._bits = {hashlib.sha256(data).digest(): bits}
         body = varint(streams) + varint(seg) + words
         if len(body) > n + 1:
@@ -165,7 +165,8 @@ class NeuralCoder(Coder):
             raise PayloadError("payload body is corrupted (range-coder words are not whole)")
         self._load()
         try:
-            return lockstep.decode(self._engine, bytes(body[pos:]), size, streams, seg, self.options.match)
+            return lockstep.decode(self._engine, bytes(body[pos:]), size, streams, seg, self.options.match,
+                                   progress=self.on_progress)
         except (ValueError, RuntimeError) as err:
             raise PayloadError(f"payload body is corrupted (range decoder: {err})") from None
 

@@ -221,6 +221,8 @@ def encode(spec, chunk_size, train_path, artifact_out, force, quiet, store_path,
     _check_output(output_path, force, input_path)
     fh, size = _open_input(input_path)
     progress = _Progress(f"encoding {input_path}", size, not quiet)
+    if not coder.streaming:
+        coder.on_progress = progress  # the neural coders report from inside their coding loop
     with fh, _open_output(output_path) as out:
         n_out = write_stream(coder, fh.read, size, out.write, chunk_size=chunk_size, progress=progress)
     progress.close()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
-from typing import BinaryIO, ClassVar, Iterable, Iterator
+from typing import BinaryIO, Callable, ClassVar, Iterable, Iterator
 
 from .errors import ArtifactError
 from .spec import build_options, format_spec, is_locator
@@ -65,6 +65,8 @@ class Coder(abc.ABC):
     supports_context: ClassVar[bool] = False
     runs_programs: ClassVar[bool] = False
     streaming: ClassVar[bool] = False
+    #: Set by the harness around long work; a slow coder may call it with the bytes done so far.
+    on_progress: Callable[[int], None] | None = None
 
     def __init__(self, **options: object) -> None:
         self.options = build_options(self.Options, options, self.name)

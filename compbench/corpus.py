@@ -20,12 +20,12 @@ the corpus sha256.
 from __future__ import annotations
 
 import bz2
-import gzip
 import hashlib
 import lzma
 import os
 import sysconfig
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -133,18 +133,35 @@ ALIASES = {"sagas": "icelandic", "enwik8-head": "enwik8", "large": "canterbury-l
 
 
 # -- reading ------------------------------------------------------------------------------------
+def _limit() -> int:
+    """Corpus files are read into memory: a compressed file may expand to at most half of the
+    memory available (a decompression bomb is an error, not an out-of-memory kill)."""
+    from .measure import available_memory
+
+    avail = available_memory()
+    return max(1 << 30, avail // 2) if avail else 1 << 34
+
+
 def _decompress(path: Path, raw: bytes) -> bytes:
     name = path.name.lower()
+    if name.endswith(".xz"):
+        d = lzma.LZMADecompressor()
+    elif name.endswith(".gz"):
+        d = zlib.decompressobj(wbits=47)  # gzip or zlib header
+    elif name.endswith(".bz2"):
+        d = bz2.BZ2Decompressor()
+    else:
+        return raw
+    limit = _limit()
     try:
-        if name.endswith(".xz"):
-            return lzma.decompress(raw)
-        if name.endswith(".gz"):
-            return gzip.decompress(raw)
-        if name.endswith(".bz2"):
-            return bz2.decompress(raw)
-    except (lzma.LZMAError, OSError, EOFError, ValueError) as err:
+        out = d.decompress(raw, limit + 1)
+    except (lzma.LZMAError, OSError, EOFError, ValueError, zlib.error) as err:
         raise CorpusError(f"cannot decompress {path}: {err}") from None
-    return raw
+    if len(out) > limit:
+        raise CorpusError(f"{path} decompresses to more than {limit:,} bytes, over half the memory available")
+    if not d.eof:
+        raise CorpusError(f"cannot decompress {path}: the compressed stream is truncated")
+    return out
 
 
 def _is_archive(path: Path) -> bool:

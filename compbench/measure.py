@@ -223,10 +223,12 @@ def measure_member(
     error = None
     # Pass 1: warm-up + verification through the full container and a decoder rebuilt from the artifact.
     _child_peak(coder, reset=True)
+    coder.on_progress = _Ticker(progress, f"{member.name} encode", n) if cs <= 0 else None
     with PeakMemory(cfg.memory) as enc_mem:
         c0, w0 = time.process_time(), time.perf_counter()
         bodies = _encode_with_progress(coder, data, context, cs, _Ticker(progress, f"{member.name} encode", n))
         verify_enc = ([time.perf_counter() - w0], [time.process_time() - c0])
+    coder.on_progress = None
     enc_child = _child_peak(coder)
     # The payload as parts (the bodies are not copied); the decoder reads its real bytes from them.
     parts = assemble_parts(coder.header_spec, fingerprint(artifact), data, bodies, cs)
@@ -236,6 +238,7 @@ def measure_member(
     # A fresh decoder from the artifact bytes and the header's format options alone: a model path
     # or any other locator option the encoder was given is not available to it.
     decoder = type(coder).from_artifact(artifact, **coder.format_options())
+    decoder.on_progress = _Ticker(progress, f"{member.name} decode", n) if cs <= 0 else None
     out = None
     with PeakMemory(cfg.memory) as dec_mem:
         try:
@@ -250,6 +253,7 @@ def measure_member(
         except CompbenchError as err:
             error = f"decode failed: {err}"
     dec_child = _child_peak(decoder)
+    decoder.on_progress = None
     ok = out == data
     if out is not None and not ok:
         error = "decoded bytes differ from the input"

@@ -152,7 +152,7 @@ class MatchModel:
 
 
 def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False,
-         match: int = 0) -> float:
+         match: int = 0, progress=None) -> float:
     """Advance all streams in lockstep; encode ``arr`` or fill it from ``decoder``. Returns model bits."""
     import constriction
 
@@ -177,6 +177,8 @@ def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=Non
             bits -= float(np.log2(coded_probability(probs[:k], sym)).sum())
             if matcher is not None:
                 matcher.update(t, arr, k)
+            if progress is not None and t % 256 == 255:
+                progress(min(n, (t + 1) * streams))
     return bits
 
 
@@ -186,24 +188,25 @@ def _grid(data: bytes, streams: int, seg: int) -> np.ndarray:
     return arr
 
 
-def encode(engine, data: bytes, max_streams: int, min_segment: int, match: int) -> tuple[int, int, bytes, float]:
+def encode(engine, data: bytes, max_streams: int, min_segment: int, match: int,
+           progress=None) -> tuple[int, int, bytes, float]:
     """Range-code ``data`` (non-empty): returns (streams, segment length, coder words as u32 LE bytes, model bits)."""
     import constriction
 
     streams, seg = layout(len(data), max_streams, min_segment)
     encoder = constriction.stream.queue.RangeEncoder()
-    bits = _run(engine, _grid(data, streams, seg), len(data), encoder=encoder, match=match)
+    bits = _run(engine, _grid(data, streams, seg), len(data), encoder=encoder, match=match, progress=progress)
     return streams, seg, encoder.get_compressed().astype("<u4").tobytes(), bits
 
 
-def decode(engine, words: bytes, size: int, streams: int, seg: int, match: int) -> bytes:
+def decode(engine, words: bytes, size: int, streams: int, seg: int, match: int, progress=None) -> bytes:
     """Invert :func:`encode`. The caller has checked that ``streams x seg`` fits ``size``; a body that
     is not a valid range-coder stream raises ValueError or RuntimeError (from constriction)."""
     import constriction
 
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
     arr = np.zeros((streams, seg), dtype=np.uint8)
-    _run(engine, arr, size, decoder=decoder, match=match)
+    _run(engine, arr, size, decoder=decoder, match=match, progress=progress)
     return arr.reshape(-1)[:size].tobytes()
 
 
