@@ -244,14 +244,24 @@ def measure_member(
         try:
             check_coder(decoder, header)
             c0, w0 = time.process_time(), time.perf_counter()
-            pieces: list[bytes] = []
-            decode_stream_to(decoder, header, reader, pieces.append, context,
-                             progress=_Ticker(progress, f"{member.name} decode", n))
-            out = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            del pieces
+            # One decode buffer of the known size, filled piece by piece (a list then a join would
+            # hold the output twice).
+            out = bytearray(n)
+            filled = 0
+
+            def put(piece) -> None:
+                nonlocal filled
+                if filled + len(piece) > n:
+                    raise CompbenchError("decoder produced more bytes than the input had")
+                out[filled : filled + len(piece)] = piece
+                filled += len(piece)
+
+            decode_stream_to(decoder, header, reader, put, context, progress=_Ticker(progress, f"{member.name} decode", n))
+            if filled != n:
+                raise CompbenchError(f"decoder produced {filled:,} of {n:,} bytes")
             verify_dec = ([time.perf_counter() - w0], [time.process_time() - c0])
         except CompbenchError as err:
-            error = f"decode failed: {err}"
+            error, out = f"decode failed: {err}", None
     dec_child = _child_peak(decoder)
     decoder.on_progress = None
     ok = out == data
