@@ -30,6 +30,9 @@ class _Group(click.Group):
         except BrokenPipeError:  # `compbench ... | head`
             sys.stderr.close()
             raise SystemExit(0)
+        except OSError as err:  # a full disk, a vanished folder: one line, never a traceback
+            where = f" {err.filename}" if getattr(err, "filename", None) else ""
+            raise click.ClickException(f"cannot read or write{where}: {err.strerror or err}") from None
 
 
 def _say(quiet: bool):

@@ -461,18 +461,22 @@ def decode_stream_to(coder, header: Header, f: BinaryIO, write: Callable[[bytes]
         body = BodyReader(r)
         if coder.streaming and decode_one is None:
             got = 0
-            try:
-                for piece in coder.decode_stream(body, n, context):
-                    got += len(piece)
-                    if got > n:
-                        raise PayloadError(f"payload body is corrupted (decodes to more than {n:,} bytes)")
-                    crc = zlib.crc32(piece, crc)
-                    write(piece)
-                    done += len(piece)
-                    if progress:
-                        progress(done)
-            except Exception as err:
-                raise _lib_error(coder, err) from None
+            pieces = coder.decode_stream(body, n, context)
+            while True:
+                try:  # the decoder's errors are the payload's; the writer's (a full disk) are not
+                    piece = next(pieces)
+                except StopIteration:
+                    break
+                except Exception as err:
+                    raise _lib_error(coder, err) from None
+                got += len(piece)
+                if got > n:
+                    raise PayloadError(f"payload body is corrupted (decodes to more than {n:,} bytes)")
+                crc = zlib.crc32(piece, crc)
+                write(piece)
+                done += len(piece)
+                if progress:
+                    progress(done)
             if not body.drain():
                 raise PayloadError("payload body is corrupted (trailing bytes after the compressed stream)")
         else:
