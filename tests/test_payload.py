@@ -212,3 +212,41 @@ def test_streaming_encode_and_decode_cross_piece_boundaries(spec):
         decode_file(io.BytesIO(out.getvalue()), back.append)
         assert b"".join(back) == data
         assert max(map(len, back)) <= 2 * coder.STREAM_PIECE  # output comes in bounded pieces
+
+
+# Written by compbench 0.1 (commit 28eada6), payload format 1: they must keep decoding.
+V1_PAYLOADS = {
+    "zlib": "8943425001047a6c6962e3b0c44298fc1c14a80a00d8a81268e51a0015c9c4b67b78da2b4b2d2acecccf5330542848acccc94f4c"
+            "2956282ec9ccc95148494dce4f49d553281b5530aa6054c1a88291ad00009ba8dd40",
+    "lzma:preset=6": "89434250010d6c7a6d613a7072657365743d36e3b0c44298fc1c14a80a00d8a81268873a4cc9b299d3a0fd377a585a000004e6d6b4"
+                     "460200210116000000742fe5a3e00527002e5d003b194aac0bd2be586923d5ecf4abd5ac116db41b4c5f7ed087c315fc27297"
+                     "34b402db5722148a0608864623fd100000000c970de708a573a8200014aa80a000000e4c97c42b1c467fb020000000004595a",
+    "zstd:level=3 in 300-byte chunks": (
+        "89434250010c7a7374643a6c6576656c3d33e3b0c44298fc1c14a80aac02d8a81268114694ee928361cb343434343228b52ffd602c"
+        "00550100140276657273696f6e2031207061796c6f616473207374696c6c206465636f64652e2001004120aa7a0228b52ffd602c00"
+        "550100140273696f6e2031207061796c6f616473207374696c6c206465636f64652e2076657201004120aa7a0228b52ffd602c0055"
+        "010014026e2031207061796c6f616473207374696c6c206465636f64652e2076657273696f01004120aa7a0228b52ffd602c005501"
+        "001402207061796c6f616473207374696c6c206465636f64652e2076657273696f6e203101004120aa7a0228b52ffd20784d010014"
+        "02796c6f616473207374696c6c206465636f64652e2076657273696f6e203120706101002132a927"),
+    "ppmd:order=6:mem_mib=16": "89434250011770706d643a6f726465723d363a6d656d5f6d69623d3136e3b0c44298fc1c14a80a00d8a81268e63331b5d2a4"
+                               "365b0075ed9356bb6520e159f21f7540ea99346c515f39c6262aeae5e0453c218b60066400000000000000000000",
+}
+
+
+@pytest.mark.parametrize("name", list(V1_PAYLOADS))
+def test_version_1_payloads_from_the_previous_release_still_decode(name):
+    import io
+
+    from compbench.decoding import decode_file
+
+    payload = bytes.fromhex(V1_PAYLOADS[name])
+    want = b"version 1 payloads still decode. " * 40
+    assert payload[4] == 1 and read_header(payload).version == 1
+    assert decode_payload(payload) == want
+    out = []
+    decode_file(io.BytesIO(payload), out.append)  # the CLI's path
+    assert b"".join(out) == want
+    bad = bytearray(payload)
+    bad[-3] ^= 1
+    with pytest.raises(PayloadError):
+        decode_payload(bytes(bad))
