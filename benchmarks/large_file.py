@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="scratch folder (needs about 2.5x the size free)")
     args = ap.parse_args()
     from compbench.spec import split_specs
-    from compbench.train import parse_size
+    from compbench.units import parse_size
 
     size = parse_size(args.size)
     exe = [sys.executable, "-m", "compbench"]

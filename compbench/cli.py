@@ -81,6 +81,10 @@ def cli():
               help="Timed passes after the warm-up/verification pass; times are min and median.")
 @click.option("--max-time", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
               help="Stop a direction's timed passes after this long; a coder slower than this is timed from its verification pass.")
+@click.option("--budget", default=None, metavar="SIZE",
+              help="Artifact budget each row is judged against: 1MB (1,000,000 bytes), 16MB (16,000,000), "
+                   "1MiB (1,048,576) or BYTES. Rows record it and whether the artifact fits; those that "
+                   "do not rank last.")
 @click.option("--format", "fmt", type=FORMAT, default="github", show_default=True,
               help="Table format; json prints the full per-file records.")
 @click.option("--per-file", is_flag=True, help="One table row per file instead of per corpus.")
@@ -89,7 +93,8 @@ def cli():
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @_data_dir_option
 @_store_option
-def run(coders, corpus, split, chunk_size, repeat, max_time, fmt, per_file, no_store, no_memory, quiet, data_dir, store_path):
+def run(coders, corpus, split, chunk_size, repeat, max_time, budget, fmt, per_file, no_store, no_memory, quiet, data_dir,
+        store_path):
     """Measure coders on a corpus and print the ranked table.
 
     Every file is encoded, decoded by a decoder rebuilt from the artifact alone, and compared byte
@@ -103,7 +108,7 @@ def run(coders, corpus, split, chunk_size, repeat, max_time, fmt, per_file, no_s
     say = _say(quiet)
     cfg = RunConfig(coders=coders, corpus=corpus, split=split, data_dir=data_dir,
                     measure=MeasureConfig(repeat=repeat, chunk_size=chunk_size, memory=not no_memory,
-                                         max_time_s=max_time))
+                                         max_time_s=max_time, budget=_budget(budget)))
     result = run_bench(cfg, progress=say)
     records = [r.to_dict() for r in result.records]
     if not no_store and records:
@@ -122,6 +127,17 @@ def run(coders, corpus, split, chunk_size, repeat, max_time, fmt, per_file, no_s
         click.echo(f"Error: round trip FAILED for {', '.join(bad)}", err=True)
     if not result.ok:
         raise SystemExit(1)
+
+
+def _budget(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from .units import parse_size
+
+    value = parse_size(text)
+    if value <= 0:
+        raise CompbenchError("--budget must be a positive size, e.g. 1MB or 16MB")
+    return value
 
 
 # -- encode / decode ----------------------------------------------------------------------------
@@ -268,7 +284,7 @@ def decode(artifact_path, coder_spec, allow_external, max_output, force, quiet, 
     length and CRC-32; OUT appears only if it passes."""
     from .decoding import DecodePolicy, decode_file
     from .store import Store
-    from .train import parse_size
+    from .units import parse_size
 
     policy = DecodePolicy(allow_external=allow_external, coder_spec=coder_spec, max_output=parse_size(max_output))
     artifact = Path(artifact_path).read_bytes() if artifact_path else None
@@ -397,9 +413,11 @@ def fetch(name, data_dir):
 @click.option("--sort", type=click.Choice(SORT_KEYS), default="bpb",
               show_default=True, help="Ranking key within each corpus.")
 @click.option("--per-file", is_flag=True, help="One row per file.")
+@click.option("--budget", default=None, metavar="SIZE",
+              help="Judge every row's artifact against this budget (1MB, 16MB, 1MiB, BYTES); those over it rank last.")
 @click.option("--format", "fmt", type=FORMAT, default="github", show_default=True)
 @_store_option
-def leaderboard(run_ref, corpus, split, sort, per_file, fmt, store_path):
+def leaderboard(run_ref, corpus, split, sort, per_file, budget, fmt, store_path):
     """Rank stored results, per corpus and split (newest result of each coder)."""
     from .store import Store
     from compbench.reports.tables import aggregate, render
@@ -409,6 +427,9 @@ def leaderboard(run_ref, corpus, split, sort, per_file, fmt, store_path):
     records = [r for r in records if (corpus is None or r["corpus"] == corpus) and (split is None or r["split"] == split)]
     if not records:
         raise CompbenchError("no stored results match")
+    limit = _budget(budget)
+    if limit is not None:  # any stored record can be judged against any budget: its artifact is known
+        records = [{**r, "budget": limit, "fits_budget": r["artifact_bytes"] <= limit} for r in records]
     click.echo(render(aggregate(records, per_file=per_file, sort=sort), fmt, records=records))
 
 
@@ -498,7 +519,8 @@ def train(arch, corpus, budget, minutes, steps, out, seed, sizes, batch, seq_len
     compbench run --coders "gru:model=runs/gru-enwik8" --corpus enwik8 --split test
     """
     from .models import ARCHS
-    from .train import TrainConfig, parse_size
+    from .train import TrainConfig
+    from .units import parse_size
     from .train import train as do_train
 
     if arch not in ARCHS:

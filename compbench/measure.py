@@ -41,6 +41,7 @@ class MeasureConfig:
     # Timed passes of one direction stop once they have used this many seconds; a coder whose
     # verification pass alone took longer is timed from that pass (neural coders on MB inputs).
     max_time_s: float = 60.0
+    budget: int | None = None  # artifact byte budget the records are judged against (1MB = 1,000,000)
 
 
 @dataclass
@@ -82,6 +83,8 @@ class Record:
     file_sha256: str
     artifact_sha256: str
     options: dict = field(default_factory=dict)
+    budget: int | None = None  # the artifact budget this run was judged against, if any
+    fits_budget: bool | None = None  # artifact_bytes <= budget
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -219,6 +222,7 @@ def measure_member(
         file=member.name, chunk_size=cs, n_bytes=n, artifact_bytes=len(artifact), fit_s=fit_s,
         repeat=cfg.repeat, corpus_sha256=corpus.sha256, file_sha256=member.sha256,
         artifact_sha256=hashlib.sha256(artifact).hexdigest(), options=coder.options_dict(),
+        budget=cfg.budget, fits_budget=None if cfg.budget is None else len(artifact) <= cfg.budget,
     )
     error = None
     # Pass 1: warm-up + verification through the full container and a decoder rebuilt from the artifact.

@@ -13,24 +13,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import sys
 from pathlib import Path
 
 from .errors import CompbenchError
 from .fsutil import atomic_write
 from .models.settings import TrainSettings
-
-_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    """'1MB' -> 1,000,000; '16MB' -> 16,000,000; '512KiB' -> 524,288; '123456' -> 123,456."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
-    if not m or m.group(2).upper() not in _UNITS:
-        raise CompbenchError(f"cannot read size {text!r} (examples: 1MB, 16MB, 500KB, 1MiB, 123456)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-
+from .units import parse_size  # noqa: F401  (re-exported: compbench.train.parse_size)
 
 @dataclasses.dataclass
 class TrainConfig(TrainSettings):

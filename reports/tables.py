@@ -21,7 +21,7 @@ COLUMNS = [  # (row key, table header)
     ("n_bytes", "n_bytes"), ("payload_bytes", "payload_bytes"), ("artifact_bytes", "artifact_bytes"),
     ("bpb", "bpb"), ("bpb_model", "bpb_model"), ("bpb_total", "bpb_total"), ("bpb_lmic", "bpb_lmic"),
     ("encode_mb_s", "enc MB/s"), ("decode_mb_s", "dec MB/s"), ("peak_mem_mb", "peak MB"),
-    ("roundtrip_ok", "roundtrip"),
+    ("budget", "budget"), ("fits_budget", "fits"), ("roundtrip_ok", "roundtrip"),
 ]
 
 
@@ -35,7 +35,8 @@ SORT_KEYS = ("bpb", "bpb_total", "encode_mb_s", "decode_mb_s")
 def aggregate(records: list[dict], per_file: bool = False, sort: str = "bpb") -> list[dict]:
     """Records -> rows ranked by ``sort`` within each (corpus, split, chunk size).
 
-    Failed round trips rank last whatever their numbers; speeds rank fastest first."""
+    Failed round trips rank last whatever their numbers, then artifacts over the budget; speeds rank
+    fastest first."""
     groups: "OrderedDict[tuple, list[dict]]" = OrderedDict()
     for r in records:
         key = (*group_key(r), r["spec"], r["artifact_sha256"]) + ((r["file"],) if per_file else ())
@@ -67,12 +68,15 @@ def aggregate(records: list[dict], per_file: bool = False, sort: str = "bpb") ->
             "roundtrip_ok": all(r["roundtrip_ok"] for r in recs),
             "run_id": first.get("run_id"),
             "corpus_sha256": first.get("corpus_sha256"),
+            "budget": first.get("budget"),
+            "fits_budget": first.get("fits_budget"),
         })
     ranked = []
     for key in OrderedDict((group_key(r), None) for r in rows):
         sign = -1 if sort.endswith("_mb_s") else 1
         members = sorted((r for r in rows if group_key(r) == key),
-                         key=lambda r: (not r["roundtrip_ok"], r[sort] is None, sign * (r[sort] or 0)))
+                         key=lambda r: (not r["roundtrip_ok"], r.get("fits_budget") is False, r[sort] is None,
+                                        sign * (r[sort] or 0)))
         for i, r in enumerate(members, 1):
             r["rank"] = i
         ranked += members
@@ -94,6 +98,12 @@ def _cell(key: str, value) -> str:
         return "-"
     if key == "roundtrip_ok":
         return "ok" if value else "FAIL"
+    if key == "fits_budget":
+        return "yes" if value else "NO"
+    if key == "budget":
+        from compbench.units import format_size
+
+        return format_size(value)
     if key.startswith("bpb"):
         return f"{value:.4f}"
     if key.endswith("_mb_s") or key == "peak_mem_mb":
@@ -120,6 +130,8 @@ def render(rows: list[dict], fmt: str = "github", records: list[dict] | None = N
         columns = [c for c in columns if c[0] != "bpb_lmic"]
     if not any(r.get("bpb_model") is not None for r in rows):
         columns = [c for c in columns if c[0] != "bpb_model"]
+    if not any(r.get("budget") for r in rows):
+        columns = [c for c in columns if c[0] not in ("budget", "fits_budget")]
     if any(r.get("chunk_size") for r in rows):
         columns.insert(4, ("chunk_size", "chunk"))
     if fmt == "csv":

@@ -290,3 +290,33 @@ def test_a_shipped_model_payload_decodes_in_any_folder_without_an_artifact(tmp_p
     res = invoke("decode", "--store", str(there / "s.sqlite"), str(here / "p.cb"), str(there / "out.txt"))
     assert res.exit_code == 0, res.stderr
     assert (there / "out.txt").read_bytes() == src.read_bytes()
+
+
+def test_budget_conventions_are_written_down_once():
+    from compbench.units import format_size, parse_size
+
+    assert parse_size("1MB") == 1_000_000 and parse_size("16MB") == 16_000_000  # decimal, parameter golf
+    assert parse_size("1MiB") == 1_048_576 and parse_size("1,048,576") == 1_048_576  # binary, Golden Plate
+    assert [format_size(n) for n in (1_000_000, 16_000_000, 1_048_576, 123_456)] == ["1MB", "16MB", "1MiB", "123,456"]
+
+
+def test_rows_record_their_budget_rank_over_budget_artifacts_last_and_leaderboard_rejudges(corpus_dir, tmp_path):
+    import json
+
+    store = str(tmp_path / "r.sqlite")
+    (corpus_dir / "a.txt").write_bytes(b"budget test text, compressible and compressible again. " * 4000)
+    coders = "zstd:dict_size=2048:dict_type=raw,zlib"
+    res = invoke("run", "--coders", coders, "--corpus", str(corpus_dir), "--split", "test", "--repeat", "1",
+                 "--budget", "1KB", "--format", "json", "--store", store, "-q")
+    assert res.exit_code == 0, res.stderr
+    recs = {r["coder"]: r for r in json.loads(res.stdout)}
+    assert recs["zstd"]["budget"] == 1000 and recs["zstd"]["fits_budget"] is False  # a 2,048-byte dictionary
+    assert recs["zlib"]["fits_budget"] is True
+    assert recs["zstd"]["bpb"] < recs["zlib"]["bpb"]  # so only the budget can put zstd last
+    table = invoke("leaderboard", "--store", store, "--format", "csv").stdout.splitlines()
+    assert table[1].split(",")[1] == "zlib"  # over budget ranks last, whatever its bpb
+    assert ",1000,False," in table[2]
+    table = invoke("leaderboard", "--store", store, "--budget", "1MiB").stdout
+    assert "1MiB" in table and " NO " not in table  # the same records judged against another budget
+    res = invoke("run", "--coders", "zlib", "--corpus", str(corpus_dir), "--budget", "lots", "--no-store")
+    assert res.exit_code == 1 and "cannot read size 'lots'" in res.stderr
