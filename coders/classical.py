@@ -439,9 +439,17 @@ class PpmdCoder(Coder):
     ``geo`` at order 4), so input goes in 4 KiB pieces, which round-trips every Canterbury, Calgary
     and enwik8-test file at orders 2-16; and its decoder stops when input runs out even if symbols
     remain, so the body is followed by zero padding it may read. Variant I (Ppmd8) is not offered:
-    it fails to round-trip the last 1,000,000 bytes of the enwik8 head."""
+    it fails to round-trip the last 1,000,000 bytes of the enwik8 head.
 
-    description = "PPMd var. H via pyppmd (order 2-64, mem_mib model memory)"
+    Priming with context (bytes both sides know): pyppmd cannot update its model without coding,
+    so the encoder codes the context and then the data as one stream and keeps only what it emitted
+    after the context. The decoder knows the context, so it codes it too and gets the same emitted
+    bytes back (a range coder's emitted bytes are final), puts them in front of the body, decodes
+    context and data, and drops the context. The body pays only the few bytes of coder state the
+    context leaves pending."""
+
+    description = "PPMd var. H via pyppmd (order 2-64, mem_mib model memory); context primes the model"
+    supports_context = True
     PIECE = 4096
     PADDING = bytes(8)
 
@@ -454,12 +462,21 @@ class PpmdCoder(Coder):
             _check_range("order", self.order, 2, 64)
             _check_range("mem_mib", self.mem_mib, 1, 4000)
 
-    def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
+    def _primed(self, context: bytes):
+        """A fresh encoder that has coded ``context``, and the bytes it emitted doing so."""
         import pyppmd
 
         enc = pyppmd.Ppmd7Encoder(self.options.order, self.options.mem_mib << 20)
+        one = _OneBuffer(self.PIECE)
+        view = memoryview(context)
+        emitted = b"".join(enc.encode(one(view[i : i + self.PIECE])) for i in range(0, len(context), self.PIECE))
+        return enc, emitted
+
+    def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
+        enc, _ = self._primed(context)
+        one = _OneBuffer(self.PIECE)
         view = memoryview(data)
-        parts = [enc.encode(view[i : i + self.PIECE]) for i in range(0, len(data), self.PIECE)]
+        parts = [enc.encode(one(view[i : i + self.PIECE])) for i in range(0, len(data), self.PIECE)]
         return b"".join(parts) + enc.flush()
 
     def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
@@ -467,10 +484,12 @@ class PpmdCoder(Coder):
 
         if size == 0:
             return b""
-        if len(body) < 5:  # the range coder starts with 5 bytes; pyppmd rejects less
+        prefix = self._primed(context)[1] if context else b""
+        if len(prefix) + len(body) < 5:  # the range coder starts with 5 bytes; pyppmd rejects less
             raise PayloadError("payload body is truncated (PPMd stream shorter than 5 bytes)")
         dec = pyppmd.Ppmd7Decoder(self.options.order, self.options.mem_mib << 20)
-        return _finish(dec.decode(bytes(body) + self.PADDING, size), size, True)
+        out = dec.decode(prefix + bytes(body) + self.PADDING, len(context) + size)
+        return _finish(out[len(context) :], size, True)
 
     streaming = True
     isolate = True  # pyppmd can crash its process on a crafted body: untrusted decodes run in a child
@@ -478,7 +497,7 @@ class PpmdCoder(Coder):
     def encode_stream(self, pieces, size, context=b""):
         import pyppmd
 
-        enc = pyppmd.Ppmd7Encoder(self.options.order, self.options.mem_mib << 20)
+        enc, _ = self._primed(context)
         one = _OneBuffer(self.PIECE)
         for p in _feed(pieces, self.PIECE):  # the same 4 KiB calls as encode_body: the same bytes
             yield enc.encode(one(p))
@@ -492,15 +511,19 @@ class PpmdCoder(Coder):
                 pass
             return
         dec = pyppmd.Ppmd7Decoder(self.options.order, self.options.mem_mib << 20)
-        padded = _Padded(source, self.PADDING)
+        prefix = self._primed(context)[1] if context else b""
+        padded = _Padded(source, self.PADDING, prefix)
         one = _OneBuffer(1 << 16)
-        left = size
+        skip, left = len(context), len(context) + size  # the context is decoded again, then dropped
         while left > 0:
             data = padded.read(1 << 16) if dec.needs_input else b""
             if not data and dec.needs_input:
                 raise PayloadError("payload body is truncated (stream ended early)")
             out = dec.decode(one(data), min(self.STREAM_PIECE, left))
             left -= len(out)
+            if skip:
+                dropped = min(skip, len(out))
+                out, skip = out[dropped:], skip - dropped
             if out:
                 yield out
         if padded.body_bytes < 5:
@@ -525,12 +548,12 @@ class _OneBuffer:
 class _Padded:
     """A body source followed by zero padding (pyppmd's decoder stops when its input runs out)."""
 
-    def __init__(self, source, padding: bytes):
-        self.source, self.padding, self.body_bytes = source, padding, 0
+    def __init__(self, source, padding: bytes, prefix: bytes = b""):
+        self.source, self.padding, self.body_bytes, self.prefix = source, padding, 0, prefix
 
     def read(self, n: int) -> bytes:
         # Fill the whole request: pyppmd's decoder misbehaves when fed many tiny pieces.
-        data = b""
+        data, self.prefix = self.prefix[:n], self.prefix[n:]  # a primed stream's regenerated start
         while len(data) < n:
             more = self.source.read(n - len(data))
             if not more:

@@ -102,6 +102,10 @@ class Coder(abc.ABC):
     def fit(self, train: bytes) -> None:
         """Learn from training bytes. Default: nothing to learn."""
 
+    def set_budget(self, budget: int) -> None:
+        """The artifact budget of the run, given before :meth:`fit`: a coder that sizes itself (a
+        stored prefix) uses it, or says clearly that it cannot fit. Default: ignored."""
+
     def artifact(self) -> bytes:
         """Bytes the decoder needs beyond the payload; counted as ``artifact_bytes``."""
         return b""

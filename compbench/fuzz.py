@@ -33,7 +33,8 @@ from .errors import CompbenchError
 from .payload import FORMAT_VERSION, MAGIC, assemble, frame, make_header, varint
 
 CLASSICAL = ["identity", "zlib", "bz2", "lzma:preset=6", "zstd:level=19", "zstd:dict_size=512:dict_type=raw",
-             "brotli:quality=9", "ppmd:order=6:mem_mib=16"]
+             "brotli:quality=9", "ppmd:order=6:mem_mib=16",
+             "prefix:inner=(ppmd:order=4:mem_mib=16):store=zlib:size=2000"]  # classical and hybrid coders
 KINDS = ("mutate", "crafted", "header")
 
 
@@ -46,7 +47,7 @@ def default_coders(neural_models: dict | None = None) -> dict:
     for spec in CLASSICAL:
         coder = make_coder(spec)
         if coder.needs_fit:
-            coder.fit(b"training bytes for a raw dictionary " * 40)
+            coder.fit(b"training bytes for a raw dictionary and a stored prefix " * 40)
         coders[spec] = (coder, coder.artifact())
     for arch, path in (neural_models or {}).items():
         coder = make_coder(f"{arch}:model='{path}':streams=4:min_segment=64")

@@ -16,7 +16,8 @@ from .coder import Coder
 from .errors import RegistryError, SpecError
 from .spec import parse_spec, split_specs
 
-BUILTIN_MODULES = ("compbench.coders.classical", "compbench.coders.external", "compbench.coders.neural")
+BUILTIN_MODULES = ("compbench.coders.classical", "compbench.coders.external", "compbench.coders.neural",
+                   "compbench.coders.prefix")
 
 _CODERS: dict[str, type[Coder]] = {}
 _SOURCES: dict[str, str] = {}

@@ -62,6 +62,8 @@ def run(cfg: RunConfig, progress: Callable[[str], None] | None = None) -> RunRes
         say(f"[{i}/{len(coders)}] {coder.header_spec}")
         try:
             fit_s = 0.0
+            if cfg.measure.budget is not None:
+                coder.set_budget(cfg.measure.budget)
             if coder.needs_fit:
                 t0 = time.perf_counter()
                 coder.fit(train or b"")

@@ -1,0 +1,142 @@
+"""The ``prefix`` coder: stored bytes plus an inner coder, the hybrid of a model and stored data.
+
+``kind=context`` (this release): the tail of the corpus's **train** split, ``size`` bytes of it, is
+compressed by the ``store`` coder and kept in the artifact; the inner coder is primed with it on
+both sides (zlib: a 32 KB preset dictionary; zstd: a raw-content dictionary; PPMd: its model, by
+coding the slice first, see :class:`~compbench.coders.classical.PpmdCoder`). It is what a zstd
+dictionary or a primed PPMd does, with the stored bytes paid for in ``artifact_bytes``:
+
+    compbench run --coders "prefix:inner=(ppmd):size=3000000,ppmd" --corpus enwik8 --split test --budget 1MB
+
+Artifact layout: ``b"CBPX"``, version (1), varint length of the inner coder's artifact, that
+artifact, then the stored slice as a compbench payload of the ``store`` coder (self-describing and
+CRC-checked). Loading one never runs a program: neither nested coder may be one that does, and the
+stored payload is decoded under a 256 MiB output limit.
+
+``kind=paid`` (a slice of the *evaluated* data) arrives with the tradeoff report (issue 8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compbench.coder import Coder
+from compbench.errors import ArtifactError, CompbenchError
+from compbench.payload import read_varint, varint
+from compbench.registry import register_coder
+from compbench.spec import CoderSpec
+
+MAGIC = b"CBPX"
+VERSION = 1
+STORED_LIMIT = 256 << 20  # a stored slice may claim at most this many bytes when decoded
+
+
+def _check_nested(role: str, spec: str) -> type[Coder]:
+    from compbench.registry import get_coder_class
+    from compbench.spec import parse_spec
+
+    cls = get_coder_class(parse_spec(spec)[0])
+    if cls.runs_programs:
+        raise ValueError(f"{role}={spec!r}: a prefix cannot wrap a coder that runs programs")
+    if cls.name == "prefix":
+        raise ValueError(f"{role}={spec!r}: prefixes do not nest")
+    return cls
+
+
+@register_coder("prefix", groups=("hybrid",))
+class PrefixCoder(Coder):
+    description = ("stored train-split tail + a primed inner coder: inner=(SPEC) store=(SPEC) size=BYTES "
+                   "(kind=context)")
+    family = "prefix"
+    in_all = False  # needs a train split
+    isolate = True  # its inner coder may be PPMd, which can crash on a crafted body
+
+    @dataclass(frozen=True)
+    class Options:
+        inner: CoderSpec = CoderSpec("ppmd")
+        store: CoderSpec = CoderSpec("lzma")
+        size: int = 1_000_000  # bytes of the train split's tail to store (before compression)
+        kind: str = "context"
+
+        def __post_init__(self):
+            if self.kind != "context":
+                raise ValueError(f"kind={self.kind!r}: this release has kind=context (paid prefixes come with issue 8)")
+            if self.size < 1:
+                raise ValueError("size must be at least 1 byte")
+            inner = _check_nested("inner", self.inner)
+            _check_nested("store", self.store)
+            if not inner.supports_context:
+                raise ValueError(f"inner={self.inner!r} cannot be primed with context (no preset dictionary or "
+                                 "model to prime); prime zlib, zstd or ppmd")
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        from compbench.registry import make_coder
+
+        self._inner = make_coder(self.options.inner)
+        self._store = make_coder(self.options.store)
+        self._slice: bytes | None = None
+        self._blob: bytes | None = None
+        self.budget: int | None = None
+
+    # -- fitting and the artifact ------------------------------------------------------------
+    @property
+    def needs_fit(self) -> bool:
+        return self._slice is None
+
+    def set_budget(self, budget: int) -> None:
+        self.budget = budget
+
+    def fit(self, train: bytes) -> None:
+        if not train:
+            raise CompbenchError("prefix: needs a train split to store a slice of (use --split test or val)")
+        if self._inner.needs_fit:
+            self._inner.fit(train)
+        self._slice = bytes(train[-self.options.size :])
+        stored = self._store.encode(self._slice)
+        inner_art = self._inner.artifact()
+        self._blob = MAGIC + bytes([VERSION]) + varint(len(inner_art)) + inner_art + stored
+        if self.budget is not None and len(self._blob) > self.budget:
+            raise CompbenchError(
+                f"prefix: {len(self._slice):,} stored bytes compress to an artifact of {len(self._blob):,} bytes "
+                f"({self.options.store} payload {len(stored):,}, inner artifact {len(inner_art):,}), over the "
+                f"{self.budget:,}-byte budget: give a smaller size="
+            )
+
+    def artifact(self) -> bytes:
+        if self._blob is None:
+            raise CompbenchError("prefix: fit it on a train split first")
+        return self._blob
+
+    def load_artifact(self, artifact: bytes) -> None:
+        from compbench.payload import check_coder, decode_bytes, read_header
+
+        blob = bytes(artifact)
+        if blob[:4] != MAGIC or len(blob) < 6:
+            raise ArtifactError("not a prefix artifact (bad magic number)")
+        if blob[4] != VERSION:
+            raise ArtifactError(f"prefix artifact version {blob[4]} is not supported (expected {VERSION})")
+        n, pos = read_varint(blob, 5, "inner artifact length")
+        if pos + n > len(blob):
+            raise ArtifactError("prefix artifact is truncated")
+        self._inner = type(self._inner).from_artifact(blob[pos : pos + n], **self._inner.format_options())
+        stored = blob[pos + n :]
+        header = read_header(stored)
+        check_coder(self._store, header)
+        self._slice = decode_bytes(self._store, header, stored, max_output=STORED_LIMIT)
+        self._blob = blob
+
+    # -- coding --------------------------------------------------------------------------------
+    def _context(self, context: bytes) -> bytes:
+        if self._slice is None:
+            raise CompbenchError("prefix: fit it on a train split first")
+        return self._slice + context
+
+    def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
+        return self._inner.encode_body(data, self._context(context))
+
+    def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
+        return self._inner.decode_body(body, size, self._context(context))
+
+    def model_bits(self, data: bytes, context: bytes = b"") -> float | None:
+        return self._inner.model_bits(data, self._context(context))
