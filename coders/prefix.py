@@ -46,7 +46,7 @@ def _check_nested(role: str, spec: str) -> type[Coder]:
 @register_coder("prefix", groups=("hybrid",))
 class PrefixCoder(Coder):
     description = ("stored train-split tail + a primed inner coder: inner=(SPEC) store=(SPEC) size=BYTES "
-                   "(kind=context)")
+                   "(0: as much as fits --budget), kind=context")
     family = "prefix"
     in_all = False  # needs a train split
     isolate = True  # its inner coder may be PPMd, which can crash on a crafted body
@@ -55,14 +55,14 @@ class PrefixCoder(Coder):
     class Options:
         inner: CoderSpec = CoderSpec("ppmd")
         store: CoderSpec = CoderSpec("lzma")
-        size: int = 1_000_000  # bytes of the train split's tail to store (before compression)
+        size: int = 0  # bytes of the train split's tail to store; 0: as many as fit the run's --budget
         kind: str = "context"
 
         def __post_init__(self):
             if self.kind != "context":
                 raise ValueError(f"kind={self.kind!r}: this release has kind=context (paid prefixes come with issue 8)")
-            if self.size < 1:
-                raise ValueError("size must be at least 1 byte")
+            if self.size < 0:
+                raise ValueError("size must be a number of bytes, or 0 for as many as fit the budget")
             inner = _check_nested("inner", self.inner)
             _check_nested("store", self.store)
             if not inner.supports_context:
@@ -92,9 +92,10 @@ class PrefixCoder(Coder):
             raise CompbenchError("prefix: needs a train split to store a slice of (use --split test or val)")
         if self._inner.needs_fit:
             self._inner.fit(train)
-        self._slice = bytes(train[-self.options.size :])
-        stored = self._store.encode(self._slice)
         inner_art = self._inner.artifact()
+        size = self.options.size or self._largest_fit(train, len(inner_art))
+        self._slice = bytes(train[-size:])
+        stored = self._store.encode(self._slice)
         self._blob = MAGIC + bytes([VERSION]) + varint(len(inner_art)) + inner_art + stored
         if self.budget is not None and len(self._blob) > self.budget:
             raise CompbenchError(
@@ -102,6 +103,24 @@ class PrefixCoder(Coder):
                 f"({self.options.store} payload {len(stored):,}, inner artifact {len(inner_art):,}), over the "
                 f"{self.budget:,}-byte budget: give a smaller size="
             )
+
+    def _largest_fit(self, train: bytes, inner_bytes: int) -> int:
+        """The longest tail of ``train`` whose artifact fits the budget, to within 64 KB (binary
+        search over real compressions by the store coder)."""
+        if self.budget is None:
+            raise CompbenchError("prefix: size=0 stores as much as fits the budget: pass --budget (1MB, 16MB), "
+                                 "or give size=BYTES")
+        room = self.budget - inner_bytes - 5 - len(varint(inner_bytes))
+        fits = lambda n: len(self._store.encode(train[-n:])) <= room  # noqa: E731
+        if fits(len(train)):
+            return len(train)
+        lo, hi = 0, len(train)
+        while hi - lo > 65536:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        if lo == 0:
+            raise CompbenchError(f"prefix: not even 64 KB of stored text fits the {self.budget:,}-byte budget")
+        return lo
 
     def artifact(self) -> bytes:
         if self._blob is None:

@@ -40,7 +40,7 @@ def test_context_prefix_round_trips_and_beats_the_inner_coder_alone(inner, corpu
     ("prefix:store=(external:compress=cat:decompress=cat)", "runs programs"),
     ("prefix:inner=(prefix)", "do not nest"),
     ("prefix:kind=paid", "kind=context"),
-    ("prefix:size=0", "at least 1 byte"),
+    ("prefix:size=-1", "number of bytes"),
 ])
 def test_what_cannot_work_is_refused_when_the_spec_is_parsed(spec, message):
     with pytest.raises(SpecError, match=message):
@@ -54,3 +54,12 @@ def test_a_prefix_larger_than_the_budget_is_a_clear_error(corpus):
     assert "over the 10,000-byte budget: give a smaller size=" in res.failures[0]
     with pytest.raises(CompbenchError, match="train split"):
         registry.make_coder("prefix").fit(b"")
+    with pytest.raises(CompbenchError, match="size=0 stores as much as fits the budget: pass --budget"):
+        registry.make_coder("prefix:store=zlib").fit(b"some train bytes " * 10000)
+
+
+def test_size_0_stores_the_longest_tail_that_fits_the_budget(corpus):
+    res = run(RunConfig(coders="prefix:inner=(zstd:level=3):store=(zlib:level=6)", corpus=corpus, split="test",
+                        measure=MeasureConfig(repeat=1, budget=60_000)))
+    (rec,) = res.records
+    assert rec.roundtrip_ok and rec.fits_budget and 45_000 < rec.artifact_bytes <= 60_000
