@@ -13,11 +13,17 @@ artifact, then the stored slice as a compbench payload of the ``store`` coder (s
 CRC-checked). Loading one never runs a program: neither nested coder may be one that does, and the
 stored payload is decoded under a 256 MiB output limit.
 
-``kind=paid`` (a slice of the *evaluated* data) arrives with the tradeoff report (issue 8).
+``kind=paid``: the first ``size`` bytes of the **evaluated** data (the files in order) are stored
+instead, as parameter golf's "paid prefix" entries did; the payload codes the rest, primed with
+what was stored before it. Each body starts with ``varint offset, varint k``: the file's first ``k``
+bytes are ``stored[offset:offset + k]``. Rows made this way are flagged (``stores_eval_data``) in
+every table and in the JSON: ``bpb`` (payload bits over all evaluated bytes, the competition score)
+then counts stored bytes as free, and only ``bpb_total`` is an honest figure.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from compbench.coder import Coder
@@ -45,8 +51,8 @@ def _check_nested(role: str, spec: str) -> type[Coder]:
 
 @register_coder("prefix", groups=("hybrid",))
 class PrefixCoder(Coder):
-    description = ("stored train-split tail + a primed inner coder: inner=(SPEC) store=(SPEC) size=BYTES "
-                   "(0: as much as fits --budget), kind=context")
+    description = ("stored bytes + a primed inner coder: inner=(SPEC) store=(SPEC) size=BYTES (0: as much as fits "
+                   "--budget), kind=context (train-split tail) | paid (head of the evaluated data, flagged)")
     family = "prefix"
     in_all = False  # needs a train split
     isolate = True  # its inner coder may be PPMd, which can crash on a crafted body
@@ -59,8 +65,8 @@ class PrefixCoder(Coder):
         kind: str = "context"
 
         def __post_init__(self):
-            if self.kind != "context":
-                raise ValueError(f"kind={self.kind!r}: this release has kind=context (paid prefixes come with issue 8)")
+            if self.kind not in ("context", "paid"):
+                raise ValueError(f"kind={self.kind!r}: give context (a slice of the train split) or paid (of the evaluated data)")
             if self.size < 0:
                 raise ValueError("size must be a number of bytes, or 0 for as many as fit the budget")
             inner = _check_nested("inner", self.inner)
@@ -78,10 +84,21 @@ class PrefixCoder(Coder):
         self._slice: bytes | None = None
         self._blob: bytes | None = None
         self.budget: int | None = None
+        self._cover: dict[bytes, tuple[int, int]] = {}  # paid: sha256(file) -> (offset in stored, bytes covered)
+
+    @property
+    def stores_eval_data(self) -> bool:
+        return self.options.kind == "paid"
+
+    @property
+    def stored_bytes(self) -> int:
+        return len(self._slice or b"")
 
     # -- fitting and the artifact ------------------------------------------------------------
     @property
     def needs_fit(self) -> bool:
+        if self.options.kind == "paid":  # stores evaluated data (fit_eval), not train data
+            return self._inner.needs_fit
         return self._slice is None
 
     def set_budget(self, budget: int) -> None:
@@ -92,9 +109,31 @@ class PrefixCoder(Coder):
             raise CompbenchError("prefix: needs a train split to store a slice of (use --split test or val)")
         if self._inner.needs_fit:
             self._inner.fit(train)
+        if self.options.kind == "paid":
+            return
+        self._pack(self._tail(train))
+
+    def fit_eval(self, files: list[bytes]) -> None:
+        """kind=paid: store the head of the evaluated data and note how much of each file it covers."""
+        if self.options.kind != "paid":
+            return
+        joined = b"".join(files)
+        inner_bytes = len(self._inner.artifact())
+        size = self.options.size or self._largest_fit(joined, inner_bytes, head=True)
+        self._pack(joined[:size])
+        pos = 0
+        for data in files:
+            covered = max(0, min(len(data), size - pos))
+            self._cover[hashlib.sha256(data).digest()] = (min(pos, size), covered)
+            pos += len(data)
+
+    def _tail(self, train: bytes) -> bytes:
+        size = self.options.size or self._largest_fit(train, len(self._inner.artifact()))
+        return bytes(train[-size:])
+
+    def _pack(self, stored_text: bytes) -> None:
         inner_art = self._inner.artifact()
-        size = self.options.size or self._largest_fit(train, len(inner_art))
-        self._slice = bytes(train[-size:])
+        self._slice = bytes(stored_text)
         stored = self._store.encode(self._slice)
         self._blob = MAGIC + bytes([VERSION]) + varint(len(inner_art)) + inner_art + stored
         if self.budget is not None and len(self._blob) > self.budget:
@@ -104,14 +143,14 @@ class PrefixCoder(Coder):
                 f"{self.budget:,}-byte budget: give a smaller size="
             )
 
-    def _largest_fit(self, train: bytes, inner_bytes: int) -> int:
-        """The longest tail of ``train`` whose artifact fits the budget, to within 64 KB (binary
-        search over real compressions by the store coder)."""
+    def _largest_fit(self, train: bytes, inner_bytes: int, head: bool = False) -> int:
+        """The longest tail of ``train`` (head: the longest head) whose artifact fits the budget, to
+        within 64 KB (binary search over real compressions by the store coder)."""
         if self.budget is None:
             raise CompbenchError("prefix: size=0 stores as much as fits the budget: pass --budget (1MB, 16MB), "
                                  "or give size=BYTES")
         room = self.budget - inner_bytes - 5 - len(varint(inner_bytes))
-        fits = lambda n: len(self._store.encode(train[-n:])) <= room  # noqa: E731
+        fits = lambda n: len(self._store.encode(train[:n] if head else train[-n:])) <= room  # noqa: E731
         if fits(len(train)):
             return len(train)
         lo, hi = 0, len(train)
@@ -151,11 +190,32 @@ class PrefixCoder(Coder):
             raise CompbenchError("prefix: fit it on a train split first")
         return self._slice + context
 
+    def _paid_cover(self, data: bytes) -> tuple[int, int]:
+        # A file of the evaluated set: its stored head; anything else (a chunk, another file): none.
+        return self._cover.get(hashlib.sha256(data).digest(), (self.stored_bytes, 0))
+
     def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
+        if self.options.kind == "paid":
+            offset, k = self._paid_cover(data)
+            known = self._context(b"")[: offset + k] + context  # everything stored up to here
+            return varint(offset) + varint(k) + self._inner.encode_body(data[k:], known)
         return self._inner.encode_body(data, self._context(context))
 
     def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
+        if self.options.kind == "paid":
+            from compbench.errors import PayloadError
+
+            offset, pos = read_varint(body, 0, "stored offset")
+            k, pos = read_varint(body, pos, "stored length")
+            stored = self._context(b"")
+            if k > size or offset + k > len(stored):
+                raise PayloadError("payload body is corrupted (it names stored bytes the artifact does not have)")
+            known = stored[: offset + k] + context
+            return stored[offset : offset + k] + self._inner.decode_body(body[pos:], size - k, known)
         return self._inner.decode_body(body, size, self._context(context))
 
     def model_bits(self, data: bytes, context: bytes = b"") -> float | None:
+        if self.options.kind == "paid":  # the stored head costs nothing in the payload
+            offset, k = self._paid_cover(data)
+            return self._inner.model_bits(data[k:], self._context(b"")[: offset + k] + context)
         return self._inner.model_bits(data, self._context(context))

@@ -102,6 +102,13 @@ class Coder(abc.ABC):
     def fit(self, train: bytes) -> None:
         """Learn from training bytes. Default: nothing to learn."""
 
+    #: True for coders whose artifact holds part of the *evaluated* data (a paid prefix). The harness
+    #: hands them the evaluated files (:meth:`fit_eval`) and flags their rows in every output.
+    stores_eval_data: bool = False
+
+    def fit_eval(self, files: list[bytes]) -> None:
+        """See the evaluated files before measuring (only if ``stores_eval_data``)."""
+
     def set_budget(self, budget: int) -> None:
         """The artifact budget of the run, given before :meth:`fit`: a coder that sizes itself (a
         stored prefix) uses it, or says clearly that it cannot fit. Default: ignored."""

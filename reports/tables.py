@@ -21,7 +21,7 @@ COLUMNS = [  # (row key, table header)
     ("n_bytes", "n_bytes"), ("payload_bytes", "payload_bytes"), ("artifact_bytes", "artifact_bytes"),
     ("bpb", "bpb"), ("bpb_model", "bpb_model"), ("bpb_total", "bpb_total"), ("bpb_lmic", "bpb_lmic"),
     ("encode_mb_s", "enc MB/s"), ("decode_mb_s", "dec MB/s"), ("peak_mem_mb", "peak MB"),
-    ("budget", "budget"), ("fits_budget", "fits"), ("roundtrip_ok", "roundtrip"),
+    ("budget", "budget"), ("fits_budget", "fits"), ("stores_eval_data", "eval data"), ("roundtrip_ok", "roundtrip"),
 ]
 
 
@@ -70,6 +70,7 @@ def aggregate(records: list[dict], per_file: bool = False, sort: str = "bpb") ->
             "corpus_sha256": first.get("corpus_sha256"),
             "budget": first.get("budget"),
             "fits_budget": first.get("fits_budget"),
+            "stores_eval_data": bool(first.get("stores_eval_data")),
         })
     ranked = []
     for key in OrderedDict((group_key(r), None) for r in rows):
@@ -100,6 +101,8 @@ def _cell(key: str, value) -> str:
         return "ok" if value else "FAIL"
     if key == "fits_budget":
         return "yes" if value else "NO"
+    if key == "stores_eval_data":
+        return "STORED" if value else "-"  # part of the evaluated data is in the artifact
     if key == "budget":
         from compbench.units import format_size
 
@@ -132,6 +135,8 @@ def render(rows: list[dict], fmt: str = "github", records: list[dict] | None = N
         columns = [c for c in columns if c[0] != "bpb_model"]
     if not any(r.get("budget") for r in rows):
         columns = [c for c in columns if c[0] not in ("budget", "fits_budget")]
+    if not any(r.get("stores_eval_data") for r in rows):
+        columns = [c for c in columns if c[0] != "stores_eval_data"]
     if any(r.get("chunk_size") for r in rows):
         columns.insert(4, ("chunk_size", "chunk"))
     if fmt == "csv":

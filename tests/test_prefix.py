@@ -39,7 +39,7 @@ def test_context_prefix_round_trips_and_beats_the_inner_coder_alone(inner, corpu
     ("prefix:inner=(external:compress=cat:decompress=cat)", "runs programs"),
     ("prefix:store=(external:compress=cat:decompress=cat)", "runs programs"),
     ("prefix:inner=(prefix)", "do not nest"),
-    ("prefix:kind=paid", "kind=context"),
+    ("prefix:kind=other", "give context .* or paid"),
     ("prefix:size=-1", "number of bytes"),
 ])
 def test_what_cannot_work_is_refused_when_the_spec_is_parsed(spec, message):
@@ -63,3 +63,41 @@ def test_size_0_stores_the_longest_tail_that_fits_the_budget(corpus):
                         measure=MeasureConfig(repeat=1, budget=60_000)))
     (rec,) = res.records
     assert rec.roundtrip_ok and rec.fits_budget and 45_000 < rec.artifact_bytes <= 60_000
+
+
+def test_a_paid_prefix_round_trips_and_its_rows_are_flagged_in_every_format(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from compbench.cli import cli
+    from compbench.decoding import decode_payload
+    from compbench.errors import PayloadError
+    from compbench.payload import assemble, read_header
+    from compbench.coder import fingerprint
+
+    rng = random.Random(9)
+    words = [bytes(rng.choice(b"etaoinshrdlu") for _ in range(rng.randint(3, 8))) for _ in range(300)]
+    d = tmp_path / "eval"
+    d.mkdir()
+    (d / "a.txt").write_bytes(b" ".join(rng.choice(words) for _ in range(3000)))
+    (d / "b.txt").write_bytes(b" ".join(rng.choice(words) for _ in range(9000)))
+    spec = "prefix:kind=paid:size=25000:inner=(ppmd:order=5:mem_mib=16):store=(zlib)"
+    res = run(RunConfig(coders=f"{spec},ppmd:order=5:mem_mib=16", corpus=str(d), measure=MeasureConfig(repeat=1)))
+    assert not res.failures and all(r.roundtrip_ok for r in res.records)
+    paid = [r for r in res.records if r.coder == "prefix"]
+    assert all(r.stores_eval_data for r in paid) and not any(r.stores_eval_data for r in res.records if r.coder != "prefix")
+    assert sum(r.payload_bytes for r in paid) < sum(r.payload_bytes for r in res.records if r.coder != "prefix")
+    runner = CliRunner()
+    for fmt, flag in (("github", "STORED"), ("plain", "STORED"), ("latex", "STORED"), ("csv", "True"),
+                      ("json", '"stores_eval_data": true')):
+        out = runner.invoke(cli, ["run", "--coders", spec, "--corpus", str(d), "--repeat", "1", "--no-store", "-q",
+                                  "--format", fmt]).output
+        assert flag in out, fmt
+    # A body that names stored bytes the artifact does not have is a clear error.
+    coder = res.coders[0]
+    bad_body = b"\x80\x80\x04\x05" + b"\x00" * 8  # offset 65,536: past the 25,000 stored bytes
+    payload = assemble(coder.header_spec, fingerprint(coder.artifact()), b"x" * 5, [bad_body], 0)
+    assert read_header(payload).spec == coder.header_spec
+    with pytest.raises(PayloadError, match="stored bytes the artifact does not have"):
+        decode_payload(payload, coder.artifact())
