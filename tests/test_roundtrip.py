@@ -1,9 +1,8 @@
 """Every registered coder round-trips edge-case inputs and every Canterbury and Calgary file,
 decoded by a fresh decoder rebuilt from the artifact bytes alone."""
 
-import sys
-
 import random
+import sys
 
 import pytest
 
@@ -17,9 +16,13 @@ PY_ZLIB = (
 )
 
 
+PREFIX = "prefix:inner=(ppmd:order=4:mem_mib=16):store=zlib:size=20000"  # its default size needs a --budget
+TRAIN = b"".join(b"train text %d for coders that fit: the quick brown fox. " % i for i in range(2000))
+
+
 def one_per_coder():
-    """One spec per registered coder at its defaults (external needs templates)."""
-    return [PY_ZLIB if name == "external" else name for name in registry.coders()]
+    """One spec per registered coder at its defaults (external needs templates, prefix a size)."""
+    return [PY_ZLIB if name == "external" else PREFIX if name == "prefix" else name for name in registry.coders()]
 
 
 def coder_specs():
@@ -30,6 +33,8 @@ def coder_specs():
 
 def roundtrip(spec: str, data: bytes, chunk_size: int = 0):
     coder = registry.make_coder(spec)
+    if coder.needs_fit:
+        coder.fit(TRAIN)
     payload = coder.encode(data, chunk_size=chunk_size)
     decoder = type(coder).from_artifact(coder.artifact(), **coder.options_dict())
     assert decoder.decode(payload) == data
