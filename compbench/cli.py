@@ -474,6 +474,43 @@ def runs(store_path):
             for r in Store(store_path).runs()]
     click.echo(tabulate(rows, headers="keys", tablefmt="simple"))
 
+@cli.group(cls=_Group)
+def report():
+    """Reports: tables, plots and the data behind them, written to a folder."""
+
+
+@report.command("chunking")
+@click.option("--coders", default="zlib,lzma,zstd,ppmd", show_default=True, help="Coders to chunk (any that need no training).")
+@click.option("--corpus", default="enwik8", show_default=True, help="Corpus (see `compbench corpora`).")
+@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="test", show_default=True)
+@click.option("--bytes", "max_bytes", default="200KB", show_default=True, metavar="SIZE",
+              help="Use the first SIZE bytes (lzma -9e sets up a 64 MiB dictionary per chunk: small chunks are slow).")
+@click.option("--chunk-sizes", default="256,512,1024,2048,4096,16384,0", show_default=True,
+              help="Comma list of chunk sizes; 0 is the whole input.")
+@click.option("--out", default="reports/chunking", show_default=True, type=click.Path(file_okay=False),
+              help="Report folder: report.md, chunking.png, chunking.csv, chunking.json.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@_data_dir_option
+def report_chunking(coders, corpus, split, max_bytes, chunk_sizes, out, quiet, data_dir):
+    """The cost of coding independent chunks ("Language Modeling Is Compression", Table 1), per coder
+    and chunk size, with real round trips; writes a report folder with a plot."""
+    from compbench.reports.chunking import ChunkingConfig, run_chunking
+
+    from .units import parse_size
+
+    try:
+        sizes = tuple(int(x) for x in chunk_sizes.split(",") if x.strip())
+    except ValueError:
+        raise CompbenchError(f"--chunk-sizes takes a comma list of integers, got {chunk_sizes!r}") from None
+    if not sizes or any(x < 0 for x in sizes):
+        raise CompbenchError("--chunk-sizes needs at least one size, none negative")
+    cfg = ChunkingConfig(coders=coders, corpus=corpus, split=split, max_bytes=parse_size(max_bytes),
+                         chunk_sizes=sizes, out=out, data_dir=str(data_dir) if data_dir else None)
+    rows = run_chunking(cfg, say=_say(quiet))
+    click.echo((Path(out) / "report.md").read_text())
+    click.echo(f"wrote {out}/report.md, chunking.png, chunking.csv, chunking.json ({len(rows)} cells)", err=True)
+
+
 def _parse_sizes(items: tuple[str, ...]) -> dict:
     out = {}
     for item in items:

@@ -35,7 +35,7 @@ from .payload import PartsReader, assemble_parts, check_coder, chunks_of, decode
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    repeat: int = 3  # timed passes after the warm-up/verification pass (at most)
+    repeat: int = 3  # timed passes after the warm-up/verification pass (at most); 0: time the verification pass
     chunk_size: int = 0  # 0: code each file as one stream
     memory: bool = True
     # Timed passes of one direction stop once they have used this many seconds; a coder whose
@@ -278,11 +278,11 @@ def measure_member(
 
     # Timed passes: the coder's own work only (see module docstring).
     pieces = chunks_of(data, cs) if cs > 0 else [data]
-    if verify_enc[0][0] >= cfg.max_time_s:
+    if verify_enc[0][0] >= cfg.max_time_s or cfg.repeat == 0:
         enc_w, enc_c = verify_enc
     else:
         enc_w, enc_c = timed(lambda: encode_bodies(coder, data, context, cs), cfg.repeat, cfg.max_time_s)
-    if ok and verify_dec[0][0] >= cfg.max_time_s:
+    if ok and (verify_dec[0][0] >= cfg.max_time_s or cfg.repeat == 0):
         dec_w, dec_c = verify_dec
     elif ok:
         sizes = [len(p) for p in pieces]

@@ -320,3 +320,22 @@ def test_rows_record_their_budget_rank_over_budget_artifacts_last_and_leaderboar
     assert "1MiB" in table and " NO " not in table  # the same records judged against another budget
     res = invoke("run", "--coders", "zlib", "--corpus", str(corpus_dir), "--budget", "lots", "--no-store")
     assert res.exit_code == 1 and "cannot read size 'lots'" in res.stderr
+
+
+def test_chunking_report_writes_a_plot_and_its_data_and_shows_the_effect(tmp_path):
+    import csv
+    import json
+
+    out = tmp_path / "rep"
+    res = invoke("report", "chunking", "--coders", "zlib,zstd:level=3", "--corpus", "pystdlib", "--split", "all",
+                 "--bytes", "40KB", "--chunk-sizes", "512,4096,0", "--out", str(out), "-q")
+    assert res.exit_code == 0, res.stderr
+    assert (out / "chunking.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(open(out / "chunking.csv")))
+    assert len(rows) == 6 and json.loads((out / "chunking.json").read_text())["rows"][0]["n_bytes"] == 40_000
+    rate = {(r["coder"], int(r["chunk_size"])): float(r["rate_lmic_pct"]) for r in rows}
+    for coder in ("zlib", "zstd:level=3"):  # the effect's direction: smaller chunks, worse compression
+        assert rate[(coder, 512)] > rate[(coder, 4096)] > rate[(coder, 0)]
+    assert "![chunking](chunking.png)" in (out / "report.md").read_text()
+    bad = invoke("report", "chunking", "--chunk-sizes", "a,b", "--out", str(out))
+    assert bad.exit_code == 1 and "--chunk-sizes" in bad.stderr
