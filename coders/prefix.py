@@ -181,7 +181,14 @@ class PrefixCoder(Coder):
         stored = blob[pos + n :]
         header = read_header(stored)
         check_coder(self._store, header)
-        self._slice = decode_bytes(self._store, header, stored, max_output=STORED_LIMIT)
+        # An artifact comes from strangers as much as a payload does: a crash-prone store coder (PPMd)
+        # decodes it in a child process here too.
+        decode_one = None
+        if getattr(self._store, "isolate", False):
+            from compbench.decoding import DecodePolicy, _decode_one
+
+            decode_one = _decode_one(self._store, b"", DecodePolicy())
+        self._slice = decode_bytes(self._store, header, stored, max_output=STORED_LIMIT, decode_one=decode_one)
         self._blob = blob
 
     # -- coding --------------------------------------------------------------------------------

@@ -233,6 +233,9 @@ def encode(spec, chunk_size, train_path, artifact_out, force, quiet, store_path,
     from .store import Store
 
     coder = make_coder(spec)
+    if coder.stores_eval_data:
+        raise CompbenchError(f"{coder.header_spec} stores part of the evaluated data in its artifact; it is a "
+                             "benchmark setting for `compbench run`, not a file compressor")
     if coder.needs_fit:
         if not train_path:
             raise CompbenchError(f"{coder.header_spec} must be trained first: pass --train FILE")

@@ -101,3 +101,33 @@ def test_a_paid_prefix_round_trips_and_its_rows_are_flagged_in_every_format(tmp_
     assert read_header(payload).spec == coder.header_spec
     with pytest.raises(PayloadError, match="stored bytes the artifact does not have"):
         decode_payload(payload, coder.artifact())
+
+
+def test_a_crafted_prefix_artifact_is_refused_in_one_line_even_when_ppmd_crashes_on_it():
+    """The stored slice inside an artifact is decoded like any untrusted payload (PPMd in a child)."""
+    from compbench.coder import fingerprint
+    from compbench.decoding import decode_payload
+    from compbench.errors import CompbenchError
+    from compbench.payload import assemble
+    from compbench.coders.prefix import MAGIC, VERSION
+
+    coder = registry.make_coder("prefix:inner=(zlib):store=(ppmd:order=6:mem_mib=16):size=5000")
+    coder.fit(b"stored text for the prefix, " * 400)
+    data = b"stored text for the prefix, and more " * 20
+    payload = coder.encode(data)
+    assert decode_payload(payload, coder.artifact()) == data
+    rng = random.Random(3)
+    stored = registry.make_coder("ppmd:order=6:mem_mib=16")
+    refused = 0
+    for _ in range(40):  # stored PPMd bodies with valid checksums but garbage inside
+        body = bytearray(stored.encode_body(b"stored text for the prefix, " * 179))
+        for _ in range(3):
+            body[rng.randrange(len(body))] ^= 0xFF
+        art = MAGIC + bytes([VERSION, 0]) + assemble(stored.header_spec, fingerprint(b""), b"?" * 5012, [bytes(body)], 0)
+        crafted = assemble(coder.header_spec, fingerprint(art), data, [coder.encode_body(data)], 0)
+        try:
+            decode_payload(crafted, art)
+        except CompbenchError as err:
+            assert "\n" not in str(err)
+            refused += 1
+    assert refused == 40
