@@ -183,12 +183,10 @@ class PrefixCoder(Coder):
         check_coder(self._store, header)
         # An artifact comes from strangers as much as a payload does: a crash-prone store coder (PPMd)
         # decodes it in a child process here too.
-        decode_one = None
-        if getattr(self._store, "isolate", False):
-            from compbench.decoding import DecodePolicy, _decode_one
+        from compbench.decoding import isolated_body_decoder
 
-            decode_one = _decode_one(self._store, b"", DecodePolicy())
-        self._slice = decode_bytes(self._store, header, stored, max_output=STORED_LIMIT, decode_one=decode_one)
+        self._slice = decode_bytes(self._store, header, stored, max_output=STORED_LIMIT,
+                                   decode_one=isolated_body_decoder(self._store))
         self._blob = blob
 
     # -- coding --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import os
 import shlex
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -145,13 +146,11 @@ class _Progress:
     """A progress line on stderr for long work: bytes done, rate and ETA, at most twice a second."""
 
     def __init__(self, what: str, total: int, enabled: bool):
-        import time
-
-        self.what, self.total, self.enabled, self.t0, self.last = what, total, enabled and total >= 8 << 20, time.monotonic(), 0.0
-        self._time = time
+        self.what, self.total, self.enabled = what, total, enabled and total >= 8 << 20
+        self.t0, self.last = time.monotonic(), 0.0
 
     def __call__(self, done: int) -> None:
-        now = self._time.monotonic()
+        now = time.monotonic()
         if not self.enabled or now - self.last < 0.5:
             return
         self.last = now

@@ -56,6 +56,8 @@ class Coder(abc.ABC):
             ``--allow-external``), because payloads come from strangers.
         streaming: True if :meth:`encode_stream` / :meth:`decode_stream` code piece by piece, so
             ``compbench encode``/``decode`` run in memory that does not grow with the input.
+        isolate: True if the decoding library can crash on crafted input: untrusted decodes then
+            run in a child process (:mod:`compbench.decoding`).
     """
 
     name: ClassVar[str] = "?"
@@ -65,6 +67,7 @@ class Coder(abc.ABC):
     supports_context: ClassVar[bool] = False
     runs_programs: ClassVar[bool] = False
     streaming: ClassVar[bool] = False
+    isolate: ClassVar[bool] = False
     #: Set by the harness around long work; a slow coder may call it with the bytes done so far.
     on_progress: Callable[[int], None] | None = None
 

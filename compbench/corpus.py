@@ -136,7 +136,7 @@ ALIASES = {"sagas": "icelandic", "enwik8-head": "enwik8", "large": "canterbury-l
 def _limit() -> int:
     """Corpus files are read into memory: a compressed file may expand to at most half of the
     memory available (a decompression bomb is an error, not an out-of-memory kill)."""
-    from .measure import available_memory
+    from .environment import available_memory
 
     avail = available_memory()
     return max(1 << 30, avail // 2) if avail else 1 << 34

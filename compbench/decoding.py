@@ -187,10 +187,14 @@ def _isolated_stream(coder: Coder, header: Header, f, write, context: bytes, pol
                            + (f": {signal.Signals(sig).name})" if sig else ")"))
 
 
-def _decode_one(coder: Coder, context: bytes, policy: DecodePolicy):
-    if policy.isolate and getattr(coder, "isolate", False) and hasattr(os, "fork"):
-        return _isolated(coder, context)
-    return None
+def _isolating(coder: Coder, policy: DecodePolicy) -> bool:
+    return policy.isolate and coder.isolate and hasattr(os, "fork")
+
+
+def isolated_body_decoder(coder: Coder, context: bytes = b"", policy: DecodePolicy = DecodePolicy()):
+    """``decode_body`` in a child process for a crash-prone coder under ``policy``; None otherwise
+    (the caller decodes in-process)."""
+    return _isolated(coder, context) if _isolating(coder, policy) else None
 
 
 def decode_payload(payload: bytes, artifact: bytes | None = None, context: bytes = b"",
@@ -201,7 +205,7 @@ def decode_payload(payload: bytes, artifact: bytes | None = None, context: bytes
     payload = bytes(payload)
     header = read_header(payload)
     coder = open_decoder(header, artifact, policy, lookups)
-    return decode_bytes(coder, header, payload, context, policy.max_output, _decode_one(coder, context, policy))
+    return decode_bytes(coder, header, payload, context, policy.max_output, isolated_body_decoder(coder, context, policy))
 
 
 def decode_file(f: BinaryIO, write: Callable[[bytes], object], artifact: bytes | None = None, context: bytes = b"",
@@ -212,23 +216,21 @@ def decode_file(f: BinaryIO, write: Callable[[bytes], object], artifact: bytes |
     head = f.read(5)
     if len(head) == 5 and head[4] == 1:  # version 1: in memory, as it was written
         payload = head + f.read()
-        header = read_header(payload)
-        coder = open_decoder(header, artifact, policy, lookups)
-        write(decode_bytes(coder, header, payload, context, policy.max_output, _decode_one(coder, context, policy)))
-        return header
+        write(decode_payload(payload, artifact, context, policy, lookups))
+        return read_header(payload)
     stream = _Prefixed(head, f)
     header = read_header(stream)
     coder = open_decoder(header, artifact, policy, lookups)
     if progress is not None and hasattr(progress, "set_total"):
         progress.set_total(header.size)
-    if policy.isolate and getattr(coder, "isolate", False) and coder.streaming and hasattr(os, "fork"):
+    if _isolating(coder, policy) and coder.streaming:
         from .payload import check_size
 
         check_size(header, policy.max_output)
         _isolated_stream(coder, header, stream, write, context, policy, progress)
         return header
     decode_stream_to(coder, header, stream, write, context, policy.max_output,
-                     _decode_one(coder, context, policy), progress)
+                     isolated_body_decoder(coder, context, policy), progress)
     return header
 
 

@@ -62,3 +62,16 @@ def git_commit() -> dict:
         return {"id": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"id": None, "dirty": None}
+
+
+def available_memory() -> int | None:
+    """Linux MemAvailable in bytes, or None where unknown."""
+    kib = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    kib = int(line.split()[1])
+    except OSError:
+        return None
+    return None if kib is None else kib * 1024

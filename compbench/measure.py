@@ -29,6 +29,7 @@ from typing import Callable
 
 from .coder import Coder, fingerprint
 from .corpus import Corpus, Member
+from .environment import available_memory
 from .errors import CompbenchError
 from .payload import PartsReader, assemble_parts, check_coder, chunks_of, decode_stream_to, encode_bodies, read_header
 
@@ -160,19 +161,6 @@ def _rate(n: int, seconds: float) -> float | None:
 
 
 # -- one file -----------------------------------------------------------------------------------
-def available_memory() -> int | None:
-    """Linux MemAvailable in bytes, or None where unknown."""
-    kib = None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    kib = int(line.split()[1])
-    except OSError:
-        return None
-    return None if kib is None else kib * 1024
-
-
 def check_fits(name: str, n: int) -> None:
     """Measuring a file holds it, its coded body (up to its size) and a decoded copy: refuse clearly
     instead of being killed for memory half-way through a run."""
@@ -229,10 +217,11 @@ def measure_member(
     error = None
     # Pass 1: warm-up + verification through the full container and a decoder rebuilt from the artifact.
     _child_peak(coder, reset=True)
-    coder.on_progress = _Ticker(progress, f"{member.name} encode", n) if cs <= 0 else None
+    enc_tick, dec_tick = _Ticker(progress, f"{member.name} encode", n), _Ticker(progress, f"{member.name} decode", n)
+    coder.on_progress = enc_tick if cs <= 0 else None  # chunked: ticked per chunk below
     with PeakMemory(cfg.memory) as enc_mem:
         c0, w0 = time.process_time(), time.perf_counter()
-        bodies = _encode_with_progress(coder, data, context, cs, _Ticker(progress, f"{member.name} encode", n))
+        bodies = _encode_with_progress(coder, data, context, cs, enc_tick)
         verify_enc = ([time.perf_counter() - w0], [time.process_time() - c0])
     coder.on_progress = None
     enc_child = _child_peak(coder)
@@ -244,7 +233,7 @@ def measure_member(
     # A fresh decoder from the artifact bytes and the header's format options alone: a model path
     # or any other locator option the encoder was given is not available to it.
     decoder = type(coder).from_artifact(artifact, **coder.format_options())
-    decoder.on_progress = _Ticker(progress, f"{member.name} decode", n) if cs <= 0 else None
+    decoder.on_progress = dec_tick if cs <= 0 else None
     out = None
     with PeakMemory(cfg.memory) as dec_mem:
         try:
@@ -262,7 +251,7 @@ def measure_member(
                 out[filled : filled + len(piece)] = piece
                 filled += len(piece)
 
-            decode_stream_to(decoder, header, reader, put, context, progress=_Ticker(progress, f"{member.name} decode", n))
+            decode_stream_to(decoder, header, reader, put, context, progress=dec_tick)
             if filled != n:
                 raise CompbenchError(f"decoder produced {filled:,} of {n:,} bytes")
             verify_dec = ([time.perf_counter() - w0], [time.process_time() - c0])

@@ -83,6 +83,15 @@ def _crc(data: bytes) -> bytes:
     return struct.pack("<I", zlib.crc32(data))
 
 
+def chunk_lengths(size: int, chunk_size: int) -> Iterator[int]:
+    """Original length of each stream, lazily: a claimed chunk count allocates nothing."""
+    if chunk_size <= 0 or size == 0:
+        yield size
+        return
+    for start in range(0, size, chunk_size):
+        yield min(chunk_size, size - start)
+
+
 @dataclass(frozen=True)
 class Header:
     spec: str
@@ -95,12 +104,7 @@ class Header:
     body_crc: int | None = None  # version 1: CRC of the whole body
 
     def chunk_sizes(self) -> Iterator[int]:
-        """Original length of each stream, lazily: a claimed chunk count allocates nothing."""
-        if self.chunk_size == 0 or self.size == 0:
-            yield self.size
-            return
-        for start in range(0, self.size, self.chunk_size):
-            yield min(self.chunk_size, self.size - start)
+        return chunk_lengths(self.size, self.chunk_size)
 
     @property
     def n_streams(self) -> int:
@@ -199,7 +203,7 @@ def write_stream(coder, read: Callable[[int], bytes], size: int, write: Callable
 
     out(make_header(coder.header_spec, coder.artifact_fingerprint(), size, max(chunk_size, 0)))
     crc, done = 0, 0
-    for n in Header("", b"", size, max(chunk_size, 0), 0).chunk_sizes():
+    for n in chunk_lengths(size, chunk_size):
         def pieces(n=n):
             nonlocal crc, done
             left = n

@@ -71,8 +71,7 @@ def run(cfg: RunConfig, progress: Callable[[str], None] | None = None) -> RunRes
                 say(f"  fitted on {len(train or b''):,} train bytes in {fit_s:.1f} s; artifact {len(coder.artifact()):,} bytes")
             if coder.stores_eval_data:
                 coder.fit_eval([m.data for m in corpus.members])
-                say(f"  stored {coder.stored_bytes:,} bytes of the evaluated data in the artifact "
-                    f"({len(coder.artifact()):,} bytes): rows are flagged")
+                say(f"  its artifact ({len(coder.artifact()):,} bytes) holds part of the evaluated data: rows are flagged")
             result.records += measure(coder, corpus, cfg.measure, fit_s=fit_s, progress=say)
         except CompbenchError as err:
             result.failures.append(f"{coder.header_spec}: {err}")

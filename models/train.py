@@ -68,19 +68,18 @@ def fit_to_budget(arch: str, budget: int, fixed: dict):
     if key in fixed:
         cfg = make_config(arch, fixed)
     else:
-        make_config(arch, {**fixed})  # the fixed fields alone must make a valid config
-        best, last_err = None, None
+        make_config(arch, fixed)  # the fixed fields alone must make a valid config
+        best = None
         for size in range(info.size_step, 4097, info.size_step):
             try:
                 cand = make_config(arch, {**fixed, key: size})
-            except TrainError as err:
-                last_err = err
+            except TrainError:  # a width the other fields rule out (say, not divisible by heads)
                 continue
             if artifact_bound(arch, cand) > budget:
                 break
             best = cand
         if best is None:
-            raise last_err if last_err and budget > 100_000 else TrainError(f"no {arch} fits a {budget:,}-byte budget")
+            raise TrainError(f"no {arch} fits a {budget:,}-byte budget")
         cfg = best
     bound = artifact_bound(arch, cfg)
     if bound > budget:
