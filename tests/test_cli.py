@@ -339,3 +339,20 @@ def test_chunking_report_writes_a_plot_and_its_data_and_shows_the_effect(tmp_pat
     assert "![chunking](chunking.png)" in (out / "report.md").read_text()
     bad = invoke("report", "chunking", "--chunk-sizes", "a,b", "--out", str(out))
     assert bad.exit_code == 1 and "--chunk-sizes" in bad.stderr
+
+
+def test_decode_refuses_a_claim_over_max_output_until_the_user_raises_it(tmp_path):
+    src, payload = tmp_path / "in.bin", tmp_path / "p.cb"
+    src.write_bytes(bytes(300_000))
+    assert invoke("encode", "--coder", "zstd:level=3", str(src), str(payload)).exit_code == 0
+    res = invoke("decode", "--max-output", "100KB", str(payload), str(tmp_path / "o1"))
+    assert res.exit_code == 1 and "over the decode limit of 100,000" in res.stderr and "--max-output" in res.stderr
+    assert not (tmp_path / "o1").exists()
+    assert invoke("decode", "--max-output", "1MB", str(payload), str(tmp_path / "o2")).exit_code == 0
+
+
+def test_output_into_a_missing_folder_is_a_one_line_error(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"abc" * 100)
+    res = invoke("encode", "--coder", "zlib", str(src), str(tmp_path / "nope" / "p.cb"))
+    assert res.exit_code == 1 and "does not exist" in res.stderr and "Traceback" not in res.stderr

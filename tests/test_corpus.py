@@ -99,3 +99,15 @@ def test_official_and_tail_splits_on_real_corpora(data_path):
         load_corpus("ptb/ptb.test.txt", "test", data_dir=data_path)
     with pytest.raises(CorpusError, match="no train split"):
         load_corpus("wikitext-2", "train", data_dir=data_path)
+
+
+def test_a_truncated_or_bomb_corpus_file_is_a_clear_error(tmp_path, monkeypatch):
+    from compbench import corpus as corpus_mod
+
+    (tmp_path / "cut.txt.xz").write_bytes(lzma.compress(b"some text " * 100)[:-8])
+    with pytest.raises(CorpusError, match="truncated"):
+        load_corpus(str(tmp_path / "cut.txt.xz"))
+    (tmp_path / "bomb.bin.gz").write_bytes(gzip.compress(bytes(5_000_000)))
+    monkeypatch.setattr(corpus_mod, "_limit", lambda: 1_000_000)  # as if memory were short
+    with pytest.raises(CorpusError, match="decompresses to more than 1,000,000 bytes"):
+        load_corpus(str(tmp_path / "bomb.bin.gz"))
