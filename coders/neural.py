@@ -63,9 +63,13 @@ class NeuralCoder(Coder):
     family = "neural"
     arch = "?"
     max_ratio = MAX_RATIO
+    # Context (a prefix coder's stored text) is searched by the match model; the LM itself starts
+    # every stream from BOS, so priming helps only where the evaluated text repeats the context.
+    supports_context = True
 
     def __init__(self, **options):
         super().__init__(**options)
+        self.supports_context = self.options.match > 0  # without the match model, context changes nothing
         self._blob: bytes | None = None
         self._engine = None
         self._header: dict | None = None
@@ -134,8 +138,9 @@ class NeuralCoder(Coder):
         n = len(data)
         if n == 0:
             return varint(0) + varint(0)
-        streams, seg, words, bits = lockstep.encode(self._engine, bytes(data), *self._coding(), progress=self.on_progress)
-        self._bits = {hashlib.sha256(data).digest(): bits}
+        streams, seg, words, bits = lockstep.encode(self._engine, bytes(data), *self._coding(), progress=self.on_progress,
+                                                    context=bytes(context))
+        self._bits = {self._bits_key(data, context): bits}
         body = varint(streams) + varint(seg) + words
         if len(body) > n + 1:
             # The model expands this input (already-compressed or random bytes can cost a text model
@@ -166,25 +171,30 @@ class NeuralCoder(Coder):
         self._load()
         try:
             return lockstep.decode(self._engine, bytes(body[pos:]), size, streams, seg, self.options.match,
-                                   progress=self.on_progress)
+                                   progress=self.on_progress, context=bytes(context))
         except (ValueError, RuntimeError) as err:
             raise PayloadError(f"payload body is corrupted (range decoder: {err})") from None
 
-    def probability_digest(self, data: bytes, stepwise: bool = False) -> str:
+    def probability_digest(self, data: bytes, stepwise: bool = False, context: bytes = b"") -> str:
         """sha256 of every float64 probability the coder computes for ``data`` (determinism tests);
         ``stepwise`` forces the decoder's one-step-at-a-time path."""
         from compbench.models import lockstep
 
         self._load()
-        return lockstep.probability_digest(self._engine, bytes(data), *self._coding(), stepwise=stepwise)
+        return lockstep.probability_digest(self._engine, bytes(data), *self._coding(), stepwise=stepwise,
+                                           context=bytes(context))
+
+    @staticmethod
+    def _bits_key(data: bytes, context: bytes) -> bytes:
+        return hashlib.sha256(data).digest() + hashlib.sha256(context).digest()
 
     def model_bits(self, data: bytes, context: bytes = b"") -> float:
         from compbench.models import lockstep
 
-        key = hashlib.sha256(data).digest()
+        key = self._bits_key(data, context)
         if key not in self._bits:
             self._load()
-            self._bits = {key: lockstep.model_bits(self._engine, bytes(data), *self._coding())}
+            self._bits = {key: lockstep.model_bits(self._engine, bytes(data), *self._coding(), context=bytes(context))}
         return self._bits[key]
 
 

@@ -1,9 +1,11 @@
 """The ``prefix`` coder: stored bytes plus an inner coder, the hybrid of a model and stored data.
 
-``kind=context`` (this release): the tail of the corpus's **train** split, ``size`` bytes of it, is
+``kind=context``: the tail of the corpus's **train** split, ``size`` bytes of it, is
 compressed by the ``store`` coder and kept in the artifact; the inner coder is primed with it on
 both sides (zlib: a 32 KB preset dictionary; zstd: a raw-content dictionary; PPMd: its model, by
-coding the slice first, see :class:`~compbench.coders.classical.PpmdCoder`). It is what a zstd
+coding the slice first, see :class:`~compbench.coders.classical.PpmdCoder`; the neural coders: their
+match model searches the slice as well as each stream's own history, see
+:class:`~compbench.models.lockstep.MatchModel`; the LM itself is not warmed on it). It is what a zstd
 dictionary or a primed PPMd does, with the stored bytes paid for in ``artifact_bytes``:
 
     compbench run --coders "prefix:inner=(ppmd):size=3000000,ppmd" --corpus enwik8 --split test --budget 1MB
@@ -73,13 +75,17 @@ class PrefixCoder(Coder):
             _check_nested("store", self.store)
             if not inner.supports_context:
                 raise ValueError(f"inner={self.inner!r} cannot be primed with context (no preset dictionary or "
-                                 "model to prime); prime zlib, zstd or ppmd")
+                                 "model to prime); prime zlib, zstd, ppmd or a neural coder")
 
     def __init__(self, **options):
         super().__init__(**options)
         from compbench.registry import make_coder
 
         self._inner = make_coder(self.options.inner)
+        if not self._inner.supports_context:  # e.g. a neural coder with match=0: nothing would search the text
+            from compbench.errors import SpecError
+
+            raise SpecError(f"prefix: inner={self.options.inner!r} cannot be primed with context as configured")
         self._store = make_coder(self.options.store)
         self._slice: bytes | None = None
         self._blob: bytes | None = None

@@ -8,7 +8,8 @@ those of step 1, and so on; the decoder recomputes the same batch of probabiliti
 same order. Probabilities are bit-identical on both sides because the engine is integer arithmetic
 (see :mod:`.intops`), and each is given to ``Categorical(perfect=False)``.
 
-The :class:`MatchModel` sharpens the LM's prediction with a copy model over each stream's history.
+The :class:`MatchModel` sharpens the LM's prediction with a copy model over each stream's history
+and, when the coder is primed (a ``prefix`` coder's stored text), over that context too.
 This module is part of every neural artifact's decoder code, and imports nothing from the harness.
 """
 
@@ -72,38 +73,71 @@ def coded_probability(probs: np.ndarray, sym: np.ndarray) -> np.ndarray:
 
 
 class MatchModel:
-    """A copy model over each stream's own history, and an adaptive estimate of when to trust it.
+    """A copy model over each stream's own history (and a shared context), and an adaptive estimate
+    of when to trust it.
 
     The byte-LM sees at most its window (512 bytes for the transformer, a few KB of recurrent state
     for the GRU); text repeats over much longer spans. For every stream this finds the most recent
     earlier occurrence of the last ``minlen`` bytes and predicts the byte that followed it, extending
     the match while predictions hit (lpaq's match model). A table shared by all streams counts, for
-    each (match length, octave of the LM's own probability of the predicted byte), how often the
-    prediction was right; where that rate is above the LM's own probability for the byte it becomes
-    the byte's probability, and the LM's other probabilities are scaled to fill the rest (secondary
-    symbol estimation). The LM's probability is bucketed by octave below 1/2 and by octave of its
-    distance to 1 above, so a confident LM is compared with matches of the same confidence.
+    each (source, match length, octave of the LM's own probability of the predicted byte), how often
+    the prediction was right; where that rate is above the LM's own probability for the byte it
+    becomes the byte's probability, and the LM's other probabilities are scaled to fill the rest
+    (secondary symbol estimation). The LM's probability is bucketed by octave below 1/2 and by octave
+    of its distance to 1 above, so a confident LM is compared with matches of the same confidence.
+
+    ``context`` (bytes both sides know before coding, e.g. a prefix coder's stored slice of training
+    text) is a second place to look: a stream with no match in its own history looks for its last
+    ``minlen`` bytes there, in a hash table built once from the context. Matches into the context
+    keep their own hit counts (source 1), since stored text is a weaker predictor than the stream's
+    own past. With no context, every number is what it was before context existed.
 
     Determinism: the state is integers (positions, lengths, counts) updated from coded bytes only,
     and the new probabilities are single correctly rounded float64 operations: no sums of floats.
+    The context table keeps, for each slot, the largest position that hashes there, found with a
+    sort (``np.unique``), never with a fancy-index assignment whose order numpy leaves undefined.
     """
 
     LEN_BUCKETS = 16
     # Octave thresholds 1/2, 1/4, ... 1/2**11, made with ldexp: exact, never a libm pow.
     THRESHOLDS = np.ldexp(1.0, -np.arange(1, 12))
     P_BUCKETS = 12 + 11  # p < 1/2 by octave of p (12), p >= 1/2 by octave of 1 - p (11)
+    GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+    MAX_CONTEXT = 64 << 20  # the last 64 MiB of a longer context are searched
+    CONTEXT_BITS = 23  # at most 2**23 context slots (int32: 32 MiB)
 
-    def __init__(self, streams: int, seg: int, minlen: int):
+    def __init__(self, streams: int, seg: int, minlen: int, context: bytes = b""):
         self.minlen = minlen
         self.rows = np.arange(streams)
         # Hash bits: about 2 slots per position of a stream, at most 2**24 slots in all (64 MB).
         self.bits = max(8, min((2 * seg - 1).bit_length(), 24 - (streams - 1).bit_length()))
         self.table = np.zeros((streams, 1 << self.bits), dtype=np.int64)  # position after the key; 0: none
-        self.mpos = np.full(streams, -1, dtype=np.int64)  # index in the stream of the predicted byte
+        self.mpos = np.full(streams, -1, dtype=np.int64)  # index (in the stream or context) of the predicted byte
         self.mlen = np.zeros(streams, dtype=np.int64)
-        self.hits = np.ones((self.LEN_BUCKETS, self.P_BUCKETS), dtype=np.int64)
+        self.msrc = np.zeros(streams, dtype=np.int64)  # 0: own history, 1: context
+        self.hits = np.ones((2, self.LEN_BUCKETS, self.P_BUCKETS), dtype=np.int64)
         self.tries = np.full_like(self.hits, 2)
         self._pending = None
+        self.ctx = np.frombuffer(context[-self.MAX_CONTEXT:], dtype=np.uint8) if len(context) > minlen else None
+        if self.ctx is not None:
+            self._index_context()
+
+    def _slot(self, key: np.ndarray, bits: int) -> np.ndarray:
+        return ((key * self.GOLDEN) >> np.uint64(64 - bits)).astype(np.int64)
+
+    def _index_context(self) -> None:
+        ctx, m = self.ctx, self.minlen
+        self.cbits = max(8, min((2 * len(ctx) - 1).bit_length(), self.CONTEXT_BITS))
+        pos = np.arange(m, len(ctx), dtype=np.int64)  # the predicted byte follows ctx[pos - m : pos]
+        key = np.zeros(len(pos), dtype=np.uint64)
+        for i in range(m):
+            key = (key << np.uint64(8)) | ctx[pos - m + i].astype(np.uint64)
+        slot = self._slot(key, self.cbits)
+        # The most recent position per slot: unique() over the reversed order finds each slot's
+        # first occurrence from the end, i.e. its largest position (deterministic, unlike a[idx] = v).
+        uniq, first = np.unique(slot[::-1], return_index=True)
+        self.ctable = np.zeros(1 << self.cbits, dtype=np.int32)
+        self.ctable[uniq] = pos[::-1][first]
 
     def adjust(self, t: int, arr: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """Probabilities for step t (``arr[:, :t]`` known), given the LM's ``probs`` [B, 256]."""
@@ -112,18 +146,34 @@ class MatchModel:
             key = np.zeros(len(rows), dtype=np.uint64)
             for i in range(m):
                 key = (key << np.uint64(8)) | arr[:, t - m + i].astype(np.uint64)
-            slot = ((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - self.bits)).astype(np.int64)
+            slot = self._slot(key, self.bits)
             cand = self.table[rows, slot]
             new = (self.mpos < 0) & (cand > 0)
             for i in range(m):  # a slot may hold another key: check the bytes themselves
                 new &= arr[rows, np.maximum(cand - m + i, 0)] == arr[:, t - m + i]
-            self.mpos[new], self.mlen[new] = cand[new], 0
+            self.mpos[new], self.mlen[new], self.msrc[new] = cand[new], 0, 0
             self.table[rows, slot] = t
+            if self.ctx is not None:  # no match in its own history: look in the context
+                free = rows[self.mpos < 0]
+                if len(free):
+                    ccand = self.ctable[self._slot(key[free], self.cbits)].astype(np.int64)
+                    ok = ccand > 0
+                    for i in range(m):
+                        ok &= self.ctx[np.maximum(ccand - m + i, 0)] == arr[free, t - m + i]
+                    got = free[ok]
+                    self.mpos[got], self.mlen[got], self.msrc[got] = ccand[ok], 0, 1
         a = rows[self.mpos >= 0]
         self._pending = None
         if len(a) == 0:
             return probs
-        pred = arr[a, self.mpos[a]].astype(np.int64)
+        src = self.msrc[a]
+        if self.ctx is None:
+            pred = arr[a, self.mpos[a]].astype(np.int64)
+        else:
+            own = src == 0
+            pred = np.empty(len(a), dtype=np.int64)
+            pred[own] = arr[a[own], self.mpos[a[own]]]
+            pred[~own] = self.ctx[self.mpos[a[~own]]]
         p_pred = probs[a, pred]
         li = np.minimum(self.mlen[a], self.LEN_BUCKETS - 1)
         low = (p_pred[:, None] < self.THRESHOLDS[None, :]).sum(axis=1)
@@ -131,28 +181,31 @@ class MatchModel:
         pj = np.where(p_pred < 0.5, low, high)
         # Never below the LM's own probability: the match can only add confidence, so a cold or
         # coarse cell cannot undo a confident LM.
-        r = np.maximum(self.hits[li, pj] / self.tries[li, pj], p_pred)
+        r = np.maximum(self.hits[src, li, pj] / self.tries[src, li, pj], p_pred)
         out = probs.copy()
         out[a] = probs[a] * ((1.0 - r) / (1.0 - p_pred))[:, None]  # p_pred < 1: every weight is >= 2
         out[a, pred] = r
-        self._pending = (a, pred, li, pj)
+        self._pending = (a, pred, src, li, pj)
         return out
 
     def update(self, t: int, arr: np.ndarray, k: int) -> None:
         """Learn from step t's bytes (streams ``< k`` are real; a shorter last stream has ended)."""
         if self._pending is None:
             return
-        a, pred, li, pj = self._pending
+        a, pred, src, li, pj = self._pending
         live = a < k
         hit = arr[a, t] == pred
-        np.add.at(self.hits, (li[live], pj[live]), hit[live])
-        np.add.at(self.tries, (li[live], pj[live]), 1)
-        self.mpos[a] = np.where(hit, self.mpos[a] + 1, -1)
+        np.add.at(self.hits, (src[live], li[live], pj[live]), hit[live])
+        np.add.at(self.tries, (src[live], li[live], pj[live]), 1)
+        nxt = self.mpos[a] + 1
+        if self.ctx is not None:  # a match that reaches the end of the context ends there
+            hit &= (src == 0) | (nxt < len(self.ctx))
+        self.mpos[a] = np.where(hit, nxt, -1)
         self.mlen[a] = np.where(hit, self.mlen[a] + 1, 0)
 
 
 def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False,
-         match: int = 0, progress=None) -> float:
+         match: int = 0, progress=None, context: bytes = b"") -> float:
     """Advance all streams in lockstep; encode ``arr`` or fill it from ``decoder``. Returns model bits."""
     import constriction
 
@@ -160,7 +213,7 @@ def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=Non
     streams, seg = arr.shape
     last_len = n - (streams - 1) * seg
     blocks = decoder is None and not stepwise and hasattr(engine, "logits_blocks")
-    matcher = MatchModel(streams, seg, match) if match else None
+    matcher = MatchModel(streams, seg, match, context) if match else None
     bits = 0.0
     with torch.inference_mode():
         for t, probs in enumerate(_block_probs(engine, arr) if blocks else _step_probs(engine, arr)):
@@ -189,42 +242,46 @@ def _grid(data: bytes, streams: int, seg: int) -> np.ndarray:
 
 
 def encode(engine, data: bytes, max_streams: int, min_segment: int, match: int,
-           progress=None) -> tuple[int, int, bytes, float]:
-    """Range-code ``data`` (non-empty): returns (streams, segment length, coder words as u32 LE bytes, model bits)."""
+           progress=None, context: bytes = b"") -> tuple[int, int, bytes, float]:
+    """Range-code ``data`` (non-empty): returns (streams, segment length, coder words as u32 LE bytes,
+    model bits). ``context``: bytes the decoder also has, searched by the match model."""
     import constriction
 
     streams, seg = layout(len(data), max_streams, min_segment)
     encoder = constriction.stream.queue.RangeEncoder()
-    bits = _run(engine, _grid(data, streams, seg), len(data), encoder=encoder, match=match, progress=progress)
+    bits = _run(engine, _grid(data, streams, seg), len(data), encoder=encoder, match=match, progress=progress,
+               context=context)
     return streams, seg, encoder.get_compressed().astype("<u4").tobytes(), bits
 
 
-def decode(engine, words: bytes, size: int, streams: int, seg: int, match: int, progress=None) -> bytes:
+def decode(engine, words: bytes, size: int, streams: int, seg: int, match: int, progress=None,
+           context: bytes = b"") -> bytes:
     """Invert :func:`encode`. The caller has checked that ``streams x seg`` fits ``size``; a body that
     is not a valid range-coder stream raises ValueError or RuntimeError (from constriction)."""
     import constriction
 
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
     arr = np.zeros((streams, seg), dtype=np.uint8)
-    _run(engine, arr, size, decoder=decoder, match=match, progress=progress)
+    _run(engine, arr, size, decoder=decoder, match=match, progress=progress, context=context)
     return arr.reshape(-1)[:size].tobytes()
 
 
-def model_bits(engine, data: bytes, max_streams: int, min_segment: int, match: int) -> float:
+def model_bits(engine, data: bytes, max_streams: int, min_segment: int, match: int, context: bytes = b"") -> float:
     """``-sum log2 p`` of ``data`` under exactly the probabilities :func:`encode` codes with."""
     if not data:
         return 0.0
     streams, seg = layout(len(data), max_streams, min_segment)
-    return _run(engine, _grid(data, streams, seg), len(data), match=match)
+    return _run(engine, _grid(data, streams, seg), len(data), match=match, context=context)
 
 
 def probability_digest(engine, data: bytes, max_streams: int, min_segment: int, match: int,
-                       stepwise: bool = False) -> str:
+                       stepwise: bool = False, context: bytes = b"") -> str:
     """sha256 of every float64 probability coded for ``data``; ``stepwise`` forces the decoder's path."""
     import hashlib
 
     h = hashlib.sha256()
     if data:
         streams, seg = layout(len(data), max_streams, min_segment)
-        _run(engine, _grid(data, streams, seg), len(data), digest=h, stepwise=stepwise, match=match)
+        _run(engine, _grid(data, streams, seg), len(data), digest=h, stepwise=stepwise, match=match,
+             context=context)
     return h.hexdigest()

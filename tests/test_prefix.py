@@ -131,3 +131,52 @@ def test_a_crafted_prefix_artifact_is_refused_in_one_line_even_when_ppmd_crashes
             assert "\n" not in str(err)
             refused += 1
     assert refused == 40
+
+
+@pytest.fixture
+def copying_corpus(tmp_path):
+    """Test text made of long copies of the train text: what a match model primed with the train
+    tail can find and a model that only sees each stream's own history cannot."""
+    rng = random.Random(11)
+    words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(3000)]
+    train = b" ".join(rng.choice(words) for _ in range(9000))[:36_000]
+    # from the part the train split keeps (val is the 2,400 bytes before the test)
+    test = b"".join(train[(s := rng.randrange(15_000, 32_800)) : s + 700] for _ in range(20))[:12_000]
+    path = tmp_path / "copies.txt"
+    path.write_bytes(train + test)  # the tail rule: test = the last n // 4 bytes = exactly `test`
+    assert len(train + test) // 4 == len(test)
+    return str(path)
+
+
+def test_a_neural_coder_primed_with_a_context_prefix_finds_copies_in_it_and_round_trips(copying_corpus):
+    """The match model searches the stored text (here the train tail the test copies from) on both
+    sides: the payload shrinks, and a decoder rebuilt from the prefix artifact alone gets every byte."""
+    specs = "prefix:inner=(gru:streams=4):size=20000:store=(lzma:preset=6),gru:streams=4"
+    res = run(RunConfig(coders=specs, corpus=copying_corpus, split="test",
+                        measure=MeasureConfig(repeat=0, budget=1_000_000)))
+    assert not res.failures and all(r.roundtrip_ok for r in res.records)
+    primed, alone = res.records
+    assert primed.fits_budget and primed.artifact_bytes > alone.artifact_bytes
+    assert primed.payload_bytes < 0.8 * alone.payload_bytes, (primed.bpb, alone.bpb)
+    # model_bits is the cross-entropy of the primed probabilities, not the unprimed ones
+    assert primed.bpb_model < 0.8 * alone.bpb_model
+
+
+def test_a_neural_coder_without_its_match_model_cannot_be_primed():
+    with pytest.raises(SpecError, match="cannot be primed"):
+        registry.make_coder("prefix:inner=(gru:match=0)")
+
+
+def test_the_context_index_keeps_the_latest_position_of_every_key():
+    """Determinism: the context table is built without numpy's unordered fancy assignment; for a key
+    that occurs many times it holds the last occurrence, as the streams' own tables do."""
+    pytest.importorskip("torch")
+    from compbench.models.lockstep import MatchModel
+
+    context = b"xyz1 abc2 abc3 abc4 zzz"
+    mm = MatchModel(streams=1, seg=64, minlen=3, context=context)
+    key = (ord("a") << 16) | (ord("b") << 8) | ord("c")
+    import numpy as np
+
+    slot = mm._slot(np.array([key], dtype=np.uint64), mm.cbits)[0]
+    assert mm.ctable[slot] == context.rindex(b"abc") + 3  # the byte after the last "abc"
