@@ -54,7 +54,8 @@ def _check_nested(role: str, spec: str) -> type[Coder]:
 @register_coder("prefix", groups=("hybrid",))
 class PrefixCoder(Coder):
     description = ("stored bytes + a primed inner coder: inner=(SPEC) store=(SPEC) size=BYTES (0: as much as fits "
-                   "--budget), kind=context (train-split tail) | paid (head of the evaluated data, flagged)")
+                   "--budget) or share=FRACTION of the budget, kind=context (train-split tail) | paid (head of the "
+                   "evaluated data, flagged)")
     family = "prefix"
     in_all = False  # needs a train split
     isolate = True  # its inner coder may be PPMd, which can crash on a crafted body
@@ -65,12 +66,17 @@ class PrefixCoder(Coder):
         store: CoderSpec = CoderSpec("lzma")
         size: int = 0  # bytes of the train split's tail to store; 0: as many as fit the run's --budget
         kind: str = "context"
+        share: float = 0.0  # size=0: the stored part may take at most this fraction of the budget (0: all that is left)
 
         def __post_init__(self):
             if self.kind not in ("context", "paid"):
                 raise ValueError(f"kind={self.kind!r}: give context (a slice of the train split) or paid (of the evaluated data)")
             if self.size < 0:
                 raise ValueError("size must be a number of bytes, or 0 for as many as fit the budget")
+            if not 0.0 <= self.share <= 1.0:
+                raise ValueError(f"share={self.share}: give a fraction of the budget in [0, 1]")
+            if self.share and self.size:
+                raise ValueError("give size= (stored bytes) or share= (a fraction of the budget), not both")
             inner = _check_nested("inner", self.inner)
             _check_nested("store", self.store)
             if not inner.supports_context:
@@ -150,21 +156,26 @@ class PrefixCoder(Coder):
             )
 
     def _largest_fit(self, train: bytes, inner_bytes: int, head: bool = False) -> int:
-        """The longest tail of ``train`` (head: the longest head) whose artifact fits the budget, to
-        within 64 KB (binary search over real compressions by the store coder)."""
+        """The longest tail of ``train`` (head: the longest head) whose artifact fits the budget, and
+        whose stored part fits ``share`` of it if given: a binary search over real compressions by
+        the store coder, to within 1/64 of the length (at least 4 KB)."""
         if self.budget is None:
             raise CompbenchError("prefix: size=0 stores as much as fits the budget: pass --budget (1MB, 16MB), "
                                  "or give size=BYTES")
         room = self.budget - inner_bytes - 5 - len(varint(inner_bytes))
+        if self.options.share:
+            room = min(room, int(self.options.share * self.budget))
         fits = lambda n: len(self._store.encode(train[:n] if head else train[-n:])) <= room  # noqa: E731
-        if fits(len(train)):
+        if room > 0 and fits(len(train)):
             return len(train)
         lo, hi = 0, len(train)
-        while hi - lo > 65536:
+        while room > 0 and hi - lo > max(4096, hi // 64):
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if fits(mid) else (lo, mid)
         if lo == 0:
-            raise CompbenchError(f"prefix: not even 64 KB of stored text fits the {self.budget:,}-byte budget")
+            what = f"{self.options.share:g} of " if self.options.share else ""
+            raise CompbenchError(f"prefix: no stored text fits {what}the {self.budget:,}-byte budget beside the "
+                                 f"inner coder's {inner_bytes:,}-byte artifact")
         return lo
 
     def artifact(self) -> bytes:

@@ -513,6 +513,63 @@ def report_chunking(coders, corpus, split, max_bytes, chunk_sizes, out, quiet, d
     click.echo(f"wrote {out}/report.md, chunking.png, chunking.csv, chunking.json ({len(rows)} cells)", err=True)
 
 
+@cli.command()
+@click.option("--budget", default="1MB", show_default=True, metavar="SIZE",
+              help="The artifact budget to split (1MB = 1,000,000 bytes, 16MB, 1MiB, BYTES).")
+@click.option("--corpus", default="enwik8", show_default=True, help="Corpus (see `compbench corpora`).")
+@click.option("--split", type=click.Choice(["all", "val", "test"]), default="test", show_default=True,
+              help="Evaluated split; context prefixes store text from the train split (all: paid only).")
+@click.option("--coders", default="ppmd,zstd,zlib,gru", show_default=True,
+              help="Coders to split the budget for; each must take priming (zlib, zstd, ppmd, gru, transformer).")
+@click.option("--kinds", default="context,paid", show_default=True,
+              help="Prefix kinds: context (train text) and/or paid (evaluated text, rows flagged).")
+@click.option("--shares", default="0.05,0.1,0.25,0.5", show_default=True,
+              help="Fractions of the budget given to stored text; 'all that is left' always runs too.")
+@click.option("--store-coder", default="ppmd", show_default=True, help="Coder that compresses the stored text.")
+@click.option("--models", default="", metavar="PATHS",
+              help="Comma list of extra neural models (.cbnm or `compbench train --out` folders) to sweep.")
+@click.option("--train-minutes", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Also train small GRUs (--train-sizes) for this long each, kept beside the store and reused.")
+@click.option("--train-sizes", default="250KB,500KB", show_default=True, metavar="SIZES",
+              help="Artifact budgets of the small GRUs --train-minutes trains.")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Report folder (default reports/tradeoff-CORPUS-BUDGET).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@_store_option
+@_data_dir_option
+def tradeoff(budget, corpus, split, coders, kinds, shares, store_coder, models, train_minutes, train_sizes, out, quiet,
+             store_path, data_dir):
+    """How a byte budget is best split between a model and stored data.
+
+    Sweeps each coder alone, with a context prefix (train text) and with a paid prefix (evaluated
+    text, flagged), the stored part given each share of the budget; every cell is a real round
+    trip kept in the results store, so an interrupted sweep resumes where it stopped. Writes
+    report.md, pareto.png, coverage.png, split.png, tradeoff.csv and tradeoff.json.
+
+    \b
+    compbench tradeoff --budget 1MB --corpus enwik8 --split test --coders ppmd,zstd,gru
+    compbench tradeoff --budget 16MB --corpus silesia --split all --kinds paid --coders ppmd
+    """
+    from compbench.reports.tradeoff import TradeoffConfig, run_tradeoff
+
+    from .units import parse_size
+
+    try:
+        share_list = tuple(float(x) for x in shares.split(",") if x.strip())
+    except ValueError:
+        raise CompbenchError(f"--shares takes a comma list of fractions, got {shares!r}") from None
+    cfg = TradeoffConfig(
+        budget=_budget(budget), corpus=corpus, split=split, coders=coders,
+        kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), shares=share_list, store_coder=store_coder,
+        models=tuple(m.strip() for m in models.split(",") if m.strip()), train_minutes=train_minutes,
+        train_sizes=tuple(parse_size(x) for x in train_sizes.split(",") if x.strip()), out=out or "",
+        data_dir=str(data_dir) if data_dir else None, store_path=str(store_path) if store_path else None)
+    rows = run_tradeoff(cfg, say=_say(quiet))
+    click.echo((cfg.out_dir / "report.md").read_text())
+    click.echo(f"wrote {cfg.out_dir}/report.md, pareto.png, coverage.png, split.png, tradeoff.csv, tradeoff.json "
+               f"({len(rows)} cells)", err=True)
+
+
 def _parse_sizes(items: tuple[str, ...]) -> dict:
     out = {}
     for item in items:

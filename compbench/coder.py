@@ -108,6 +108,8 @@ class Coder(abc.ABC):
     #: True for coders whose artifact holds part of the *evaluated* data (a paid prefix). The harness
     #: hands them the evaluated files (:meth:`fit_eval`) and flags their rows in every output.
     stores_eval_data: bool = False
+    #: Bytes of text the artifact holds (a prefix coder's stored slice): what coverage is counted from.
+    stored_bytes: int = 0
 
     def fit_eval(self, files: list[bytes]) -> None:
         """See the evaluated files before measuring (only if ``stores_eval_data``)."""

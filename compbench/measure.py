@@ -87,6 +87,7 @@ class Record:
     budget: int | None = None  # the artifact budget this run was judged against, if any
     fits_budget: bool | None = None  # artifact_bytes <= budget
     stores_eval_data: bool = False  # the artifact holds part of the evaluated data (a paid prefix)
+    stored_bytes: int = 0  # bytes of text the artifact stores (a prefix's slice), before compression
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -212,7 +213,7 @@ def measure_member(
         repeat=cfg.repeat, corpus_sha256=corpus.sha256, file_sha256=member.sha256,
         artifact_sha256=hashlib.sha256(artifact).hexdigest(), options=coder.options_dict(),
         budget=cfg.budget, fits_budget=None if cfg.budget is None else len(artifact) <= cfg.budget,
-        stores_eval_data=bool(coder.stores_eval_data),
+        stores_eval_data=bool(coder.stores_eval_data), stored_bytes=int(coder.stored_bytes),
     )
     error = None
     # Pass 1: warm-up + verification through the full container and a decoder rebuilt from the artifact.
