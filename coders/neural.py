@@ -73,6 +73,8 @@ class NeuralCoder(Coder):
         self._blob: bytes | None = None
         self._engine = None
         self._header: dict | None = None
+        # Model bits of recent encodes, so measuring does not code each input twice. Chunked mode
+        # encodes every chunk before asking: keep many (a key and a float each).
         self._bits: dict[bytes, float] = {}
 
     # -- artifact --------------------------------------------------------------------------
@@ -114,7 +116,7 @@ class NeuralCoder(Coder):
         return self._blob
 
     def load_artifact(self, artifact: bytes) -> None:
-        self._blob, self._engine = bytes(artifact), None
+        self._blob, self._engine, self._bits = bytes(artifact), None, {}  # another model: forget its bits
         self._load()
 
     @classmethod
@@ -140,7 +142,7 @@ class NeuralCoder(Coder):
             return varint(0) + varint(0)
         streams, seg, words, bits = lockstep.encode(self._engine, bytes(data), *self._coding(), progress=self.on_progress,
                                                     context=bytes(context))
-        self._bits = {self._bits_key(data, context): bits}
+        self._remember(self._bits_key(data, context), bits)
         body = varint(streams) + varint(seg) + words
         if len(body) > n + 1:
             # The model expands this input (already-compressed or random bytes can cost a text model
@@ -194,8 +196,13 @@ class NeuralCoder(Coder):
         key = self._bits_key(data, context)
         if key not in self._bits:
             self._load()
-            self._bits = {key: lockstep.model_bits(self._engine, bytes(data), *self._coding(), context=bytes(context))}
+            self._remember(key, lockstep.model_bits(self._engine, bytes(data), *self._coding(), context=bytes(context)))
         return self._bits[key]
+
+    def _remember(self, key: bytes, bits: float) -> None:
+        if len(self._bits) >= 65536:
+            self._bits.pop(next(iter(self._bits)))  # the oldest (dicts keep insertion order)
+        self._bits[key] = bits
 
 
 def coder_class(info: ArchInfo) -> type[NeuralCoder]:

@@ -58,7 +58,7 @@ class PrefixCoder(Coder):
                    "evaluated data, flagged)")
     family = "prefix"
     in_all = False  # needs a train split
-    isolate = True  # its inner coder may be PPMd, which can crash on a crafted body
+    isolate = True  # replaced per instance by the inner coder's: a PPMd inner can crash on a crafted body
 
     @dataclass(frozen=True)
     class Options:
@@ -93,6 +93,10 @@ class PrefixCoder(Coder):
 
             raise SpecError(f"prefix: inner={self.options.inner!r} cannot be primed with context as configured")
         self._store = make_coder(self.options.store)
+        # A body is decoded by the inner coder alone, so it needs a child process exactly when the
+        # inner coder does (PPMd). A neural inner must not be forked: its OpenMP pool does not survive
+        # fork(), and a deadline sized for PPMd would cut a slow model short.
+        self.isolate = self._inner.isolate
         self._slice: bytes | None = None
         self._blob: bytes | None = None
         self.budget: int | None = None

@@ -107,7 +107,9 @@ def _isolated(coder: Coder, context: bytes) -> Callable[[bytes, int], bytes]:
             os.close(rfd)
             try:
                 # A hang is an error too: the alarm kills the child, which the parent reports.
-                signal.alarm(int(60 + size / 250_000))
+                # The deadline grows with everything the decoder codes: the output, and any context it
+                # re-codes first (a primed PPMd codes its prefix's stored text before the body).
+                signal.alarm(int(60 + (size + len(context) + coder.stored_bytes) / 250_000))
                 try:
                     out, tag = coder.decode_body(body, size, context), b"ok"
                     if len(out) != size:  # never send the parent more than it reads

@@ -71,3 +71,39 @@ def test_payload_decodes_bit_exactly_on_other_machines(tiny_models, arch, tmp_pa
             assert got["threads"] == int(env["OMP_NUM_THREADS"])
         if env.get("ATEN_CPU_CAPABILITY"):
             assert got["isa"] == "DEFAULT"
+
+
+PRIMED_PROBE = r"""
+import hashlib, json, sys
+from compbench import registry
+from compbench.decoding import decode_payload
+art, payload, data, ctx = (open(p, "rb").read() for p in sys.argv[1:5])
+inner = registry.make_coder(sys.argv[5])  # the model the prefix wraps, from its file
+print(json.dumps({"decoded": hashlib.sha256(decode_payload(payload, art)).hexdigest(),
+                  "probs": inner.probability_digest(data, stepwise=True, context=ctx)}))
+"""
+
+
+def test_a_primed_neural_payload_decodes_bit_exactly_on_other_machines(tiny_models, tmp_path):
+    """The match model's search of a prefix's stored text (numpy integer work: hashing, a sorted
+    index, byte compares) decides probabilities too: it must not depend on SIMD dispatch or threads."""
+    path, _ = tiny_models["gru"]
+    inner_spec = f"gru:model='{path}':streams=5:min_segment=700"
+    coder = registry.make_coder(f"prefix:inner=({inner_spec}):size=3000:store=(zlib)")
+    rng = np.random.default_rng(3)
+    train = b"".join(b"stored text the streams will copy from, line %d. " % i for i in range(200))
+    coder.fit(train)
+    data = train[2000:3500] + rng.integers(0, 256, 200, dtype=np.uint8).tobytes() + train[-1500:]
+    payload, art = coder.encode(data), coder.artifact()
+    inner = registry.make_coder(inner_spec)
+    want = {"decoded": hashlib.sha256(data).hexdigest(),
+            "probs": inner.probability_digest(data, context=train[-3000:])}
+    assert want["probs"] != inner.probability_digest(data)  # the stored text does change the probabilities
+    files = [tmp_path / n for n in ("art", "payload", "data", "ctx")]
+    for f, b in zip(files, (art, payload, data, train[-3000:])):
+        f.write_bytes(b)
+    for machine in ("numpy-baseline-simd", "oldest", "2-threads"):
+        res = subprocess.run([sys.executable, "-c", PRIMED_PROBE, *map(str, files), inner_spec],
+                             env={**os.environ, **MACHINES[machine]}, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, f"{machine}: {res.stderr[-2000:]}"
+        assert json.loads(res.stdout.strip().splitlines()[-1]) == want, f"primed gru differs on {machine}"
