@@ -139,19 +139,20 @@ def copying_corpus(tmp_path):
     tail can find and a model that only sees each stream's own history cannot."""
     rng = random.Random(11)
     words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(3000)]
-    train = b" ".join(rng.choice(words) for _ in range(9000))[:36_000]
-    # from the part the train split keeps (val is the 2,400 bytes before the test)
-    test = b"".join(train[(s := rng.randrange(15_000, 32_800)) : s + 700] for _ in range(20))[:12_000]
+    train = b" ".join(rng.choice(words) for _ in range(4000))[:15_000]
+    # from the part the train split keeps (val is the 1,000 bytes before the test)
+    test = b"".join(train[(s := rng.randrange(6_000, 13_300)) : s + 700] for _ in range(8))[:5_000]
     path = tmp_path / "copies.txt"
     path.write_bytes(train + test)  # the tail rule: test = the last n // 4 bytes = exactly `test`
     assert len(train + test) // 4 == len(test)
     return str(path)
 
 
-def test_a_neural_coder_primed_with_a_context_prefix_finds_copies_in_it_and_round_trips(copying_corpus):
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_a_neural_coder_primed_with_a_context_prefix_finds_copies_in_it_and_round_trips(copying_corpus, arch):
     """The match model searches the stored text (here the train tail the test copies from) on both
     sides: the payload shrinks, and a decoder rebuilt from the prefix artifact alone gets every byte."""
-    specs = "prefix:inner=(gru:streams=4):size=20000:store=(lzma:preset=6),gru:streams=4"
+    specs = f"prefix:inner=({arch}:streams=4):size=20000:store=(lzma:preset=6),{arch}:streams=4"
     res = run(RunConfig(coders=specs, corpus=copying_corpus, split="test",
                         measure=MeasureConfig(repeat=0, budget=1_000_000)))
     assert not res.failures and all(r.roundtrip_ok for r in res.records)
