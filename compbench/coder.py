@@ -27,7 +27,7 @@ import hashlib
 from typing import BinaryIO, Callable, ClassVar, Iterable, Iterator
 
 from .errors import ArtifactError
-from .spec import build_options, format_spec, is_locator
+from .spec import build_options, format_spec, is_locator, located_spec, unlocated
 
 FINGERPRINT_BYTES = 8  # the one definition: payload headers store this many bytes of sha256(artifact)
 
@@ -81,6 +81,11 @@ class Coder(abc.ABC):
         return format_spec(self.name, self.options)
 
     @property
+    def located_spec(self) -> str:
+        """Compact spec with non-default locators kept (how a nested coder spec is stored)."""
+        return located_spec(self.name, self.options)
+
+    @property
     def header_spec(self) -> str:
         """Compact spec (non-default options only) written into payload headers."""
         return format_spec(self.name, self.options, compact=True)
@@ -91,7 +96,8 @@ class Coder(abc.ABC):
     def format_options(self) -> dict[str, object]:
         """Options that shape the payload (locators such as a model path left out): what a decoder
         rebuilt from the header and the artifact gets."""
-        return {f.name: getattr(self.options, f.name) for f in dataclasses.fields(self.options) if not is_locator(f)}
+        return {f.name: unlocated(getattr(self.options, f.name))
+                for f in dataclasses.fields(self.options) if not is_locator(f)}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec}>"

@@ -105,7 +105,9 @@ def _convert(value: object, typ: object, key: str, coder: str) -> object:
         from .registry import make_coder  # late: the registry imports this module
 
         try:
-            return CoderSpec(make_coder(str(value)).header_spec)
+            # Compact, but with its locators: the prefix's own spec must say which model it wraps
+            # (gru:model=sagas); headers drop nested locators (format_spec(compact=True)).
+            return CoderSpec(make_coder(str(value)).located_spec)
         except SpecError as err:
             raise SpecError(f"{coder}: option {key}: {err}") from None
     if not isinstance(value, str):
@@ -164,11 +166,30 @@ def format_spec(name: str, options: object, compact: bool = False) -> str:
     if options is None or not dataclasses.fields(options):
         return name
     items = [
-        f"{f.name}={_fmt(getattr(options, f.name))}"
+        f"{f.name}={_fmt(unlocated(getattr(options, f.name)) if compact else getattr(options, f.name))}"
         for f in dataclasses.fields(options)
         if not (compact and (getattr(options, f.name) == f.default or is_locator(f)))
     ]
     return ":".join([name, *items])
+
+
+def located_spec(name: str, options: object) -> str:
+    """The compact spec plus any locator that differs from its default: how a nested spec is kept,
+    so that ``prefix:inner=(gru:model=sagas)`` still names its model."""
+    if options is None or not dataclasses.fields(options):
+        return name
+    items = [f"{f.name}={_fmt(getattr(options, f.name))}" for f in dataclasses.fields(options)
+             if getattr(options, f.name) != f.default]
+    return ":".join([name, *items])
+
+
+def unlocated(value: object) -> object:
+    """A nested spec without its locators (the header form): the artifact, not a path, identifies a model."""
+    if isinstance(value, CoderSpec):
+        from .registry import make_coder
+
+        return CoderSpec(make_coder(str(value)).header_spec)
+    return value
 
 
 def format_options(options_cls: type, raw: dict[str, str]) -> dict[str, str]:

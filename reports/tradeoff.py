@@ -69,6 +69,7 @@ class Cell:
     kind: str  # "alone" | "context" | "paid"
     share: float | None  # fraction of the budget for the stored part; None: all that is left; 0: alone
     spec: str = ""
+    note: str = ""  # where a model came from (neural variants)
     row: dict = field(default_factory=dict)
     error: str | None = None
 
@@ -87,15 +88,15 @@ def _quote(path: str) -> str:
     return f"'{path}'"
 
 
-def _variants(name: str, cfg: TradeoffConfig, trained: dict[str, list[str]], say) -> list[tuple[str, str]]:
-    """(variant label, coder spec) for one coder the user named."""
+def _variants(name: str, cfg: TradeoffConfig, trained: dict[str, list[str]], say) -> list[tuple[str, str, str]]:
+    """(variant label, coder spec, where it came from) for one coder the user named."""
     from compbench.registry import get_coder_class
     from compbench.spec import parse_spec
 
     cname, _ = parse_spec(name)
     cls = get_coder_class(cname)
     if cls.family != "neural" or "model=" in name:
-        return [("-", name)]
+        return [("-", name, "")]
     from compbench.models import shipped_models
 
     out = []
@@ -105,13 +106,23 @@ def _variants(name: str, cfg: TradeoffConfig, trained: dict[str, list[str]], say
     if not mine and shipped:
         say(f"  no shipped {cname} model was trained on {cfg.corpus}: using all shipped {cname} models")
         mine = shipped
-    for key in mine:
-        out.append((f"shipped {key.split('-', 1)[1]}", f"{name}:model={key.split('-', 1)[1]}"))
+    for key, path in mine.items():
+        out.append((f"shipped {key.split('-', 1)[1]}", f"{name}:model={key.split('-', 1)[1]}",
+                    "shipped; " + _provenance(json.loads(path.with_suffix(".json").read_text()))))
     for path in cfg.models + tuple(trained.get(cname, ())):
         arch = _arch_of(path)
         if arch == cname:
-            out.append((Path(path).name if Path(path).is_dir() else Path(path).stem, f"{name}:model={_quote(path)}"))
+            info = Path(path) / "train.json" if Path(path).is_dir() else Path(path).parent / "train.json"
+            note = _provenance(json.loads(info.read_text())) if info.is_file() else "no train.json beside it"
+            out.append((Path(path).name if Path(path).is_dir() else Path(path).stem, f"{name}:model={_quote(path)}",
+                        f"{path}; {note}"))
     return out
+
+
+def _provenance(info: dict) -> str:
+    return (f"{info.get('config')}, trained {info.get('minutes', '?')} min on {info.get('corpus', '?')} [train] "
+            f"({info.get('precision', '?')}, {info.get('threads', '?')} thread(s)), val bpb "
+            f"{info.get('val_bpb_coder', '?')} with the match model")
 
 
 def _corpus_key(name: str) -> str:
@@ -200,7 +211,7 @@ def _measure(cell: Cell, cfg: TradeoffConfig, store, cached: dict, train_bytes: 
     else:
         fresh = False
     cell.row = {"family": cell.family, "variant": cell.variant, "kind": cell.kind,
-                "share": cell.share, **_aggregate(hit, train_bytes)}
+                "share": cell.share, **_aggregate(hit, train_bytes), "note": cell.note}
     return fresh
 
 
@@ -249,8 +260,8 @@ def run_tradeoff(cfg: TradeoffConfig, say: Callable[[str], None] = lambda m: Non
     trained = _train_small(cfg, store.path.parent, say) if cfg.train_minutes > 0 else {}
     cells: list[Cell] = []
     for name in names:
-        for variant, base in _variants(name, cfg, trained, say):
-            cells.append(Cell(name, variant, base, "alone", 0.0, spec=base))
+        for variant, base, note in _variants(name, cfg, trained, say):
+            cells.append(Cell(name, variant, base, "alone", 0.0, spec=base, note=note))
     say(f"tradeoff: {cfg.corpus} [{cfg.split}] ({corpus.n_bytes:,} bytes), budget {cfg.budget:,} bytes, "
         f"{len(cells)} coder/model variant(s); results store {store.path}")
     t0, done = time.perf_counter(), []
@@ -478,6 +489,10 @@ def _markdown(rows: list[dict], failed: list[str], cfg: TradeoffConfig, n_bytes:
              "their artifact (a paid prefix): their `bpb` counts those bytes as free.", ""]
     if not rows:
         return "\n".join(lines + ["No cell was measured."] + [f"- FAILED {f}" for f in failed]) + "\n"
+    notes = [r for r in rows if r["kind"] == "alone" and r.get("note")]
+    if notes:
+        lines += ["Models swept:", ""] + [f"- {r['family']} `{r['variant']}` ({r['artifact_bytes']:,} bytes): {r['note']}"
+                                           for r in notes] + [""]
     lines += ["## Best split per coder", "",
               "| coder | best without evaluation data | bpb | best with a paid prefix (STORED) | bpb |", "|---|---|---:|---|---:|"]
     for fam in dict.fromkeys(r["family"] for r in rows):

@@ -181,3 +181,19 @@ def test_the_context_index_keeps_the_latest_position_of_every_key():
 
     slot = mm._slot(np.array([key], dtype=np.uint64), mm.cbits)[0]
     assert mm.ctable[slot] == context.rindex(b"abc") + 3  # the byte after the last "abc"
+
+
+def test_a_prefix_wraps_the_model_its_spec_names_and_its_header_names_no_path():
+    """prefix:inner=(gru:model=sagas) must code with the sagas model (a spec that dropped the model=
+    locator silently used the default model), while the payload header, which strangers read,
+    carries no locator: the artifact identifies the model."""
+    from compbench.models import shipped_models
+
+    coder = registry.make_coder("prefix:inner=(gru:model=sagas):size=1000:store=(zlib)")
+    assert "model=sagas" in coder.spec and "model" not in coder.header_spec
+    coder.fit(b"some train text " * 200)
+    sagas = shipped_models()["gru-sagas"].read_bytes()
+    assert sagas in coder.artifact()
+    assert "model" not in str(coder.format_options())
+    # Another model is another spec, so results (and a tradeoff sweep's cache) tell them apart.
+    assert coder.spec != registry.make_coder("prefix:inner=(gru):size=1000:store=(zlib)").spec
