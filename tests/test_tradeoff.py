@@ -76,6 +76,7 @@ def test_the_report_folder_holds_tables_plots_and_the_data_with_paid_rows_flagge
     assert all((t["stores_eval_data"] == "True") == (t["kind"] == "paid") for t in table)
     data = json.loads((out / "tradeoff.json").read_text())
     assert data["n_bytes"] == rows[0]["n_bytes"] and set(data["crossover"]) == {"zlib", "ppmd:order=4:mem_mib=16"}
+    assert all(len(v) == 1 for v in data["crossover"].values())
     md = (out / "report.md").read_text()
     assert md.count("| STORED |") == sum(r["kind"] == "paid" for r in rows)
     # every stored cell fits the budget, and the stored share never exceeds its cell's share
@@ -129,12 +130,14 @@ def test_the_pareto_front_keeps_only_rows_nothing_beats_on_both_axes():
     assert [r["spec"] for r in pareto(rows)] == ["a-alone-0", "a-context-10", "b-context-30"]
 
 
-def test_the_crossover_is_where_paid_starts_to_beat_every_fair_cell_with_no_more_bytes():
+def test_the_crossover_is_where_paid_starts_to_beat_fair_cells_interpolated_from_the_coder_alone():
     rows = [_row("a", "alone", 0, 2.0), _row("a", "context", 100, 1.8), _row("a", "context", 300, 1.7),
             _row("a", "paid", 100, 1.9, 0.05), _row("a", "paid", 300, 1.5, 0.2)]
-    x = crossover(rows, "a")
-    # margins: -0.1 at 5%, +0.2 at 20%: linear interpolation crosses at 5% + 15% * 1/3 = 10%
-    assert x["bound"] == "about" and x["coverage"] == pytest.approx(0.10)
-    assert crossover(rows[:3], "a") is None  # no paid cells: no crossover to state
+    (x,) = crossover(rows, "a")
+    # same bytes: margins 0 (alone), -0.1 at 5%, +0.2 at 20%: crossing at 5% + 15% * 1/3 = 10%
+    assert x["same_bytes"] == pytest.approx(0.10)
+    # best fair (1.7): margins -0.3, -0.2, +0.2: crossing at 5% + 15% * 0.2/0.4 = 12.5%
+    assert x["best_fair"] == pytest.approx(0.125) and x["best_fair_bpb"] == 1.7
+    assert crossover(rows[:3], "a") == []  # no paid cells: no crossover to state
     never = rows[:3] + [_row("a", "paid", 100, 1.95, 0.05)]
-    assert crossover(never, "a")["coverage"] is None
+    assert crossover(never, "a")[0]["best_fair"] is None
