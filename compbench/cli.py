@@ -86,6 +86,8 @@ def cli():
               help="Artifact budget each row is judged against: 1MB (1,000,000 bytes), 16MB (16,000,000), "
                    "1MiB (1,048,576) or BYTES. Rows record it and whether the artifact fits; those that "
                    "do not rank last.")
+@click.option("--bytes", "max_bytes", default="0", show_default=True, metavar="SIZE",
+              help="Evaluate only the first SIZE bytes of the split, files in order (train data is whole); 0: all.")
 @click.option("--format", "fmt", type=FORMAT, default="github", show_default=True,
               help="Table format; json prints the full per-file records.")
 @click.option("--per-file", is_flag=True, help="One table row per file instead of per corpus.")
@@ -94,8 +96,8 @@ def cli():
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @_data_dir_option
 @_store_option
-def run(coders, corpus, split, chunk_size, repeat, max_time, budget, fmt, per_file, no_store, no_memory, quiet, data_dir,
-        store_path):
+def run(coders, corpus, split, chunk_size, repeat, max_time, budget, max_bytes, fmt, per_file, no_store, no_memory, quiet,
+        data_dir, store_path):
     """Measure coders on a corpus and print the ranked table.
 
     Every file is encoded, decoded by a decoder rebuilt from the artifact alone, and compared byte
@@ -107,7 +109,9 @@ def run(coders, corpus, split, chunk_size, repeat, max_time, budget, fmt, per_fi
     from compbench.reports.tables import aggregate, render
 
     say = _say(quiet)
-    cfg = RunConfig(coders=coders, corpus=corpus, split=split, data_dir=data_dir,
+    from .units import parse_size
+
+    cfg = RunConfig(coders=coders, corpus=corpus, split=split, data_dir=data_dir, max_bytes=parse_size(max_bytes),
                     measure=MeasureConfig(repeat=repeat, chunk_size=chunk_size, memory=not no_memory,
                                          max_time_s=max_time, budget=_budget(budget)))
     result = run_bench(cfg, progress=say)
@@ -532,13 +536,15 @@ def report_chunking(coders, corpus, split, max_bytes, chunk_sizes, out, quiet, d
               help="Also train small GRUs (--train-sizes) for this long each, kept beside the store and reused.")
 @click.option("--train-sizes", default="250KB,500KB", show_default=True, metavar="SIZES",
               help="Artifact budgets of the small GRUs --train-minutes trains.")
+@click.option("--bytes", "max_bytes", default="0", show_default=True, metavar="SIZE",
+              help="Evaluate only the first SIZE bytes of the split (for slow coders); 0: all of it.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Report folder (default reports/tradeoff-CORPUS-BUDGET).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @_store_option
 @_data_dir_option
-def tradeoff(budget, corpus, split, coders, kinds, shares, store_coder, models, train_minutes, train_sizes, out, quiet,
-             store_path, data_dir):
+def tradeoff(budget, corpus, split, coders, kinds, shares, store_coder, models, train_minutes, train_sizes, max_bytes,
+             out, quiet, store_path, data_dir):
     """How a byte budget is best split between a model and stored data.
 
     Sweeps each coder alone, with a context prefix (train text) and with a paid prefix (evaluated
@@ -563,6 +569,7 @@ def tradeoff(budget, corpus, split, coders, kinds, shares, store_coder, models, 
         kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), shares=share_list, store_coder=store_coder,
         models=tuple(m.strip() for m in models.split(",") if m.strip()), train_minutes=train_minutes,
         train_sizes=tuple(parse_size(x) for x in train_sizes.split(",") if x.strip()), out=out or "",
+        max_bytes=parse_size(max_bytes),
         data_dir=str(data_dir) if data_dir else None, store_path=str(store_path) if store_path else None)
     rows = run_tradeoff(cfg, say=_say(quiet))
     click.echo((cfg.out_dir / "report.md").read_text())

@@ -26,6 +26,7 @@ class RunConfig:
     split: str = "all"
     data_dir: Path | None = None
     measure: MeasureConfig = MeasureConfig()
+    max_bytes: int = 0  # > 0: evaluate only the first max_bytes of the split (train data is never cut)
 
 
 @dataclass
@@ -43,7 +44,7 @@ class RunResult:
 def run(cfg: RunConfig, progress: Callable[[str], None] | None = None) -> RunResult:
     say = progress or (lambda _msg: None)
     coders = [make_coder(spec) for spec in expand(cfg.coders)]
-    corpus = load_corpus(cfg.corpus, cfg.split, cfg.data_dir)
+    corpus = load_corpus(cfg.corpus, cfg.split, cfg.data_dir).head(cfg.max_bytes)
     if cfg.measure.chunk_size < 0:
         raise CompbenchError("--chunk-size must be positive (or 0 for whole files)")
     train: bytes | None = None

@@ -48,6 +48,7 @@ class TradeoffConfig:
     models: tuple[str, ...] = ()  # extra neural artifacts (.cbnm or `compbench train --out` folders)
     train_minutes: float = 0.0  # > 0: train small GRUs of train_sizes for this long each (kept, reused)
     train_sizes: tuple[int, ...] = (250_000, 500_000)
+    max_bytes: int = 0  # > 0: evaluate the first max_bytes of the split only (slow coders); train text is whole
     out: str = ""  # default: reports/tradeoff-<corpus>-<budget>
     data_dir: str | None = None
     store_path: str | None = None
@@ -56,7 +57,8 @@ class TradeoffConfig:
     def out_dir(self) -> Path:
         from compbench.units import format_size
 
-        return Path(self.out or f"reports/tradeoff-{self.corpus}-{format_size(self.budget).replace(',', '')}")
+        head = f"-first{format_size(self.max_bytes).replace(',', '')}" if self.max_bytes else ""
+        return Path(self.out or f"reports/tradeoff-{self.corpus}{head}-{format_size(self.budget).replace(',', '')}")
 
 
 @dataclass
@@ -193,7 +195,7 @@ def _measure(cell: Cell, cfg: TradeoffConfig, store, cached: dict, train_bytes: 
 
     hit = cached.get(make_coder(cell.spec).spec)
     if hit is None:
-        res = run(RunConfig(coders=cell.spec, corpus=cfg.corpus, split=cfg.split,
+        res = run(RunConfig(coders=cell.spec, corpus=cfg.corpus, split=cfg.split, max_bytes=cfg.max_bytes,
                             data_dir=Path(cfg.data_dir) if cfg.data_dir else None,
                             measure=MeasureConfig(repeat=0, budget=cfg.budget)),
                   progress=lambda m: say("    " + m))
@@ -251,7 +253,7 @@ def run_tradeoff(cfg: TradeoffConfig, say: Callable[[str], None] = lambda m: Non
     for name in names:  # every name must be a coder a prefix can prime: fail in a second, not an hour in
         make_coder(_prefix_spec(name, "context", None, cfg.store_coder))
     store = Store(cfg.store_path)
-    corpus = load_corpus(cfg.corpus, cfg.split, Path(cfg.data_dir) if cfg.data_dir else None)
+    corpus = load_corpus(cfg.corpus, cfg.split, Path(cfg.data_dir) if cfg.data_dir else None).head(cfg.max_bytes)
     if not corpus.n_bytes:
         raise CompbenchError(f"corpus {cfg.corpus!r} [{cfg.split}] is empty")
     data_dir = Path(cfg.data_dir) if cfg.data_dir else None
@@ -500,8 +502,9 @@ def _markdown(rows: list[dict], failed: list[str], cfg: TradeoffConfig, n_bytes:
     from compbench.units import format_size
 
     cmd = (f"compbench tradeoff --budget {format_size(cfg.budget).replace(',', '')} --corpus {cfg.corpus} "
-           f"--split {cfg.split} --coders {cfg.coders}")
-    lines = [f"# Budget tradeoff: {cfg.corpus} [{cfg.split}], budget {cfg.budget:,} bytes", "",
+           f"--split {cfg.split} --coders {cfg.coders}" + (f" --bytes {cfg.max_bytes}" if cfg.max_bytes else ""))
+    first = f", first {n_bytes:,} bytes" if cfg.max_bytes else ""
+    lines = [f"# Budget tradeoff: {cfg.corpus} [{cfg.split}]{first}, budget {cfg.budget:,} bytes", "",
              f"Command: `{cmd}`" + (f" (kinds {','.join(cfg.kinds)}, shares {','.join(map(str, cfg.shares))}, "
                                     f"stored text compressed by `{cfg.store_coder}`)"), "",
              f"{n_bytes:,} evaluated bytes; {train_bytes:,} train bytes available to a context prefix. Every cell "

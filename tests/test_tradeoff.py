@@ -141,3 +141,18 @@ def test_the_crossover_is_where_paid_starts_to_beat_fair_cells_interpolated_from
     assert crossover(rows[:3], "a") == []  # no paid cells: no crossover to state
     never = rows[:3] + [_row("a", "paid", 100, 1.95, 0.05)]
     assert crossover(never, "a")[0]["best_fair"] is None
+
+
+def test_bytes_evaluates_the_head_of_the_split_and_is_a_different_corpus_to_the_cache(tmp_path, corpus):
+    """--bytes N: slow coders can be swept on the first N evaluated bytes; the cells are kept apart
+    from full-split cells (another corpus sha256), and train text is not cut."""
+    full = run_tradeoff(_cfg(tmp_path, corpus, coders="zlib", kinds=("context",), shares=(0.1,)))
+    lines = []
+    head = run_tradeoff(_cfg(tmp_path, corpus, coders="zlib", kinds=("context",), shares=(0.1,), max_bytes=5000),
+                        say=lines.append)
+    assert {r["n_bytes"] for r in head} == {5000} and {r["n_bytes"] for r in full} != {5000}
+    assert not any("from the store" in m for m in lines)
+    assert [r["stored_bytes"] for r in head] == [r["stored_bytes"] for r in full]  # same train text stored
+    res = CliRunner().invoke(cli, ["run", "--coders", "zlib", "--corpus", corpus, "--bytes", "3KB", "--no-store",
+                                   "--format", "json", "-q"])
+    assert res.exit_code == 0 and json.loads(res.output)[0]["n_bytes"] == 3000
