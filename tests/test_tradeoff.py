@@ -156,3 +156,22 @@ def test_bytes_evaluates_the_head_of_the_split_and_is_a_different_corpus_to_the_
     res = CliRunner().invoke(cli, ["run", "--coders", "zlib", "--corpus", corpus, "--bytes", "3KB", "--no-store",
                                    "--format", "json", "-q"])
     assert res.exit_code == 0 and json.loads(res.output)[0]["n_bytes"] == 3000
+
+
+def test_neural_coders_are_swept_over_shipped_user_and_quickly_trained_models(tmp_path, corpus, tiny_models):
+    """Model sizes come from three places: shipped models (all of them, as none was trained on this
+    corpus), --models paths, and --train-minutes (trained once, kept beside the store, reused)."""
+    path, _ = tiny_models["gru"]
+    cfg = _cfg(tmp_path, corpus, coders="gru:streams=8", kinds=("paid",), shares=(0.5,), max_bytes=2000,
+               models=(str(path),), train_minutes=0.02, train_sizes=(40_000,), budget=1_000_000)
+    lines = []
+    rows = run_tradeoff(cfg, say=lines.append)
+    alone = {r["variant"]: r for r in rows if r["kind"] == "alone"}
+    assert {"shipped enwik8", "shipped sagas", path.stem} <= set(alone) and len(alone) == 4
+    trained = [v for v in alone if v.endswith("gru-40KB")]
+    assert trained and alone[trained[0]]["artifact_bytes"] <= 40_000
+    assert len({r["artifact_bytes"] for r in alone.values()}) == 4  # four different models, not one default
+    assert all(r["roundtrip_ok"] for r in rows) and any(r["kind"] == "paid" for r in rows)
+    again = []
+    run_tradeoff(cfg, say=again.append)
+    assert any(m.startswith("reusing") for m in again) and not any(m.startswith("training") for m in again)
