@@ -1,2 +1,4 @@
-"""Reports over the results store (installed as ``compbench.reports``): leaderboard tables and run
-comparisons. Reports read stored records only; they never import coders or torch."""
+"""Reports (installed as ``compbench.reports``): ``tables`` renders leaderboards and run comparisons
+from stored records alone; ``chunking`` and ``tradeoff`` drive measurements through the harness
+(``compbench.runner`` and ``compbench.measure``) and write report folders (markdown, matplotlib
+plots, and the CSV/JSON they were drawn from). The harness never imports reports; only the CLI does."""
