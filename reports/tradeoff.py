@@ -501,8 +501,17 @@ def _fmt_row(r: dict, rows: list[dict]) -> str:
 def _markdown(rows: list[dict], failed: list[str], cfg: TradeoffConfig, n_bytes: int, train_bytes: int) -> str:
     from compbench.units import format_size
 
-    cmd = (f"compbench tradeoff --budget {format_size(cfg.budget).replace(',', '')} --corpus {cfg.corpus} "
-           f"--split {cfg.split} --coders {cfg.coders}" + (f" --bytes {cfg.max_bytes}" if cfg.max_bytes else ""))
+    d = TradeoffConfig()
+    size = lambda n: format_size(n).replace(",", "")  # noqa: E731
+    cmd = " ".join(
+        [f"compbench tradeoff --budget {size(cfg.budget)} --corpus {cfg.corpus} --split {cfg.split} --coders {cfg.coders}"]
+        + ([f"--kinds {','.join(cfg.kinds)}"] if cfg.kinds != d.kinds else [])
+        + ([f"--shares {','.join(f'{x:g}' for x in cfg.shares)}"] if cfg.shares != d.shares else [])
+        + ([f"--store-coder {cfg.store_coder}"] if cfg.store_coder != d.store_coder else [])
+        + ([f"--models {','.join(cfg.models)}"] if cfg.models else [])
+        + ([f"--train-minutes {cfg.train_minutes:g} --train-sizes {','.join(size(x) for x in cfg.train_sizes)}"]
+           if cfg.train_minutes else [])
+        + ([f"--bytes {size(cfg.max_bytes)}"] if cfg.max_bytes else []))
     first = f", first {n_bytes:,} bytes" if cfg.max_bytes else ""
     lines = [f"# Budget tradeoff: {cfg.corpus} [{cfg.split}]{first}, budget {cfg.budget:,} bytes", "",
              f"Command: `{cmd}`" + (f" (kinds {','.join(cfg.kinds)}, shares {','.join(map(str, cfg.shares))}, "
