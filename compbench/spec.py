@@ -195,4 +195,14 @@ def unlocated(value: object) -> object:
 def format_options(options_cls: type, raw: dict[str, str]) -> dict[str, str]:
     """The format options among parsed ``raw`` options (locators dropped): what a header may carry."""
     locators = {f.name for f in dataclasses.fields(options_cls) if is_locator(f)}
-    return {k: v for k, v in raw.items() if k not in locators}
+    hints = typing.get_type_hints(options_cls)
+    out = {}
+    for k, v in raw.items():
+        if k in locators:
+            continue
+        if hints.get(k) is CoderSpec:  # a nested spec's own locators are dropped too (a header names no path)
+            from .registry import make_coder
+
+            v = make_coder(str(v)).header_spec
+        out[k] = v
+    return out

@@ -195,5 +195,12 @@ def test_a_prefix_wraps_the_model_its_spec_names_and_its_header_names_no_path():
     sagas = shipped_models()["gru-sagas"].read_bytes()
     assert sagas in coder.artifact()
     assert "model" not in str(coder.format_options())
+    # A crafted header that names a nested locator does not get it to the decoder either.
+    from compbench.coder import fingerprint
+    from compbench.decoding import DecodePolicy, _coder_class
+    from compbench.payload import make_header, read_header
+
+    header = read_header(make_header("prefix:inner=(gru:model='/some/where/else.cbnm')", fingerprint(b"x"), 10, 0))
+    assert _coder_class(header, DecodePolicy())[1] == {"inner": "gru"}
     # Another model is another spec, so results (and a tradeoff sweep's cache) tell them apart.
     assert coder.spec != registry.make_coder("prefix:inner=(gru):size=1000:store=(zlib)").spec
