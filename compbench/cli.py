@@ -577,6 +577,36 @@ def tradeoff(budget, corpus, split, coders, kinds, shares, store_coder, models, 
                f"({len(rows)} cells)", err=True)
 
 
+@cli.command()
+@click.argument("zip_path", metavar="SUBMISSION.zip", type=click.Path(dir_okay=False))
+def check(zip_path):
+    """Check a Golden-Plate submission zip: structure and limits, and that it is safe to open.
+
+    Refused with one line, before anything runs: paths outside the folder, symlinks and devices,
+    zip bombs, archives inside (except .npz weights), pickles anywhere (by name, by content, object
+    arrays in .npy/.npz). Then the limits: 1 MB zip (1,048,576 bytes, the validator's rule; also
+    shown against 1,000,000), 50 MB uncompressed, model.py at the top. Nothing is imported yet:
+    the sandboxed import, timing and --score come with issue 9's next part.
+    """
+    from .submission.zipcheck import MB, SubmissionError, ZipLimits, inspect_zip
+
+    limits = ZipLimits()
+    try:
+        report = inspect_zip(zip_path, limits)
+    except SubmissionError as err:
+        raise CompbenchError(f"{zip_path}: refused: {err}") from None
+    checks = [
+        ("zip size", f"{report.zip_bytes:,} bytes = {report.zip_bytes / MB:.4f} MiB of 1 MiB "
+                     f"({report.zip_bytes / 1e6:.4f} of 1,000,000-byte MB)", report.zip_bytes <= limits.max_zip_bytes),
+        ("uncompressed", f"{report.total_bytes:,} bytes of {limits.max_total_bytes:,}", report.total_bytes <= limits.max_total_bytes),
+        ("files", f"{len(report.entries)} (model.py at the top)", True),
+    ] + [(f"arrays in {name}", ", ".join(arrays) or "none", True) for name, arrays in report.arrays.items()]
+    for what, detail, ok in checks:
+        click.echo(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}")
+    if not all(ok for *_, ok in checks):
+        raise SystemExit(1)
+
+
 def _parse_sizes(items: tuple[str, ...]) -> dict:
     out = {}
     for item in items:
