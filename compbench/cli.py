@@ -579,16 +579,30 @@ def tradeoff(budget, corpus, split, coders, kinds, shares, store_coder, models, 
 
 @cli.command()
 @click.argument("zip_path", metavar="SUBMISSION.zip", type=click.Path(dir_okay=False))
-def check(zip_path):
-    """Check a Golden-Plate submission zip: structure and limits, and that it is safe to open.
+@click.option("--no-run", is_flag=True, help="Only inspect the zip; do not import model.py.")
+@click.option("--score", "score_corpus", default=None, metavar="CORPUS|PATH",
+              help="Also score bpb the challenge's way on this corpus (--split) or file.")
+@click.option("--split", type=click.Choice(["all", "val", "test"]), default="test", show_default=True)
+@click.option("--bytes", "max_bytes", default="0", metavar="SIZE", help="Score only the first SIZE bytes.")
+@click.option("--test-bytes", default="1MB", show_default=True, metavar="SIZE",
+              help="Hidden test size to project the 10-minute limit for.")
+@_data_dir_option
+def check(zip_path, no_run, score_corpus, split, max_bytes, test_bytes, data_dir):
+    """Check a Golden-Plate submission zip: safe to open, within the limits, and working.
 
-    Refused with one line, before anything runs: paths outside the folder, symlinks and devices,
-    zip bombs, archives inside (except .npz weights), pickles anywhere (by name, by content, object
-    arrays in .npy/.npz). Then the limits: 1 MB zip (1,048,576 bytes, the validator's rule; also
-    shown against 1,000,000), 50 MB uncompressed, model.py at the top. Nothing is imported yet:
-    the sandboxed import, timing and --score come with issue 9's next part.
+    \b
+    1. Refused with one line before anything runs: paths outside the folder, symlinks and devices,
+       zip bombs, archives inside (except .npz weights), pickles anywhere (by name, by content,
+       object arrays in .npy/.npz).
+    2. Limits: 1 MB zip (1,048,576 bytes, the validator's rule; also shown against 1,000,000),
+       50 MB uncompressed, model.py at the top.
+    3. model.py is imported in a child process, in a temporary folder, with 4 GB of address space
+       and a CPU-time limit; one batch of 1024 random contexts (0-512 bytes) must give finite
+       logits of shape (1024, 256). Its time is projected for --test-bytes against 10 minutes.
+    4. --score: bpb as the challenge computes it (previous <= 512 bytes, softmax of the logits).
     """
     from .submission.zipcheck import MB, SubmissionError, ZipLimits, inspect_zip
+    from .units import parse_size
 
     limits = ZipLimits()
     try:
@@ -601,8 +615,39 @@ def check(zip_path):
         ("uncompressed", f"{report.total_bytes:,} bytes of {limits.max_total_bytes:,}", report.total_bytes <= limits.max_total_bytes),
         ("files", f"{len(report.entries)} (model.py at the top)", True),
     ] + [(f"arrays in {name}", ", ".join(arrays) or "none", True) for name, arrays in report.arrays.items()]
-    for what, detail, ok in checks:
+
+    def show(what, detail, ok):
+        checks.append((what, detail, ok))
         click.echo(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}")
+
+    for what, detail, ok in list(checks):
+        click.echo(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}")
+    if not no_run:
+        import numpy as np
+
+        from .submission.sandbox import Sandbox, random_contexts, score
+
+        try:
+            with Sandbox(zip_path) as sb:
+                if not sb.network_isolated:
+                    click.echo("note: this machine cannot give the child its own network namespace; it ran with the "
+                               "network of this user", err=True)
+                logits, seconds = sb.predict(random_contexts(1024))
+                show("predict", f"1024 contexts of 0-512 bytes -> {logits.shape}, finite: {bool(np.isfinite(logits).all())}",
+                     bool(np.isfinite(logits).all()))
+                n_test = parse_size(test_bytes)
+                projected = seconds * n_test / 1024
+                show("timing", f"{seconds:.2f} s per batch of 1024 (validator warns above 5 s); {n_test:,} positions "
+                               f"-> about {projected / 60:.1f} min of the 10-minute limit", seconds <= 5 and projected <= 600)
+                if score_corpus:
+                    from .corpus import load_corpus
+
+                    data = load_corpus(score_corpus, split, data_dir).head(parse_size(max_bytes)).joined()
+                    bpb, secs = score(sb, data)
+                    show("score", f"{bpb:.4f} bpb on {score_corpus} [{split}], {len(data):,} bytes "
+                                  f"({secs:.1f} s in predict)", True)
+        except SubmissionError as err:
+            raise CompbenchError(f"{zip_path}: {err}") from None
     if not all(ok for *_, ok in checks):
         raise SystemExit(1)
 

@@ -185,10 +185,10 @@ def test_compbench_check_reports_limits_and_refuses_hostile_zips_in_one_line(tmp
     from compbench.cli import cli
 
     ok = _zip(tmp_path / "ok.zip", [("weights.npz", _npz(w=np.zeros(4, np.int8)))])
-    res = CliRunner().invoke(cli, ["check", str(ok)])
+    res = CliRunner().invoke(cli, ["check", str(ok), "--no-run"])
     assert res.exit_code == 0 and "ok   zip size" in res.output and "of 1 MiB" in res.output
     big = _zip(tmp_path / "big.zip", [("w.npy", _npy(np.random.default_rng(0).integers(-128, 127, 1_200_000, dtype=np.int8)))])
-    res = CliRunner().invoke(cli, ["check", str(big)])
+    res = CliRunner().invoke(cli, ["check", str(big), "--no-run"])
     assert res.exit_code == 1 and "FAIL zip size" in res.output
     bad = _zip(tmp_path / "bad.zip", [("../x.py", b"x")])
     res = CliRunner().invoke(cli, ["check", str(bad)])
