@@ -652,6 +652,34 @@ def check(zip_path, no_run, score_corpus, split, max_bytes, test_bytes, data_dir
         raise SystemExit(1)
 
 
+@cli.command()
+@click.option("--coder", "spec", required=True, help="Neural coder spec: gru, 'gru:model=sagas', 'gru:model=runs/x'.")
+@click.option("--format", "fmt", type=click.Choice(["golden-plate"]), default="golden-plate", show_default=True,
+              help="Submission format (param-golf and decoder come later).")
+@click.option("--window", type=click.IntRange(min=0), default=512, show_default=True,
+              help="Bytes of each context the model reads (0: all it is given).")
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The zip to write.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
+def export(spec, fmt, window, out_path, force):
+    """Export a neural coder as a competition submission (Golden Plate: model.py + weights.npz + config.json).
+
+    \b
+    compbench export --coder gru --format golden-plate -o submission.zip
+    compbench check submission.zip --score enwik8 --bytes 20KB
+    """
+    from .submission.golden_plate import export_golden_plate
+    from .submission.zipcheck import SubmissionError
+
+    if Path(out_path).exists() and not force:
+        raise CompbenchError(f"{out_path} exists (pass -f to overwrite)")
+    try:
+        info = export_golden_plate(spec, out_path, window=window)
+    except SubmissionError as err:
+        raise CompbenchError(str(err)) from None
+    click.echo(f"wrote {out_path}: {info['zip_bytes']:,} bytes = {info['mib']:.4f} MiB of the 1 MiB limit "
+               f"({info['mb']:.4f} MB of 1,000,000 bytes); check it with `compbench check {out_path}`")
+
+
 def _parse_sizes(items: tuple[str, ...]) -> dict:
     out = {}
     for item in items:
