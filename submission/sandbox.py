@@ -164,10 +164,11 @@ class Sandbox:
         self.close()
 
 
-def random_contexts(n: int = 1024, max_len: int = 512, seed: int = 0) -> list[bytes]:
-    """The validator's timing batch: ``n`` random contexts of random length 0..max_len."""
+def random_contexts(n: int = 1024, max_len: int = 512, seed: int = 0, min_len: int = 0) -> list[bytes]:
+    """The validator's timing batch: ``n`` random contexts of random length min_len..max_len (0..512).
+    Scoring gives almost every position a full 512 bytes: ``min_len=512`` times that case."""
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, int(k), dtype=np.uint8).tobytes() for k in rng.integers(0, max_len + 1, n)]
+    return [rng.integers(0, 256, int(k), dtype=np.uint8).tobytes() for k in rng.integers(min_len, max_len + 1, n)]
 
 
 def score(sb: Sandbox, data: bytes, window: int = 512, batch: int = 1024, progress=None) -> tuple[float, float]:
