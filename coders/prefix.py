@@ -39,7 +39,7 @@ VERSION = 1
 STORED_LIMIT = 256 << 20  # a stored slice may claim at most this many bytes when decoded
 
 
-def _check_nested(role: str, spec: str) -> type[Coder]:
+def _check_nested(role: str, spec: str) -> None:
     from compbench.registry import get_coder_class
     from compbench.spec import parse_spec
 
@@ -48,7 +48,6 @@ def _check_nested(role: str, spec: str) -> type[Coder]:
         raise ValueError(f"{role}={spec!r}: a prefix cannot wrap a coder that runs programs")
     if cls.name == "prefix":
         raise ValueError(f"{role}={spec!r}: prefixes do not nest")
-    return cls
 
 
 @register_coder("prefix", groups=("hybrid",))
@@ -77,21 +76,21 @@ class PrefixCoder(Coder):
                 raise ValueError(f"share={self.share}: give a fraction of the budget in [0, 1]")
             if self.share and self.size:
                 raise ValueError("give size= (stored bytes) or share= (a fraction of the budget), not both")
-            inner = _check_nested("inner", self.inner)
+            _check_nested("inner", self.inner)
             _check_nested("store", self.store)
-            if not inner.supports_context:
-                raise ValueError(f"inner={self.inner!r} cannot be primed with context (no preset dictionary or "
-                                 "model to prime); prime zlib, zstd, ppmd or a neural coder")
 
     def __init__(self, **options):
         super().__init__(**options)
         from compbench.registry import make_coder
 
         self._inner = make_coder(self.options.inner)
-        if not self._inner.supports_context:  # e.g. a neural coder with match=0: nothing would search the text
+        # Asked of the configured coder, not its class: a neural coder with match=0 has nothing to
+        # search the stored text with.
+        if not self._inner.supports_context:
             from compbench.errors import SpecError
 
-            raise SpecError(f"prefix: inner={self.options.inner!r} cannot be primed with context as configured")
+            raise SpecError(f"prefix: inner={self.options.inner!r} cannot be primed with context (no preset "
+                            "dictionary or model to prime); prime zlib, zstd, ppmd or a neural coder with match > 0")
         self._store = make_coder(self.options.store)
         # A body is decoded by the inner coder alone, so it needs a child process exactly when the
         # inner coder does (PPMd). A neural inner must not be forked: its OpenMP pool does not survive

@@ -201,8 +201,6 @@ def format_options(options_cls: type, raw: dict[str, str]) -> dict[str, str]:
         if k in locators:
             continue
         if hints.get(k) is CoderSpec:  # a nested spec's own locators are dropped too (a header names no path)
-            from .registry import make_coder
-
-            v = make_coder(str(v)).header_spec
+            v = str(unlocated(CoderSpec(v)))
         out[k] = v
     return out

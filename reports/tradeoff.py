@@ -112,10 +112,9 @@ def _variants(name: str, cfg: TradeoffConfig, trained: dict[str, list[str]], say
         out.append((f"shipped {key.split('-', 1)[1]}", f"{name}:model={key.split('-', 1)[1]}",
                     "shipped; " + _provenance(json.loads(path.with_suffix(".json").read_text()))))
     for path in cfg.models + tuple(trained.get(cname, ())):
-        arch = _arch_of(path)
+        arch, info = _model_info(path)
         if arch == cname:
-            info = Path(path) / "train.json" if Path(path).is_dir() else Path(path).parent / "train.json"
-            note = _provenance(json.loads(info.read_text())) if info.is_file() else "no train.json beside it"
+            note = _provenance(info) if info else "no train.json beside it"
             out.append((Path(path).name if Path(path).is_dir() else Path(path).stem, f"{name}:model={_quote(path)}",
                         f"{path}; {note}"))
     return out
@@ -131,15 +130,15 @@ def _corpus_key(name: str) -> str:
     return {"sagas": "icelandic"}.get(name, name)
 
 
-def _arch_of(path: str) -> str | None:
-    p = Path(path)
-    info = (p if p.is_dir() else p.parent) / "train.json"
-    if p.is_dir() and info.is_file():
-        return json.loads(info.read_text()).get("arch") or json.loads(info.read_text()).get("model")
+def _model_info(path: str) -> tuple[str, dict | None]:
+    """(architecture, its train.json record if one sits beside it) of a .cbnm file or train folder.
+    The architecture comes from the artifact's own header, the one authority on what it holds."""
     from compbench.models import artifact
 
-    blob = (p / "model.cbnm" if p.is_dir() else p).read_bytes()
-    return artifact.unpack(blob)[0]["arch"]
+    p = Path(path)
+    blob = p / "model.cbnm" if p.is_dir() else p
+    record = blob.parent / "train.json"
+    return artifact.unpack(blob.read_bytes())[0]["arch"], json.loads(record.read_text()) if record.is_file() else None
 
 
 def _prefix_spec(base: str, kind: str, share: float | None, store: str) -> str:
@@ -341,15 +340,15 @@ def crossover(rows: list[dict], family: str) -> list[dict]:
     if not fair:
         return out
     best = min(fair, key=lambda r: r["bpb"])
+
+    def fair_at(art: int) -> float:  # the best fair score with no more artifact bytes
+        return min((r["bpb"] for r in fair if r["artifact_bytes"] <= art), default=math.inf)
+
     for var in dict.fromkeys(r["variant"] for r in rows if r["family"] == family):
         mine = [r for r in rows if r["family"] == family and r["variant"] == var]
         curve = sorted((r for r in mine if r["kind"] in ("alone", "paid")), key=lambda r: r["coverage"])
         if not any(r["stores_eval_data"] for r in curve):
             continue
-
-        def fair_at(art: int) -> float:
-            return min((r["bpb"] for r in fair if r["artifact_bytes"] <= art), default=math.inf)
-
         out.append({
             "variant": var,
             "same_bytes": _cross([(r["coverage"], fair_at(r["artifact_bytes"]) - r["bpb"]) for r in curve]),
