@@ -41,6 +41,8 @@ def test_context_prefix_round_trips_and_beats_the_inner_coder_alone(inner, corpu
     ("prefix:inner=(prefix)", "do not nest"),
     ("prefix:kind=other", "give context .* or paid"),
     ("prefix:size=-1", "number of bytes"),
+    ("prefix:share=1.5", r"share=1.5: give a fraction of the budget in \[0, 1\]"),
+    ("prefix:share=0.5:size=1000", "not both"),
 ])
 def test_what_cannot_work_is_refused_when_the_spec_is_parsed(spec, message):
     with pytest.raises(SpecError, match=message):
@@ -204,3 +206,10 @@ def test_a_prefix_wraps_the_model_its_spec_names_and_its_header_names_no_path():
     assert _coder_class(header, DecodePolicy())[1] == {"inner": "gru"}
     # Another model is another spec, so results (and a tradeoff sweep's cache) tell them apart.
     assert coder.spec != registry.make_coder("prefix:inner=(gru):size=1000:store=(zlib)").spec
+
+
+def test_a_share_too_small_for_any_stored_text_is_a_clear_error():
+    coder = registry.make_coder("prefix:inner=(zlib):store=(zlib):share=0.001")
+    coder.set_budget(10_000)  # 10 bytes for the stored part: not even the store coder's header fits
+    with pytest.raises(CompbenchError, match="no stored text fits 0.001 of the 10,000-byte budget"):
+        coder.fit(b"some train text " * 1000)

@@ -53,3 +53,13 @@ def test_export_cli_reports_both_limits_and_refuses_what_it_cannot_export(tiny_m
     for spec, message in [("lzma", "only neural coders"), ("transformer", "no Golden-Plate exporter")]:
         with pytest.raises(SubmissionError, match=message):
             export_golden_plate(spec, tmp_path / "x.zip")
+
+
+def test_an_export_over_the_zip_limit_is_refused_and_leaves_no_file(tiny_models, tmp_path, monkeypatch):
+    from compbench.submission import golden_plate
+
+    path, _ = tiny_models["gru"]
+    monkeypatch.setattr(golden_plate, "MB", 1000)  # a limit the tiny model cannot meet
+    with pytest.raises(SubmissionError, match="over the 1,048,576-byte"):
+        export_golden_plate(f"gru:model='{path}'", tmp_path / "s.zip")
+    assert not (tmp_path / "s.zip").exists()

@@ -88,3 +88,14 @@ def test_check_runs_an_independent_submission_and_scores_it_the_challenge_s_way(
         got, _ = score(sb, data, batch=700)  # batches that split the text anywhere give the same sum
     assert got == pytest.approx(want, rel=1e-6)
     assert f"{want:.4f} bpb" in res.output
+
+
+def test_non_finite_logits_are_refused_when_scoring(tmp_path):
+    from compbench.submission.sandbox import score
+
+    z = tmp_path / "nan.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("model.py", "class Model:\n def __init__(self, d): pass\n"
+                                " def predict(self, c): return [[float('nan')] * 256 for _ in c]\n")
+    with Sandbox(z) as sb, pytest.raises(SubmissionError, match="non-finite logits at positions 0..9"):
+        score(sb, b"0123456789")
