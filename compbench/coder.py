@@ -58,6 +58,8 @@ class Coder(abc.ABC):
             ``compbench encode``/``decode`` run in memory that does not grow with the input.
         isolate: True if the decoding library can crash on crafted input: untrusted decodes then
             run in a child process (:mod:`compbench.decoding`).
+        portable: False if a payload is only known to decode on the machine that made it (a float
+            model's probabilities can differ across CPUs and thread counts). Rows say so.
     """
 
     name: ClassVar[str] = "?"
@@ -68,6 +70,7 @@ class Coder(abc.ABC):
     runs_programs: ClassVar[bool] = False
     streaming: ClassVar[bool] = False
     isolate: ClassVar[bool] = False
+    portable: ClassVar[bool] = True
     #: Set by the harness around long work; a slow coder may call it with the bytes done so far.
     on_progress: Callable[[int], None] | None = None
 

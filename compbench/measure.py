@@ -88,6 +88,7 @@ class Record:
     fits_budget: bool | None = None  # artifact_bytes <= budget
     stores_eval_data: bool = False  # the artifact holds part of the evaluated data (a paid prefix)
     stored_bytes: int = 0  # bytes of text the artifact stores (a prefix's slice), before compression
+    portable: bool = True  # False: the payload is only known to decode on the machine that made it
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -208,12 +209,13 @@ def measure_member(
     data, n, cs = member.data, len(member.data), cfg.chunk_size
     check_fits(member.name, n)
     base = dict(
-        coder=coder.name, spec=coder.spec, label=coder.header_spec, family=coder.family, corpus=corpus.name, split=corpus.split,
+        coder=coder.name, spec=coder.spec, label=coder.located_spec, family=coder.family, corpus=corpus.name, split=corpus.split,
         file=member.name, chunk_size=cs, n_bytes=n, artifact_bytes=len(artifact), fit_s=fit_s,
         repeat=cfg.repeat, corpus_sha256=corpus.sha256, file_sha256=member.sha256,
         artifact_sha256=hashlib.sha256(artifact).hexdigest(), options=coder.options_dict(),
         budget=cfg.budget, fits_budget=None if cfg.budget is None else len(artifact) <= cfg.budget,
         stores_eval_data=bool(coder.stores_eval_data), stored_bytes=int(coder.stored_bytes),
+        portable=bool(coder.portable),
     )
     error = None
     # Pass 1: warm-up + verification through the full container and a decoder rebuilt from the artifact.
@@ -317,7 +319,9 @@ def measure(coder: Coder, corpus: Corpus, cfg: MeasureConfig = MeasureConfig(), 
         records.append(rec)
         if progress:
             status = "ok" if rec.roundtrip_ok else f"FAILED: {rec.error}"
-            progress(f"  [{i}/{len(corpus.members)}] {coder.header_spec} {member.name}: {rec.bpb:.3f} bpb, "
-                     f"{rec.encode_mb_s:.2f}/{rec.decode_mb_s:.2f} MB/s enc/dec, {status} "
+            # A failed decode has no speed and an empty file no bpb: print "-", never crash.
+            fig = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+            progress(f"  [{i}/{len(corpus.members)}] {coder.located_spec} {member.name}: {fig(rec.bpb, '.3f')} bpb, "
+                     f"{fig(rec.encode_mb_s, '.2f')}/{fig(rec.decode_mb_s, '.2f')} MB/s enc/dec, {status} "
                      f"({time.perf_counter() - t0:.1f} s)")
     return records

@@ -17,7 +17,7 @@ from .errors import RegistryError, SpecError
 from .spec import parse_spec, split_specs
 
 BUILTIN_MODULES = ("compbench.coders.classical", "compbench.coders.external", "compbench.coders.neural",
-                   "compbench.coders.prefix")
+                   "compbench.coders.prefix", "compbench.coders.submission")
 
 _CODERS: dict[str, type[Coder]] = {}
 _SOURCES: dict[str, str] = {}

@@ -60,7 +60,7 @@ def run(cfg: RunConfig, progress: Callable[[str], None] | None = None) -> RunRes
     say(f"corpus {corpus.name} [{cfg.split}]: {len(corpus.members)} file(s), {corpus.n_bytes:,} bytes, "
         f"sha256 {corpus.sha256[:12]}")
     for i, coder in enumerate(coders, 1):
-        say(f"[{i}/{len(coders)}] {coder.header_spec}")
+        say(f"[{i}/{len(coders)}] {coder.located_spec}")
         try:
             fit_s = 0.0
             if cfg.measure.budget is not None:

@@ -21,7 +21,8 @@ COLUMNS = [  # (row key, table header)
     ("n_bytes", "n_bytes"), ("payload_bytes", "payload_bytes"), ("artifact_bytes", "artifact_bytes"),
     ("bpb", "bpb"), ("bpb_model", "bpb_model"), ("bpb_total", "bpb_total"), ("bpb_lmic", "bpb_lmic"),
     ("encode_mb_s", "enc MB/s"), ("decode_mb_s", "dec MB/s"), ("peak_mem_mb", "peak MB"),
-    ("budget", "budget"), ("fits_budget", "fits"), ("stores_eval_data", "eval data"), ("roundtrip_ok", "roundtrip"),
+    ("budget", "budget"), ("fits_budget", "fits"), ("stores_eval_data", "eval data"), ("portable", "portable"),
+    ("roundtrip_ok", "roundtrip"),
 ]
 
 
@@ -71,6 +72,7 @@ def aggregate(records: list[dict], per_file: bool = False, sort: str = "bpb") ->
             "budget": first.get("budget"),
             "fits_budget": first.get("fits_budget"),
             "stores_eval_data": bool(first.get("stores_eval_data")),
+            "portable": all(r.get("portable", True) for r in recs),
         })
     ranked = []
     for key in OrderedDict((group_key(r), None) for r in rows):
@@ -103,6 +105,8 @@ def _cell(key: str, value) -> str:
         return "yes" if value else "NO"
     if key == "stores_eval_data":
         return "STORED" if value else "-"  # part of the evaluated data is in the artifact
+    if key == "portable":
+        return "-" if value else "NO"  # a float model: decodes only where it was made
     if key == "budget":
         from compbench.units import format_size
 
@@ -137,6 +141,8 @@ def render(rows: list[dict], fmt: str = "github", records: list[dict] | None = N
         columns = [c for c in columns if c[0] not in ("budget", "fits_budget")]
     if not any(r.get("stores_eval_data") for r in rows):
         columns = [c for c in columns if c[0] != "stores_eval_data"]
+    if all(r.get("portable", True) for r in rows):
+        columns = [c for c in columns if c[0] != "portable"]
     if any(r.get("chunk_size") for r in rows):
         columns.insert(4, ("chunk_size", "chunk"))
     if fmt == "csv":
