@@ -127,7 +127,7 @@ class GoldenPlateCoder(Coder):
             try:
                 return Sandbox(path, SandboxLimits(cpu_seconds=self.options.cpu_limit))
             except SubmissionError as err:
-                raise ArtifactError(f"golden-plate: {err}") from None
+                raise ArtifactError(str(err)) from None
 
     def _running(self):
         if self._sandbox is None:
@@ -154,9 +154,9 @@ class GoldenPlateCoder(Coder):
             logits, _ = self._running().predict(contexts)
         except SubmissionError as err:
             self.close()
-            raise CompbenchError(f"golden-plate: {err}") from None
+            raise CompbenchError(str(err)) from None
         if not np.isfinite(logits).all():
-            raise CompbenchError("golden-plate: predict returned non-finite logits")
+            raise CompbenchError("predict returned non-finite logits")
         return _softmax(logits)
 
     # -- coding --------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ class GoldenPlateCoder(Coder):
             try:
                 bpb, _ = score(sb, bytes(data), window=self.options.window)
             except SubmissionError as err:
-                raise CompbenchError(f"golden-plate: {err}") from None
+                raise CompbenchError(str(err)) from None
             finally:
                 sb.close()
             if len(self._bits) >= 4096:

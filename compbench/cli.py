@@ -272,7 +272,7 @@ def encode(spec, chunk_size, train_path, artifact_out, force, quiet, store_path,
               help="Artifact file, if the payload needs one that is neither shipped nor in the store's artifact folder.")
 @click.option("--coder", "coder_spec", default=None,
               help="Your own spec for the payload's coder; needed for coders that run programs "
-                   "(external: give the commands you trust).")
+                   "(external: give the commands you trust; golden-plate: 'golden-plate:zip=FILE', the submission you trust).")
 @click.option("--allow-external", is_flag=True,
               help="Run the programs an external-coder payload names. Only for payloads you made yourself.")
 @click.option("--max-output", default="4GiB", show_default=True, metavar="SIZE",

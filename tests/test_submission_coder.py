@@ -71,6 +71,7 @@ def test_a_corrupted_payload_is_refused_in_one_line(tmp_path, submission):
 
 
 NOISY = b'''
+import numpy as np
 class Model:
     def __init__(self, d):
         self.rng = np.random.default_rng()  # a fresh seed in every process
