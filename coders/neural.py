@@ -124,6 +124,12 @@ class NeuralCoder(Coder):
         return find_shipped(fp, cls.arch)
 
     @property
+    def engine(self):
+        """The integer engine that computes this coder's probabilities (loads the model)."""
+        self._load()
+        return self._engine
+
+    @property
     def model_info(self) -> dict:
         self._load()
         return self._header

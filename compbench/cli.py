@@ -18,6 +18,7 @@ import click
 from compbench.reports.tables import FORMATS, SORT_KEYS, TABLEFMT  # stdlib-only module: cheap at start-up
 
 from .errors import CompbenchError
+from .submission.golden_plate import DEFAULT_WINDOW  # stdlib-only module (model.py is a string in it)
 
 FORMAT = click.Choice(FORMATS)
 
@@ -69,6 +70,21 @@ def cli():
 
 
 # -- run ----------------------------------------------------------------------------------------
+def _count_decoders(result, say) -> None:
+    """Set ``decoder_zip_bytes`` on the records of every neural coder: the size of its exported
+    decompressor folder as a zip (LTCB's count). Other coders have no standalone decoder export."""
+    from .submission.folders import decoder_zip_bytes
+
+    for coder in result.coders:
+        if coder.family != "neural":
+            continue
+        size = decoder_zip_bytes(coder.located_spec)
+        say(f"decompressor of {coder.located_spec}: {size:,} bytes as a zip")
+        for rec in result.records:
+            if rec.spec == coder.spec:
+                rec.decoder_zip_bytes = size
+
+
 @cli.command()
 @click.option("--coders", default="classical", show_default=True,
               help="Comma list of coder specs or groups, e.g. 'zstd:level=22:long=27,lzma:preset=9e,classical'.")
@@ -93,11 +109,14 @@ def cli():
 @click.option("--per-file", is_flag=True, help="One table row per file instead of per corpus.")
 @click.option("--no-store", is_flag=True, help="Do not save the run in the results store.")
 @click.option("--no-memory", is_flag=True, help="Skip peak-memory measurement.")
+@click.option("--ltcb", is_flag=True,
+              help="Also count each neural coder's standalone decompressor (`compbench export --format decoder`) "
+                   "as a zip, the Large Text Compression Benchmark's rule: columns decoder_zip and bpb_ltcb.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @_data_dir_option
 @_store_option
-def run(coders, corpus, split, chunk_size, repeat, max_time, budget, max_bytes, fmt, per_file, no_store, no_memory, quiet,
-        data_dir, store_path):
+def run(coders, corpus, split, chunk_size, repeat, max_time, budget, max_bytes, fmt, per_file, no_store, no_memory, ltcb,
+        quiet, data_dir, store_path):
     """Measure coders on a corpus and print the ranked table.
 
     Every file is encoded, decoded by a decoder rebuilt from the artifact alone, and compared byte
@@ -115,6 +134,8 @@ def run(coders, corpus, split, chunk_size, repeat, max_time, budget, max_bytes, 
                     measure=MeasureConfig(repeat=repeat, chunk_size=chunk_size, memory=not no_memory,
                                          max_time_s=max_time, budget=_budget(budget)))
     result = run_bench(cfg, progress=say)
+    if ltcb:
+        _count_decoders(result, say)
     records = [r.to_dict() for r in result.records]
     if not no_store and records:
         store = Store(store_path)
@@ -660,30 +681,103 @@ def check(zip_path, no_run, score_corpus, split, max_bytes, test_bytes, data_dir
 
 @cli.command()
 @click.option("--coder", "spec", required=True, help="Neural coder spec: gru, 'gru:model=sagas', 'gru:model=runs/x'.")
-@click.option("--format", "fmt", type=click.Choice(["golden-plate"]), default="golden-plate", show_default=True,
-              help="Submission format (param-golf and decoder come later).")
-@click.option("--window", type=click.IntRange(min=0), default=512, show_default=True,
-              help="Bytes of each context the model reads (0: all it is given).")
-@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The zip to write.")
-@click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
-def export(spec, fmt, window, out_path, force):
-    """Export a neural coder as a competition submission (Golden Plate: model.py + weights.npz + config.json).
+@click.option("--format", "fmt", type=click.Choice(["golden-plate", "param-golf", "decoder"]), default="golden-plate",
+              show_default=True, help="golden-plate: a 1 MB zip (model.py); param-golf: a 16,000,000-byte folder "
+                                      "(evaluate.py, submission.json); decoder: a decompressor folder (decompress.py).")
+@click.option("--window", type=click.IntRange(min=0), default=DEFAULT_WINDOW, show_default=True,
+              help="golden-plate: bytes of each context the model reads (0: all it is given). The challenge gives "
+                   "512; 128 costs about 0.1%% bpb and a quarter of the time (see the README).")
+@click.option("--score", "score_corpus", default=None, metavar="CORPUS|PATH",
+              help="param-golf and decoder: evaluate on this corpus (--split) or file, then re-evaluate from the "
+                   "exported folder alone in a fresh process and compare.")
+@click.option("--split", type=click.Choice(["all", "val", "test"]), default="test", show_default=True)
+@click.option("--bytes", "max_bytes", default="0", metavar="SIZE", help="Evaluate only the first SIZE bytes.")
+@click.option("--name", default="", help="param-golf: the record's name (submission.json).")
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(),
+              help="The zip (golden-plate) or folder (param-golf, decoder) to write.")
+@click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists (a folder only if an export wrote it).")
+@_data_dir_option
+def export(spec, fmt, window, score_corpus, split, max_bytes, name, out_path, force, data_dir):
+    """Export a neural coder as a competition submission or a standalone decompressor.
 
     \b
     compbench export --coder gru --format golden-plate -o submission.zip
     compbench check submission.zip --score enwik8 --bytes 20KB
+    compbench export --coder gru --format param-golf --score enwik8 --bytes 100KB -o pg/
+    compbench export --coder gru --format decoder --score enwik8 --bytes 100KB -o dec/
     """
-    from .submission.golden_plate import export_golden_plate
     from .submission.zipcheck import SubmissionError
 
-    if Path(out_path).exists() and not force:
-        raise CompbenchError(f"{out_path} exists (pass -f to overwrite)")
     try:
-        info = export_golden_plate(spec, out_path, window=window)
+        if fmt == "golden-plate":
+            from .submission.golden_plate import export_golden_plate
+
+            if Path(out_path).exists() and not force:
+                raise CompbenchError(f"{out_path} exists (pass -f to overwrite)")
+            info = export_golden_plate(spec, out_path, window=window)
+            click.echo(f"wrote {out_path}: {info['zip_bytes']:,} bytes = {info['mib']:.4f} MiB of the 1 MiB limit "
+                       f"({info['mb']:.4f} MB of 1,000,000 bytes); check it with `compbench check {out_path}`")
+            return
+        data, eval_info = None, None
+        if score_corpus:
+            from .corpus import load_corpus
+            from .units import parse_size
+
+            corpus = load_corpus(score_corpus, split, data_dir).head(parse_size(max_bytes))
+            data = corpus.joined()
+            eval_info = {"corpus": corpus.name, "split": split, "bytes": len(data), "corpus_sha256": corpus.sha256}
+        if fmt == "param-golf":
+            _export_param_golf(spec, out_path, data, eval_info, name, force)
+        else:
+            _export_decoder(spec, out_path, data, force)
     except SubmissionError as err:
         raise CompbenchError(str(err)) from None
-    click.echo(f"wrote {out_path}: {info['zip_bytes']:,} bytes = {info['mib']:.4f} MiB of the 1 MiB limit "
-               f"({info['mb']:.4f} MB of 1,000,000 bytes); check it with `compbench check {out_path}`")
+
+
+def _export_param_golf(spec, out_path, data, eval_info, name, force) -> None:
+    from .submission.folders import reevaluate, validate_param_golf, export_param_golf
+    from .submission.zipcheck import SubmissionError
+
+    say = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    if data:
+        say(f"evaluating {len(data):,} bytes with compbench ...")
+    rec = export_param_golf(spec, out_path, data, eval_info, name=name, force=force)
+    validate_param_golf(out_path)
+    click.echo(f"wrote {out_path}/: code {rec['bytes_code']:,} + model {rec['bytes_model']:,} = {rec['bytes_total']:,} "
+               f"bytes of {rec['limit_bytes']:,}")
+    if data:
+        say("re-evaluating from the folder alone, in a fresh process ...")
+        again = reevaluate(out_path, data)
+        same = again["val_bpb"] == rec["val_bpb"]
+        click.echo(f"val_bpb {rec['val_bpb']:.6f} (compbench) / {again['val_bpb']:.6f} (the folder's evaluate.py, "
+                   f"fresh process): {'identical' if same else 'DIFFERENT'}")
+        if not same:
+            raise SubmissionError("the exported folder re-evaluates to a different bpb")
+
+
+def _export_decoder(spec, out_path, data, force) -> None:
+    import tempfile
+
+    from .registry import make_coder
+    from .submission.folders import export_decoder, run_fresh
+    from .submission.zipcheck import SubmissionError
+
+    info = export_decoder(spec, out_path, force=force)
+    click.echo(f"wrote {out_path}/: {info['files']} files, {info['bytes']:,} bytes; as a zip (how the LTCB counts a "
+               f"decompressor) {info['zip_bytes']:,} bytes")
+    if data:
+        click.echo(f"encoding {len(data):,} bytes with compbench, decoding with the folder's decompress.py ...", err=True)
+        payload = make_coder(spec).encode(data)
+        with tempfile.TemporaryDirectory(prefix="compbench-dec-") as tmp:
+            src, out = Path(tmp) / "payload.cbp", Path(tmp) / "out.bin"
+            src.write_bytes(payload)
+            run_fresh(out_path, ["decompress.py", str(src), str(out)])
+            ok = out.read_bytes() == data
+        n = len(data)
+        click.echo(f"decoded in a fresh process: {'identical' if ok else 'DIFFERENT'}; payload {len(payload):,} bytes = "
+                   f"{8 * len(payload) / n:.4f} bpb; with the decompressor zip {8 * (len(payload) + info['zip_bytes']) / n:.4f} bpb")
+        if not ok:
+            raise SubmissionError("the exported decompressor decoded different bytes")
 
 
 def _parse_sizes(items: tuple[str, ...]) -> dict:

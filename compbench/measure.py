@@ -89,6 +89,7 @@ class Record:
     stores_eval_data: bool = False  # the artifact holds part of the evaluated data (a paid prefix)
     stored_bytes: int = 0  # bytes of text the artifact stores (a prefix's slice), before compression
     portable: bool = True  # False: the payload is only known to decode on the machine that made it
+    decoder_zip_bytes: int | None = None  # `run --ltcb`: the standalone decompressor, zipped (counted once per corpus)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -20,6 +20,7 @@ COLUMNS = [  # (row key, table header)
     ("rank", "#"), ("label", "coder"), ("corpus", "corpus"), ("split", "split"), ("files", "files"),
     ("n_bytes", "n_bytes"), ("payload_bytes", "payload_bytes"), ("artifact_bytes", "artifact_bytes"),
     ("bpb", "bpb"), ("bpb_model", "bpb_model"), ("bpb_total", "bpb_total"), ("bpb_lmic", "bpb_lmic"),
+    ("decoder_zip_bytes", "decoder_zip"), ("bpb_ltcb", "bpb_ltcb"),
     ("encode_mb_s", "enc MB/s"), ("decode_mb_s", "dec MB/s"), ("peak_mem_mb", "peak MB"),
     ("budget", "budget"), ("fits_budget", "fits"), ("stores_eval_data", "eval data"), ("portable", "portable"),
     ("roundtrip_ok", "roundtrip"),
@@ -73,6 +74,9 @@ def aggregate(records: list[dict], per_file: bool = False, sort: str = "bpb") ->
             "fits_budget": first.get("fits_budget"),
             "stores_eval_data": bool(first.get("stores_eval_data")),
             "portable": all(r.get("portable", True) for r in recs),
+            "decoder_zip_bytes": first.get("decoder_zip_bytes"),
+            # LTCB: compressed size plus the decompressor's zip, counted once per corpus
+            "bpb_ltcb": 8 * (payload + first["decoder_zip_bytes"]) / n if n and first.get("decoder_zip_bytes") else None,
         })
     ranked = []
     for key in OrderedDict((group_key(r), None) for r in rows):
@@ -141,6 +145,8 @@ def render(rows: list[dict], fmt: str = "github", records: list[dict] | None = N
         columns = [c for c in columns if c[0] not in ("budget", "fits_budget")]
     if not any(r.get("stores_eval_data") for r in rows):
         columns = [c for c in columns if c[0] != "stores_eval_data"]
+    if not any(r.get("decoder_zip_bytes") for r in rows):
+        columns = [c for c in columns if c[0] not in ("decoder_zip_bytes", "bpb_ltcb")]
     if all(r.get("portable", True) for r in rows):
         columns = [c for c in columns if c[0] != "portable"]
     if any(r.get("chunk_size") for r in rows):

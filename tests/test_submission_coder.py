@@ -114,3 +114,17 @@ def test_the_coder_tells_the_user_what_it_needs():
         make_coder("golden-plate").artifact()
     with pytest.raises(Exception, match="window"):
         make_coder("golden-plate:window=99999")
+
+
+def test_compbench_s_own_exported_gru_ranks_as_a_submission(tiny_models, tmp_path):
+    from compbench.submission.golden_plate import export_golden_plate
+
+    path, _ = tiny_models["gru"]
+    export_golden_plate(f"gru:model='{path}'", tmp_path / "gru.zip")
+    res = CliRunner().invoke(cli, ["run", "--coders", f"golden-plate:zip={tmp_path / 'gru.zip'},lzma", "--corpus",
+                                   str(_corpus(tmp_path)), "--store", str(tmp_path / "s.sqlite"), "--format", "json",
+                                   "--repeat", "1"])
+    assert res.exit_code == 0, res.output
+    records = {r["coder"]: r for r in json.loads(res.stdout[res.stdout.index("["):])}
+    assert records["golden-plate"]["roundtrip_ok"] and not records["golden-plate"]["portable"]
+    assert records["golden-plate"]["bpb_model"] < 8
