@@ -121,7 +121,9 @@ def test_compbench_s_own_exported_gru_ranks_as_a_submission(tiny_models, tmp_pat
 
     path, _ = tiny_models["gru"]
     export_golden_plate(f"gru:model='{path}'", tmp_path / "gru.zip")
-    res = CliRunner().invoke(cli, ["run", "--coders", f"golden-plate:zip={tmp_path / 'gru.zip'},lzma", "--corpus",
+    # Short segments and contexts: each step is one predict call, and the float GRU steps through its context.
+    spec = f"golden-plate:zip={tmp_path / 'gru.zip'}:min_segment=100:window=32"
+    res = CliRunner().invoke(cli, ["run", "--coders", f"{spec},lzma", "--corpus",
                                    str(_corpus(tmp_path)), "--store", str(tmp_path / "s.sqlite"), "--format", "json",
                                    "--repeat", "1"])
     assert res.exit_code == 0, res.output
