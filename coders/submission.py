@@ -179,6 +179,11 @@ class GoldenPlateCoder(Coder):
                 coder.encode(arr[:k, t].astype(np.int32), family, probs)
             if self.on_progress is not None and t % 64 == 63:
                 self.on_progress(min(n, (t + 1) * streams))
+        # The model's memory is the child's: report its high-water mark as the harness does for
+        # external programs (the parent's own mark cannot see it).
+        peak = self._running().peak_rss()
+        if peak:
+            self.child_peak_rss = max(getattr(self, "child_peak_rss", 0) or 0, peak)
 
     def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
         import constriction

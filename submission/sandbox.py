@@ -146,6 +146,17 @@ class Sandbox:
         logits = np.frombuffer(self._read(8 * 256 * len(contexts)), dtype="<f8").reshape(len(contexts), 256)
         return logits, seconds
 
+    def peak_rss(self) -> int | None:
+        """The child's peak resident memory so far (bytes; Linux's VmHWM), or None where unknown."""
+        try:
+            with open(f"/proc/{self._proc.pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            pass
+        return None
+
     def close(self) -> None:
         if self._proc.poll() is None:
             try:

@@ -36,6 +36,7 @@ def test_an_independent_submission_is_ranked_beside_lzma_with_the_challenge_s_sc
     assert gp["roundtrip_ok"] and xz["roundtrip_ok"] and gp["error"] is None
     assert gp["artifact_bytes"] == submission.stat().st_size and not gp["portable"] and xz["portable"]
     assert str(submission) in gp["label"]  # two submissions never share a row label
+    assert gp["decode_peak_mem_bytes"] > 20e6  # the sandboxed model's own memory (python + numpy), not the parent's
     # bpb_model is the challenge's score of the same bytes, computed independently here
     with Sandbox(submission) as sb:
         want, _ = score(sb, data)
