@@ -640,8 +640,9 @@ def check(zip_path, no_run, score_corpus, split, max_bytes, test_bytes, data_dir
 
     show("zip size", f"{report.zip_bytes:,} bytes = {report.zip_bytes / MB:.4f} MiB of 1 MiB "
                      f"({report.zip_bytes / 1e6:.4f} of 1,000,000-byte MB)", report.zip_bytes <= limits.max_zip_bytes)
-    show("uncompressed", f"{report.total_bytes:,} bytes of {limits.max_total_bytes:,}",
-         report.total_bytes <= limits.max_total_bytes)
+    ratio = report.total_bytes / max(1, report.zip_bytes)
+    show("uncompressed", f"{report.total_bytes:,} bytes of {limits.max_total_bytes:,} "
+                         f"({ratio:.2f}x the zip)", report.total_bytes <= limits.max_total_bytes)
     show("files", f"{len(report.entries)} (model.py at the top)", True)
     for name, arrays in report.arrays.items():
         show(f"arrays in {name}", ", ".join(arrays) or "none", True)

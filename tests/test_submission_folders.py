@@ -129,3 +129,20 @@ def test_export_cli_re_evaluates_both_folders_and_run_shows_the_ltcb_total(gru_s
     n, payload = int(gru_row[header.index("n_bytes")]), int(gru_row[header.index("payload_bytes")])
     assert float(gru_row[header.index("bpb_ltcb")]) == pytest.approx(8 * (payload + zip_bytes) / n)
     assert rows["lzma"].split(",")[header.index("bpb_ltcb")] == ""  # no standalone decoder export for lzma
+
+
+@pytest.mark.slow
+def test_the_decompressor_runs_with_only_its_requirements_installed(gru_spec, tmp_path):
+    """A fresh virtualenv with requirements.txt and nothing else (no compbench) decodes byte for byte."""
+    import subprocess
+    import sys
+
+    export_decoder(gru_spec, tmp_path / "dec")
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
+    py = tmp_path / "venv" / "bin" / "python"
+    subprocess.run([py, "-m", "pip", "install", "-q", "-r", tmp_path / "dec" / "requirements.txt"], check=True)
+    assert subprocess.run([py, "-c", "import compbench"], capture_output=True, cwd=tmp_path).returncode != 0
+    (tmp_path / "p.cbp").write_bytes(registry.make_coder(gru_spec).encode(TEXT))
+    subprocess.run([py, "-I", "-B", tmp_path / "dec" / "decompress.py", tmp_path / "p.cbp", tmp_path / "out"], check=True,
+                   cwd=tmp_path)
+    assert (tmp_path / "out").read_bytes() == TEXT
