@@ -20,9 +20,26 @@ PREFIX = "prefix:inner=(ppmd:order=4:mem_mib=16):store=zlib:size=20000"  # its d
 TRAIN = b"".join(b"train text %d for coders that fit: the quick brown fox. " % i for i in range(2000))
 
 
+def _golden_plate() -> str:
+    """golden-plate needs a submission: a numpy bigram zip (written by the test, not the exporter),
+    made once per test process. Short segments: every coded step is one predict call."""
+    import tempfile
+    from pathlib import Path
+
+    from test_submission_sandbox import bigram_zip
+
+    path = bigram_zip(Path(tempfile.mkdtemp(prefix="compbench-gp-")) / "bigram.zip", TRAIN)
+    return f"golden-plate:zip={path}:min_segment=1024"
+
+
+GOLDEN_PLATE = _golden_plate()
+SPECIAL = {"external": PY_ZLIB, "prefix": PREFIX, "golden-plate": GOLDEN_PLATE}
+
+
 def one_per_coder():
-    """One spec per registered coder at its defaults (external needs templates, prefix a size)."""
-    return [PY_ZLIB if name == "external" else PREFIX if name == "prefix" else name for name in registry.coders()]
+    """One spec per registered coder at its defaults (external needs templates, prefix a size,
+    golden-plate a submission)."""
+    return [SPECIAL.get(name, name) for name in registry.coders()]
 
 
 def coder_specs():
@@ -52,12 +69,13 @@ def _small_cases():
     for spec in coder_specs():
         for name, data in small_inputs().items():
             marks = [pytest.mark.slow] if _neural(spec) and len(data) > 16384 else []
-            sid = spec.split(":")[0] if spec.startswith("external") else spec
+            sid = spec.split(":")[0] if spec.startswith(("external", "golden-plate")) else spec
             yield pytest.param(spec, name, data, marks=marks, id=f"{sid}-{name}")
 
 
 def _neural(spec: str) -> bool:
-    return registry.get_coder_class(spec.split(":")[0]).family == "neural"
+    """Coders at tens of KB/s or less: the neural ones, and a submission (one predict call per step)."""
+    return registry.get_coder_class(spec.split(":")[0]).family in ("neural", "submission")
 
 
 @pytest.mark.parametrize("spec,name,data", list(_small_cases()))
