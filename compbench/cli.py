@@ -70,19 +70,19 @@ def cli():
 
 
 # -- run ----------------------------------------------------------------------------------------
-def _count_decoders(result, say) -> None:
-    """Set ``decoder_zip_bytes`` on the records of every neural coder: the size of its exported
+def _decoder_sizes(say):
+    """``run --ltcb``: each neural coder's records get ``decoder_zip_bytes``, the size of its exported
     decompressor folder as a zip (LTCB's count). Other coders have no standalone decoder export."""
     from .submission.folders import decoder_zip_bytes
 
-    for coder in result.coders:
+    def annotate(coder) -> dict:
         if coder.family != "neural":
-            continue
+            return {}
         size = decoder_zip_bytes(coder.located_spec)
-        say(f"decompressor of {coder.located_spec}: {size:,} bytes as a zip")
-        for rec in result.records:
-            if rec.spec == coder.spec:
-                rec.decoder_zip_bytes = size
+        say(f"  decompressor of {coder.located_spec}: {size:,} bytes as a zip")
+        return {"decoder_zip_bytes": size}
+
+    return annotate
 
 
 @cli.command()
@@ -112,15 +112,34 @@ def _count_decoders(result, say) -> None:
 @click.option("--ltcb", is_flag=True,
               help="Also count each neural coder's standalone decompressor (`compbench export --format decoder`) "
                    "as a zip, the Large Text Compression Benchmark's rule: columns decoder_zip and bpb_ltcb.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cells (coder x file) measured at once, one per local process; at most the core count, so "
+                   "timings stay honest. With --executor ray: the CPUs of a local Ray instance.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: serial or --jobs processes; ray: a Ray cluster (pip install 'compbench[ray]').")
+@click.option("--address", default=None, metavar="HOST:PORT",
+              help="The Ray cluster to use (`ray start --head` prints it); none starts a local Ray instance.")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Retries for a cell whose worker dies or times out, before it is recorded as failed.")
+@click.option("--cell-timeout", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
+              help="Stop and retry a cell running longer than this (0: no limit).")
+@click.option("--fresh", is_flag=True,
+              help="Measure every cell again; by default cells already in the store (same coder spec, file "
+                   "bytes, artifact, chunk size and budget, with a verified round trip) are reused.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @_data_dir_option
 @_store_option
 def run(coders, corpus, split, chunk_size, repeat, max_time, budget, max_bytes, fmt, per_file, no_store, no_memory, ltcb,
-        quiet, data_dir, store_path):
+        jobs, executor, address, retries, cell_timeout, fresh, quiet, data_dir, store_path):
     """Measure coders on a corpus and print the ranked table.
 
     Every file is encoded, decoded by a decoder rebuilt from the artifact alone, and compared byte
-    for byte; then timed REPEAT times. Results go to the store (`compbench leaderboard`)."""
+    for byte; then timed REPEAT times. Results go to the store (`compbench leaderboard`).
+
+    \b
+    Each coder x file is one cell. Rerunning a command measures only the cells the store lacks
+    (--fresh measures all). Cells run one at a time here, in --jobs local processes, or on a Ray
+    cluster (--executor ray --address HOST:PORT); see the README's "Sweeps past one machine"."""
     from . import environment
     from .measure import MeasureConfig
     from .runner import RunConfig, run as run_bench
@@ -132,18 +151,25 @@ def run(coders, corpus, split, chunk_size, repeat, max_time, budget, max_bytes, 
 
     cfg = RunConfig(coders=coders, corpus=corpus, split=split, data_dir=data_dir, max_bytes=parse_size(max_bytes),
                     measure=MeasureConfig(repeat=repeat, chunk_size=chunk_size, memory=not no_memory,
-                                         max_time_s=max_time, budget=_budget(budget)))
-    result = run_bench(cfg, progress=say)
-    if ltcb:
-        _count_decoders(result, say)
+                                         max_time_s=max_time, budget=_budget(budget)),
+                    jobs=jobs, executor=executor, address=address, retries=retries, cell_timeout=cell_timeout,
+                    resume=not fresh)
+    store = None if no_store else Store(store_path)
+    env = {"machine": environment.machine(), "packages": environment.packages(), "commit": environment.git_commit()}
+    annotate = _decoder_sizes(say) if ltcb else None
+    result = run_bench(cfg, progress=say, store=store, command=shlex.join(["compbench", *sys.argv[1:]]),
+                       environment=env, annotate=annotate)
     records = [r.to_dict() for r in result.records]
-    if not no_store and records:
-        store = Store(store_path)
-        env = {"machine": environment.machine(), "packages": environment.packages(), "commit": environment.git_commit()}
-        run_id = store.add_run(records, command=shlex.join(["compbench", *sys.argv[1:]]), environment=env)
+    if store is not None:
         for coder in result.coders:
-            store.save_artifact(coder.artifact_fingerprint().hex(), coder.artifact())
-        say(f"stored as run {run_id} in {store.path}")
+            try:
+                store.save_artifact(coder.artifact_fingerprint().hex(), coder.artifact())
+            except CompbenchError:  # a coder that failed before it had an artifact
+                pass
+        if result.run_id is not None:
+            say(f"stored as run {result.run_id} in {store.path}")
+        elif records:
+            say(f"every cell was already in {store.path}; nothing measured (--fresh measures again)")
     if records:
         click.echo(render(aggregate(records, per_file=per_file), fmt, records=records))
     for failure in result.failures:

@@ -90,6 +90,9 @@ class Record:
     stored_bytes: int = 0  # bytes of text the artifact stores (a prefix's slice), before compression
     portable: bool = True  # False: the payload is only known to decode on the machine that made it
     decoder_zip_bytes: int | None = None  # `run --ltcb`: the standalone decompressor, zipped (counted once per corpus)
+    host: str = ""  # where it was measured (compbench.cells.where): timings from different machines do not compare
+    cpu: str = ""
+    threads: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -86,21 +86,34 @@ class Store:
     # -- writing --------------------------------------------------------------------------------
     def add_run(self, records: list[dict], *, command: str = "", environment: dict | None = None) -> int:
         """Append one run and its records atomically; returns the run id."""
+        return self._write(None, records, command, environment)
+
+    def begin_run(self, *, command: str = "", environment: dict | None = None) -> int:
+        """Open a run that records are added to as its cells finish (:meth:`add_records`): a sweep
+        interrupted half-way keeps what it finished. Returns the run id."""
+        return self._write(None, [], command, environment)
+
+    def add_records(self, run_id: int, records: list[dict]) -> None:
+        """Append records to run ``run_id`` in one transaction (the driver is the only writer)."""
+        self._write(run_id, records)
+
+    def _write(self, run_id: int | None, records: list[dict], command: str = "", environment: dict | None = None) -> int:
         env = environment or {}
         db = self._connect(create=True)
         try:
             db.execute("BEGIN IMMEDIATE")
-            cur = db.execute(
-                "INSERT INTO runs (created, command, compbench_version, commit_id, commit_dirty, machine, packages)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), command,
-                    env.get("packages", {}).get("compbench"), env.get("commit", {}).get("id"),
-                    env.get("commit", {}).get("dirty"), json.dumps(env.get("machine", {})),
-                    json.dumps(env.get("packages", {})),
-                ),
-            )
-            run_id = cur.lastrowid
+            if run_id is None:
+                cur = db.execute(
+                    "INSERT INTO runs (created, command, compbench_version, commit_id, commit_dirty, machine, packages)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), command,
+                        env.get("packages", {}).get("compbench"), env.get("commit", {}).get("id"),
+                        env.get("commit", {}).get("dirty"), json.dumps(env.get("machine", {})),
+                        json.dumps(env.get("packages", {})),
+                    ),
+                )
+                run_id = cur.lastrowid
             db.executemany(
                 "INSERT INTO records (run_id, coder, spec, corpus, split, chunk_size, file, corpus_sha256,"
                 " file_sha256, artifact_sha256, bpb, roundtrip_ok, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",

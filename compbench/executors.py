@@ -1,0 +1,229 @@
+"""Executors: where cells run. Serial (in this process, the default), a local process pool
+(``--jobs N``), or a Ray cluster (``--executor ray [--address HOST:PORT]``).
+
+Every executor has one method, ``run(cells, blobs, done)``: ``blobs`` maps a content hash (a
+member's sha256, an artifact's sha256) to its bytes, and ``done(cell, record, error)`` is called
+in this process, the driver, as each cell finishes. Only the driver writes the results store, so
+the store has one writer whatever the cluster size.
+
+Bytes travel once: a process pool gets them once per worker (its initializer), Ray once into its
+object store (``ray.put``); a cell names them by hash.
+
+Faults. A cell whose worker dies (a crash, a kill, out of memory) or that runs past
+``cell_timeout`` is retried up to ``retries`` times, then reported failed with its error; it is
+never dropped. Ctrl-C cancels the pending cells and re-raises: what finished was already handed
+to ``done``. A coder's own failure (a failed round trip) is the cell's record, not a fault.
+
+Threads. Each worker runs one cell at a time with ``threads`` threads (OMP/MKL and torch), set
+before any library starts its pool.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .cells import Cell, run_cell
+from .errors import CompbenchError
+
+Done = Callable[[Cell, "dict | None", "str | None"], None]
+
+
+def _thread_env(threads: int) -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import sys
+
+    if "torch" in sys.modules:  # already started: tell it directly
+        sys.modules["torch"].set_num_threads(threads)
+
+
+@dataclass
+class Serial:
+    """Cells one after another in this process (today's behaviour). A crash is not retried: it
+    would crash again the same way."""
+
+    progress: Callable[[str], None] | None = None
+
+    def run(self, cells: list[Cell], blobs: dict[str, bytes], done: Done) -> None:
+        for cell in cells:
+            try:
+                rec = run_cell(cell, blobs[cell.member_sha256], blobs.get(cell.artifact_sha256, b""), self.progress)
+            except CompbenchError as err:
+                done(cell, None, str(err))
+                continue
+            except Exception as err:  # noqa: BLE001 - a buggy plug-in must not stop the other cells
+                done(cell, None, f"crashed with {type(err).__name__}: {err}")
+                continue
+            done(cell, rec, None)
+
+
+# -- a local process pool --------------------------------------------------------------------------
+_BLOBS: dict[str, bytes] = {}
+
+
+def _init_worker(threads: int, blobs: dict[str, bytes]) -> None:
+    _thread_env(threads)
+    _BLOBS.update(blobs)
+
+
+def _pool_cell(cell: Cell) -> dict:
+    return run_cell(cell, _BLOBS[cell.member_sha256], _BLOBS.get(cell.artifact_sha256, b""))
+
+
+@dataclass
+class Pool:
+    """``jobs`` local processes (spawned: no inherited torch thread pool), one cell at a time each."""
+
+    jobs: int
+    threads: int = 1
+    retries: int = 2
+    cell_timeout: float = 0.0  # seconds; 0: none
+    progress: Callable[[str], None] | None = None
+
+    def run(self, cells: list[Cell], blobs: dict[str, bytes], done: Done) -> None:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        say = self.progress or (lambda _m: None)
+        pending = list(cells)
+        attempts = {c: 0 for c in cells}
+        ctx = multiprocessing.get_context("spawn")
+        while pending:
+            pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker,
+                                       initargs=(self.threads, blobs))
+            running: dict = {}
+            started: dict = {}
+            broken = False
+            try:
+                while pending or running:
+                    while pending and len(running) < self.jobs:
+                        cell = pending.pop(0)
+                        fut = pool.submit(_pool_cell, cell)
+                        running[fut], started[fut] = cell, time.monotonic()
+                    finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        cell = running.pop(fut)
+                        try:
+                            done(cell, fut.result(), None)
+                        except BrokenProcessPool:
+                            broken = True
+                            self._fault(cell, attempts, pending, "its worker process died", done, say)
+                        except CompbenchError as err:
+                            done(cell, None, str(err))
+                        except Exception as err:  # noqa: BLE001 - a worker-side bug is the cell's fault
+                            self._fault(cell, attempts, pending, f"{type(err).__name__}: {err}", done, say)
+                    late = [f for f in running if self.cell_timeout and time.monotonic() - started[f] > self.cell_timeout]
+                    if late or broken:
+                        # A running task cannot be cancelled: stop the pool's processes, then retry what ran.
+                        for fut in late:
+                            self._fault(running.pop(fut), attempts, pending, f"ran past {self.cell_timeout:g} s",
+                                        done, say)
+                        for fut, cell in list(running.items()):
+                            running.pop(fut)
+                            if broken:
+                                self._fault(cell, attempts, pending, "its worker process died", done, say)
+                            else:
+                                pending.insert(0, cell)  # an innocent bystander: not its fault
+                        _kill(pool)
+                        break
+            except KeyboardInterrupt:
+                _kill(pool)
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fault(self, cell: Cell, attempts: dict, pending: list, why: str, done: Done, say) -> None:
+        attempts[cell] += 1
+        if attempts[cell] > self.retries:
+            done(cell, None, f"failed after {attempts[cell]} attempts: {why}")
+        else:
+            say(f"  {cell.spec} {cell.member}: {why}; retrying ({attempts[cell]}/{self.retries})")
+            pending.append(cell)
+
+
+def _kill(pool) -> None:
+    # concurrent.futures has no public way to stop a running task; its processes are killed instead.
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        if proc.is_alive():
+            proc.kill()
+
+
+# -- Ray ----------------------------------------------------------------------------------------
+def _ray_cell(cell: Cell, data: bytes, artifact: bytes, threads: int) -> dict:
+    _thread_env(threads)
+    return run_cell(cell, data, artifact)
+
+
+@dataclass
+class Ray:
+    """Cells as Ray tasks, one CPU each. ``address``: a running cluster (``ray start --head``);
+    none starts a local Ray instance with ``num_cpus`` CPUs."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    threads: int = 1
+    retries: int = 2
+    cell_timeout: float = 0.0
+    progress: Callable[[str], None] | None = None
+
+    def run(self, cells: list[Cell], blobs: dict[str, bytes], done: Done) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise CompbenchError("--executor ray needs Ray: pip install 'compbench[ray]' (ray[default])") from None
+        say = self.progress or (lambda _m: None)
+        if not ray.is_initialized():
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+        # Every member's and artifact's bytes go into the object store once; cells name them.
+        refs = {h: ray.put(b) for h, b in blobs.items()}
+        empty = ray.put(b"")
+        # max_retries: Ray itself resubmits a task whose worker process died.
+        task = ray.remote(num_cpus=self.threads, max_retries=self.retries)(_ray_cell)
+        attempts = {c: 0 for c in cells}
+
+        def submit(cell: Cell):
+            return task.remote(cell, refs[cell.member_sha256], refs.get(cell.artifact_sha256, empty), self.threads)
+
+        running = {submit(c): (c, time.monotonic()) for c in cells}
+        try:
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    cell, _ = running.pop(ref)
+                    try:
+                        done(cell, ray.get(ref), None)
+                    except ray.exceptions.RayTaskError as err:
+                        cause = err.cause if isinstance(err.cause, Exception) else err
+                        if isinstance(cause, CompbenchError):
+                            done(cell, None, str(cause))
+                        else:
+                            self._retry(cell, attempts, f"{type(cause).__name__}: {cause}", running, submit, done, say)
+                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as err:
+                        # Ray's own retries are spent: the worker died every time.
+                        done(cell, None, f"failed: its worker died ({type(err).__name__})")
+                if self.cell_timeout:
+                    now = time.monotonic()
+                    for ref, (cell, t0) in list(running.items()):
+                        if now - t0 > self.cell_timeout:
+                            running.pop(ref)
+                            ray.cancel(ref, force=True)
+                            self._retry(cell, attempts, f"ran past {self.cell_timeout:g} s", running, submit, done, say)
+        except KeyboardInterrupt:
+            for ref in running:
+                ray.cancel(ref, force=True)
+            raise
+
+    def _retry(self, cell, attempts, why, running, submit, done, say) -> None:
+        attempts[cell] += 1
+        if attempts[cell] > self.retries:
+            done(cell, None, f"failed after {attempts[cell]} attempts: {why}")
+        else:
+            say(f"  {cell.spec} {cell.member}: {why}; retrying ({attempts[cell]}/{self.retries})")
+            running[submit(cell)] = (cell, time.monotonic())
