@@ -123,23 +123,24 @@ def _decoder_sizes(say):
               help="Retries for a cell whose worker dies or times out, before it is recorded as failed.")
 @click.option("--cell-timeout", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
               help="Stop and retry a cell running longer than this (0: no limit).")
-@click.option("--fresh", is_flag=True,
-              help="Measure every cell again; by default cells already in the store (same coder spec, file "
-                   "bytes, artifact, chunk size and budget, with a verified round trip) are reused.")
+@click.option("--resume", is_flag=True,
+              help="Skip cells already in the store (same coder spec, file bytes, artifact, chunk size and budget, "
+                   "with a verified round trip): rerunning an interrupted sweep finishes only what is missing. "
+                   "Off by default, because rerunning is also how a changed coder is measured again.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @_data_dir_option
 @_store_option
 def run(coders, corpus, split, chunk_size, repeat, max_time, budget, max_bytes, fmt, per_file, no_store, no_memory, ltcb,
-        jobs, executor, address, retries, cell_timeout, fresh, quiet, data_dir, store_path):
+        jobs, executor, address, retries, cell_timeout, resume, quiet, data_dir, store_path):
     """Measure coders on a corpus and print the ranked table.
 
     Every file is encoded, decoded by a decoder rebuilt from the artifact alone, and compared byte
     for byte; then timed REPEAT times. Results go to the store (`compbench leaderboard`).
 
     \b
-    Each coder x file is one cell. Rerunning a command measures only the cells the store lacks
-    (--fresh measures all). Cells run one at a time here, in --jobs local processes, or on a Ray
-    cluster (--executor ray --address HOST:PORT); see the README's "Sweeps past one machine"."""
+    Each coder x file is one cell. Cells run one at a time here, in --jobs local processes, or on a
+    Ray cluster (--executor ray --address HOST:PORT); each is stored as it finishes, and --resume
+    skips those already stored. See the README's "Sweeps past one machine"."""
     from . import environment
     from .measure import MeasureConfig
     from .runner import RunConfig, run as run_bench
@@ -153,7 +154,7 @@ def run(coders, corpus, split, chunk_size, repeat, max_time, budget, max_bytes, 
                     measure=MeasureConfig(repeat=repeat, chunk_size=chunk_size, memory=not no_memory,
                                          max_time_s=max_time, budget=_budget(budget)),
                     jobs=jobs, executor=executor, address=address, retries=retries, cell_timeout=cell_timeout,
-                    resume=not fresh)
+                    resume=resume)
     store = None if no_store else Store(store_path)
     env = {"machine": environment.machine(), "packages": environment.packages(), "commit": environment.git_commit()}
     annotate = _decoder_sizes(say) if ltcb else None
@@ -169,7 +170,7 @@ def run(coders, corpus, split, chunk_size, repeat, max_time, budget, max_bytes, 
         if result.run_id is not None:
             say(f"stored as run {result.run_id} in {store.path}")
         elif records:
-            say(f"every cell was already in {store.path}; nothing measured (--fresh measures again)")
+            say(f"every cell was already in {store.path}; nothing measured (without --resume, all are measured)")
     if records:
         click.echo(render(aggregate(records, per_file=per_file), fmt, records=records))
     for failure in result.failures:

@@ -4,7 +4,7 @@ on an executor, collect records.
 Coders and corpus are resolved before any work starts, so a typo fails in a second, not after an
 hour. Coders are fitted here, in the driver; then each coder x member is one cell
 (:mod:`compbench.cells`), run serially, in local processes or on Ray (:mod:`compbench.executors`).
-Cells the store already holds are skipped (resume). A coder that fails is reported and skipped;
+With ``resume``, cells the store already holds are skipped. A coder that fails is reported and skipped;
 the others still run.
 """
 
@@ -39,7 +39,9 @@ class RunConfig:
     address: str | None = None  # Ray cluster address; None starts a local Ray instance
     retries: int = 2  # a cell whose worker dies or times out is retried this many times
     cell_timeout: float = 0.0  # seconds per cell; 0: none
-    resume: bool = True  # skip cells the store already holds (with a verified round trip)
+    # Skip cells the store already holds (with a verified round trip). Off by default: a cell's key
+    # has no code version, and rerunning is also how a changed coder is measured again.
+    resume: bool = False
 
 
 @dataclass

@@ -1,0 +1,133 @@
+"""Sweeps on executors: --jobs processes and a local Ray instance give exactly the records a serial
+run gives; a worker killed mid-cell is retried and recorded once; an interrupted sweep, rerun,
+measures only what is missing; timed runs never put more jobs than cores."""
+
+import sys
+
+import pytest
+
+from compbench.errors import CompbenchError
+from compbench.measure import MeasureConfig
+from compbench.runner import RunConfig, run
+from compbench.store import Store
+
+FILES = {
+    "a.txt": b"the quick brown fox jumps over the lazy dog. " * 200,
+    "b.bin": bytes(range(256)) * 40,
+    "c.py": b"def f(x):\n    return x + 1\n" * 150,
+}
+# Compression figures: these must not depend on where a cell ran.
+SAME = ("coder", "spec", "file", "n_bytes", "payload_bytes", "container_bytes", "artifact_bytes", "bpb", "bpb_model",
+        "bpb_total", "model_bits", "roundtrip_ok", "error", "file_sha256", "artifact_sha256", "corpus_sha256")
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    for name, data in FILES.items():
+        (d / name).write_bytes(data)
+    return d
+
+
+def _cfg(corpus, coders, **kw):
+    return RunConfig(coders=coders, corpus=str(corpus), measure=MeasureConfig(repeat=1, memory=False), **kw)
+
+
+def _figures(result):
+    return sorted(tuple(r.to_dict()[k] for k in SAME) for r in result.records)
+
+
+def test_process_pool_and_ray_give_the_records_a_serial_run_gives(corpus, tiny_models, tmp_path):
+    path, _ = tiny_models["gru"]
+    coders = f"zlib,lzma,ppmd:order=4:mem_mib=16,gru:model='{path}':min_segment=256"
+    serial = run(_cfg(corpus, coders))
+    assert serial.ok and len(serial.records) == 12
+    pool = run(_cfg(corpus, coders, jobs=2))
+    assert pool.ok and _figures(pool) == _figures(serial)
+    assert all(r.host and r.cpu and r.threads == 1 for r in pool.records)  # where each cell ran
+    ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'compbench[ray]')")
+    try:
+        on_ray = run(_cfg(corpus, coders, jobs=2, executor="ray"))
+    finally:
+        ray.shutdown()
+    assert on_ray.ok and _figures(on_ray) == _figures(serial)
+
+
+def _killer(tmp_path) -> str:
+    """An external coder whose compress command kills its parent (the worker process) the first
+    time it runs, then compresses like zlib."""
+    script = tmp_path / "kill_once.py"
+    script.write_text(
+        "import os, signal, sys, zlib\n"
+        f"flag = {str(tmp_path / 'killed-once')!r}\n"
+        "if not os.path.exists(flag):\n"
+        "    open(flag, 'w').close()\n"
+        "    os.kill(os.getppid(), signal.SIGKILL)\n"
+        "sys.stdout.buffer.write(zlib.compress(sys.stdin.buffer.read()))\n")
+    unzip = tmp_path / "unzip.py"
+    unzip.write_text("import sys, zlib\nsys.stdout.buffer.write(zlib.decompress(sys.stdin.buffer.read()))\n")
+    return f"external:compress='{sys.executable} {script}':decompress='{sys.executable} {unzip}'"
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_cell_whose_worker_is_killed_is_retried_and_recorded_once(corpus, tmp_path, executor):
+    if executor == "ray":
+        ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'compbench[ray]')")
+    store = Store(tmp_path / "s.sqlite")
+    lines = []
+    try:
+        result = run(_cfg(corpus, f"zlib,{_killer(tmp_path)}", jobs=2, executor=executor),
+                     progress=lines.append, store=store)
+    finally:
+        if executor == "ray":
+            ray.shutdown()
+    assert (tmp_path / "killed-once").exists()  # a worker really died
+    assert result.ok, result.failures
+    records = store.records()
+    keys = [(r["coder"], r["file"]) for r in records]
+    assert len(keys) == len(set(keys)) == 6  # every cell once: none lost, none twice
+    if executor == "local":
+        assert any("worker process died; retrying" in line for line in lines), lines
+
+
+def test_a_cell_that_keeps_killing_its_worker_is_recorded_as_failed(corpus, tmp_path):
+    script = tmp_path / "kill.py"
+    script.write_text("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n")
+    spec = f"external:compress='{sys.executable} {script}':decompress=cat"
+    result = run(_cfg(corpus, f"zlib,{spec}", jobs=2, retries=1), store=Store(tmp_path / "s.sqlite"))
+    assert not result.ok
+    assert len([f for f in result.failures if "failed after 2 attempts" in f]) == 3  # one per file, none dropped
+    assert len(result.records) == 3 and all(r.coder == "zlib" for r in result.records)
+
+
+def test_an_interrupted_sweep_rerun_measures_only_the_missing_cells(corpus, tmp_path, monkeypatch):
+    store = Store(tmp_path / "s.sqlite")
+    cfg = _cfg(corpus, "zlib,bz2,lzma", resume=True)
+    real = Store.add_records
+    calls = []
+
+    def interrupt_after_four(self, run_id, records):
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        calls.append(records)
+        real(self, run_id, records)
+
+    monkeypatch.setattr(Store, "add_records", interrupt_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, store=store)
+    monkeypatch.setattr(Store, "add_records", real)
+    assert len(store.records()) == 4  # what finished before Ctrl-C is kept
+    again = run(cfg, store=store)
+    assert again.ok and again.reused == 4 and len(again.records) == 9
+    keys = [(r["coder"], r["file"]) for r in store.records()]
+    assert len(keys) == len(set(keys)) == 9  # the rerun measured the 5 missing cells, nothing twice
+    third = run(cfg, store=store)
+    assert third.reused == 9 and third.run_id is None  # nothing left to do: no empty run is written
+    fresh = run(RunConfig(**{**cfg.__dict__, "resume": False}), store=store)
+    assert fresh.reused == 0 and len(store.records()) == 18  # without --resume, everything is measured again
+
+
+def test_timed_runs_never_put_more_jobs_than_cores(corpus):
+    with pytest.raises(CompbenchError, match="cores"):
+        run(_cfg(corpus, "zlib", jobs=64))
