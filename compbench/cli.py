@@ -70,6 +70,26 @@ def cli():
 
 
 # -- run ----------------------------------------------------------------------------------------
+def _executor_options(f):
+    """--jobs, --executor, --address, --retries, --cell-timeout: where cells run (run, tradeoff)."""
+    opts = [
+        click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Cells (coder x file) measured at once, one per local process; at most the core count, so "
+                          "timings stay honest. With --executor ray: the CPUs of a local Ray instance."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="local: serial or --jobs processes; ray: a Ray cluster (pip install 'compbench[ray]')."),
+        click.option("--address", default=None, metavar="HOST:PORT",
+                     help="The Ray cluster to use (`ray start --head` prints it); none starts a local Ray instance."),
+        click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+                     help="Retries for a cell whose worker dies or times out, before it is recorded as failed."),
+        click.option("--cell-timeout", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
+                     help="Stop and retry a cell running longer than this (0: no limit)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 def _decoder_sizes(say):
     """``run --ltcb``: each neural coder's records get ``decoder_zip_bytes``, the size of its exported
     decompressor folder as a zip (LTCB's count). Other coders have no standalone decoder export."""
@@ -112,17 +132,7 @@ def _decoder_sizes(say):
 @click.option("--ltcb", is_flag=True,
               help="Also count each neural coder's standalone decompressor (`compbench export --format decoder`) "
                    "as a zip, the Large Text Compression Benchmark's rule: columns decoder_zip and bpb_ltcb.")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Cells (coder x file) measured at once, one per local process; at most the core count, so "
-                   "timings stay honest. With --executor ray: the CPUs of a local Ray instance.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: serial or --jobs processes; ray: a Ray cluster (pip install 'compbench[ray]').")
-@click.option("--address", default=None, metavar="HOST:PORT",
-              help="The Ray cluster to use (`ray start --head` prints it); none starts a local Ray instance.")
-@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Retries for a cell whose worker dies or times out, before it is recorded as failed.")
-@click.option("--cell-timeout", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
-              help="Stop and retry a cell running longer than this (0: no limit).")
+@_executor_options
 @click.option("--resume", is_flag=True,
               help="Skip cells already in the store (same coder spec, file bytes, artifact, chunk size and budget, "
                    "with a verified round trip): rerunning an interrupted sweep finishes only what is missing. "
@@ -588,11 +598,12 @@ def report_chunking(coders, corpus, split, max_bytes, chunk_sizes, out, quiet, d
               help="Evaluate only the first SIZE bytes of the split (for slow coders); 0: all of it.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Report folder (default reports/tradeoff-CORPUS-BUDGET).")
+@_executor_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @_store_option
 @_data_dir_option
 def tradeoff(budget, corpus, split, coders, kinds, shares, store_coder, models, train_minutes, train_sizes, max_bytes,
-             out, quiet, store_path, data_dir):
+             out, jobs, executor, address, retries, cell_timeout, quiet, store_path, data_dir):
     """How a byte budget is best split between a model and stored data.
 
     Sweeps each coder alone, with a context prefix (train text) and with a paid prefix (evaluated
@@ -618,7 +629,8 @@ def tradeoff(budget, corpus, split, coders, kinds, shares, store_coder, models, 
         models=tuple(m.strip() for m in models.split(",") if m.strip()), train_minutes=train_minutes,
         train_sizes=tuple(parse_size(x) for x in train_sizes.split(",") if x.strip()), out=out or "",
         max_bytes=parse_size(max_bytes),
-        data_dir=str(data_dir) if data_dir else None, store_path=str(store_path) if store_path else None)
+        data_dir=str(data_dir) if data_dir else None, store_path=str(store_path) if store_path else None,
+        jobs=jobs, executor=executor, address=address, retries=retries, cell_timeout=cell_timeout)
     rows = run_tradeoff(cfg, say=_say(quiet))
     click.echo((cfg.out_dir / "report.md").read_text())
     click.echo(f"wrote {cfg.out_dir}/report.md, pareto.png, coverage.png, split.png, tradeoff.csv, tradeoff.json "

@@ -135,7 +135,7 @@ def run(cfg: RunConfig, progress: Callable[[str], None] | None = None, store=Non
                 blobs[art_sha] = artifact
             extra[coder.spec] = annotate(coder) if annotate else {}
         except CompbenchError as err:
-            result.failures.append(f"{coder.header_spec}: {err}")
+            result.failures.append(f"{coder.located_spec}: {err}")
             say(f"  FAILED: {err}")
             continue
         for mem in corpus.members:

@@ -23,7 +23,7 @@ COLUMNS = [  # (row key, table header)
     ("decoder_zip_bytes", "decoder_zip"), ("bpb_ltcb", "bpb_ltcb"),
     ("encode_mb_s", "enc MB/s"), ("decode_mb_s", "dec MB/s"), ("peak_mem_mb", "peak MB"),
     ("budget", "budget"), ("fits_budget", "fits"), ("stores_eval_data", "eval data"), ("portable", "portable"),
-    ("roundtrip_ok", "roundtrip"),
+    ("roundtrip_ok", "roundtrip"), ("host", "measured on"),
 ]
 
 
@@ -74,6 +74,8 @@ def aggregate(records: list[dict], per_file: bool = False, sort: str = "bpb") ->
             "fits_budget": first.get("fits_budget"),
             "stores_eval_data": bool(first.get("stores_eval_data")),
             "portable": all(r.get("portable", True) for r in recs),
+            # Where the row was timed: one machine, or "N machines" (their timings do not compare).
+            "host": _hosts(recs),
             "decoder_zip_bytes": first.get("decoder_zip_bytes"),
             # LTCB: compressed size plus the decompressor's zip, counted once per corpus
             "bpb_ltcb": 8 * (payload + first["decoder_zip_bytes"]) / n if n and first.get("decoder_zip_bytes") else None,
@@ -88,6 +90,13 @@ def aggregate(records: list[dict], per_file: bool = False, sort: str = "bpb") ->
             r["rank"] = i
         ranked += members
     return ranked
+
+
+def _hosts(recs: list[dict]) -> str | None:
+    hosts = sorted({f"{r['host']} ({r.get('cpu') or '?'}, {r.get('threads') or '?'} threads)" for r in recs if r.get("host")})
+    if not hosts:
+        return None
+    return hosts[0] if len(hosts) == 1 else f"{len(hosts)} machines"
 
 
 def _csv(rows: list[dict], columns: list[tuple[str, str]]) -> str:
@@ -147,6 +156,8 @@ def render(rows: list[dict], fmt: str = "github", records: list[dict] | None = N
         columns = [c for c in columns if c[0] != "stores_eval_data"]
     if not any(r.get("decoder_zip_bytes") for r in rows):
         columns = [c for c in columns if c[0] not in ("decoder_zip_bytes", "bpb_ltcb")]
+    if len({r.get("host") for r in rows if r.get("host")}) < 2:  # shown when a table spans several machines
+        columns = [c for c in columns if c[0] != "host"]
     if all(r.get("portable", True) for r in rows):
         columns = [c for c in columns if c[0] != "portable"]
     if any(r.get("chunk_size") for r in rows):

@@ -52,6 +52,15 @@ class TradeoffConfig:
     out: str = ""  # default: reports/tradeoff-<corpus>-<budget>
     data_dir: str | None = None
     store_path: str | None = None
+    jobs: int = 1  # executor settings, as for `compbench run` (see compbench.executors)
+    executor: str = "local"
+    address: str | None = None
+    retries: int = 2
+    cell_timeout: float = 0.0
+
+    @property
+    def parallel(self) -> bool:
+        return self.jobs > 1 or self.executor != "local"
 
     @property
     def out_dir(self) -> Path:
@@ -186,34 +195,51 @@ def _environment() -> dict:
     return {"machine": environment.machine(), "packages": environment.packages(), "commit": environment.git_commit()}
 
 
-def _measure(cell: Cell, cfg: TradeoffConfig, store, cached: dict, train_bytes: int, say) -> bool:
-    """Fill ``cell.row`` from the store or a new run; returns True when it was measured now."""
+def _measure(cells: list[Cell], cfg: TradeoffConfig, store, cached: dict, train_bytes: int, say) -> set[int]:
+    """Fill each cell's ``row`` from the store or new measurements, all of ``cells`` in one run on
+    the configured executor; returns the ids of the cells measured now. A cell's records are
+    stored as one run of their own, and only when every round trip is verified."""
     from compbench.measure import MeasureConfig
     from compbench.registry import make_coder
     from compbench.runner import RunConfig, run
 
-    hit = cached.get(make_coder(cell.spec).spec)
-    if hit is None:
-        res = run(RunConfig(coders=cell.spec, corpus=cfg.corpus, split=cfg.split, max_bytes=cfg.max_bytes,
-                            data_dir=Path(cfg.data_dir) if cfg.data_dir else None,
-                            measure=MeasureConfig(repeat=0, budget=cfg.budget)),
+    coders = {id(c): make_coder(c.spec) for c in cells}
+    todo = [c for c in cells if coders[id(c)].spec not in cached]
+    if todo:
+        res = run(RunConfig(coders=",".join(c.spec for c in todo), corpus=cfg.corpus, split=cfg.split,
+                            max_bytes=cfg.max_bytes, data_dir=Path(cfg.data_dir) if cfg.data_dir else None,
+                            measure=MeasureConfig(repeat=0, budget=cfg.budget), jobs=cfg.jobs, executor=cfg.executor,
+                            address=cfg.address, retries=cfg.retries, cell_timeout=cfg.cell_timeout),
                   progress=lambda m: say("    " + m))
-        if res.failures or not res.records:
-            cell.error = "; ".join(res.failures) or "no records"
-            return True
-        recs = [r.to_dict() for r in res.records]
-        if all(r["roundtrip_ok"] for r in recs):
-            run_id = store.add_run(recs, command=f"compbench tradeoff cell {cell.spec}", environment=_environment())
-            for r in recs:
-                r["run_id"] = run_id
-        else:
-            cell.error = "round trip FAILED: " + "; ".join(str(r["error"]) for r in recs if not r["roundtrip_ok"])
-        hit, fresh = recs, True
-    else:
-        fresh = False
-    cell.row = {"family": cell.family, "variant": cell.variant, "kind": cell.kind,
-                "share": cell.share, **_aggregate(hit, train_bytes), "note": cell.note}
-    return fresh
+        by_spec: dict[str, list[dict]] = {}
+        for r in res.records:
+            by_spec.setdefault(r.spec, []).append(r.to_dict())
+        for cell in todo:
+            coder = coders[id(cell)]
+            fails = [f for f in res.failures if f.startswith((f"{coder.located_spec}: ", f"{coder.located_spec} on "))]
+            recs = by_spec.get(coder.spec)
+            if fails or not recs:
+                cell.error = "; ".join(fails) or "no records"
+            elif all(r["roundtrip_ok"] for r in recs):
+                run_id = store.add_run(recs, command=f"compbench tradeoff cell {cell.spec}", environment=_environment())
+                for r in recs:
+                    r["run_id"] = run_id
+                cached[coder.spec] = recs
+            else:
+                cell.error = "round trip FAILED: " + "; ".join(str(r["error"]) for r in recs if not r["roundtrip_ok"])
+                cell.row = {"family": cell.family, "variant": cell.variant, "kind": cell.kind, "share": cell.share,
+                            **_aggregate(recs, train_bytes), "note": cell.note}
+    for cell in cells:
+        hit = cached.get(coders[id(cell)].spec)
+        if hit is not None and not cell.error:
+            cell.row = {"family": cell.family, "variant": cell.variant, "kind": cell.kind,
+                        "share": cell.share, **_aggregate(hit, train_bytes), "note": cell.note}
+    return {id(c) for c in todo}
+
+
+def _said(cell: Cell, fresh: bool) -> str:
+    return f"    {'measured' if fresh else 'from the store'}: " + (f"FAILED: {cell.error}" if cell.error else
+        f"{cell.row['bpb']:.4f} bpb, artifact {cell.row['artifact_bytes']:,} bytes, coverage {cell.row['coverage']:.1%}")
 
 
 def _train_small(cfg: TradeoffConfig, store_dir: Path, say) -> dict[str, list[str]]:
@@ -266,30 +292,48 @@ def run_tradeoff(cfg: TradeoffConfig, say: Callable[[str], None] = lambda m: Non
     say(f"tradeoff: {cfg.corpus} [{cfg.split}] ({corpus.n_bytes:,} bytes), budget {cfg.budget:,} bytes, "
         f"{len(cells)} coder/model variant(s); results store {store.path}")
     t0, done = time.perf_counter(), []
-    # The coder alone first: its artifact size decides which shares are left for stored text.
-    i = 0
-    while i < len(cells):
-        cell = cells[i]
-        i += 1
-        full = [c for c in done if (c.family, c.variant, c.kind) == (cell.family, cell.variant, cell.kind)
-                and c.row and c.row["coverage"] >= 1.0]
-        if cell.kind != "alone" and full:  # a smaller share already stored all there is: same cell again
-            say(f"[{i}/{len(cells)}] {cell.label}: skipped, {full[0].label} already stores all {full[0].row['stored_bytes']:,} bytes")
-            continue
-        say(f"[{i}/{len(cells)}] {cell.label} ({time.perf_counter() - t0:,.0f} s)")
-        fresh = _measure(cell, cfg, store, cached, train_bytes, say)
-        say(f"    {'measured' if fresh else 'from the store'}: " + (f"FAILED: {cell.error}" if cell.error else
-            f"{cell.row['bpb']:.4f} bpb, artifact {cell.row['artifact_bytes']:,} bytes, coverage {cell.row['coverage']:.1%}"))
+    # Two waves. First every coder alone: its artifact size decides which shares are left for
+    # stored text. Then every prefix cell. Serially, a share is skipped once a smaller share of the
+    # same coder already stores everything (the same cell again). On an executor a wave runs at
+    # once, so such cells are measured and then left out by the same rule: the rows are identical.
+    if cfg.parallel:
+        say(f"measuring {len(cells)} cell(s) at once ({cfg.executor}, jobs {cfg.jobs})")
+        fresh = _measure(cells, cfg, store, cached, train_bytes, say)
+    second: list[Cell] = []
+    for i, cell in enumerate(cells, 1):
+        if not cfg.parallel:
+            say(f"[{i}/{len(cells)}] {cell.label} ({time.perf_counter() - t0:,.0f} s)")
+            fresh = _measure([cell], cfg, store, cached, train_bytes, say)
+        else:
+            say(f"[{i}/{len(cells)}] {cell.label}")
+        say(_said(cell, id(cell) in fresh))
         done.append(cell)
-        if cell.kind == "alone" and not cell.error:
+        if not cell.error:
             room = cfg.budget - cell.row["artifact_bytes"] - 64  # the prefix header, with slack
             if room <= 0:
                 say("    its artifact alone is over the budget: no room for stored text")
                 continue
             for kind in cfg.kinds:
                 for share in [s for s in sorted(cfg.shares) if s * cfg.budget < room] + [None]:
-                    cells.append(Cell(cell.family, cell.variant, cell.base, kind, share,
-                                      spec=_prefix_spec(cell.base, kind, share, cfg.store_coder)))
+                    second.append(Cell(cell.family, cell.variant, cell.base, kind, share,
+                                       spec=_prefix_spec(cell.base, kind, share, cfg.store_coder)))
+    if cfg.parallel and second:
+        say(f"measuring {len(second)} prefix cell(s) at once")
+        fresh = _measure(second, cfg, store, cached, train_bytes, say)
+    n = len(cells) + len(second)
+    for i, cell in enumerate(second, len(cells) + 1):
+        full = [c for c in done if (c.family, c.variant, c.kind) == (cell.family, cell.variant, cell.kind)
+                and c.row and c.row["coverage"] >= 1.0]
+        if full:  # a smaller share already stored all there is: same cell again
+            say(f"[{i}/{n}] {cell.label}: skipped, {full[0].label} already stores all {full[0].row['stored_bytes']:,} bytes")
+            continue
+        if not cfg.parallel:
+            say(f"[{i}/{n}] {cell.label} ({time.perf_counter() - t0:,.0f} s)")
+            fresh = _measure([cell], cfg, store, cached, train_bytes, say)
+        else:
+            say(f"[{i}/{n}] {cell.label}")
+        say(_said(cell, id(cell) in fresh))
+        done.append(cell)
     rows = [c.row for c in done if c.row]
     failed = [f"{c.label}: {c.error}" for c in done if c.error]
     write_report(cfg, rows, failed, corpus.n_bytes, train_bytes)

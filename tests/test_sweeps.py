@@ -131,3 +131,43 @@ def test_an_interrupted_sweep_rerun_measures_only_the_missing_cells(corpus, tmp_
 def test_timed_runs_never_put_more_jobs_than_cores(corpus):
     with pytest.raises(CompbenchError, match="cores"):
         run(_cfg(corpus, "zlib", jobs=64))
+
+
+def test_a_table_says_where_rows_were_measured_when_they_span_machines(corpus):
+    from compbench.reports.tables import aggregate, render
+
+    records = [r.to_dict() for r in run(_cfg(corpus, "zlib,bz2")).records]
+    one = render(aggregate(records))
+    assert "measured on" not in one  # one machine: nothing to warn about
+    for r in records:
+        if r["coder"] == "bz2":
+            r["host"], r["cpu"] = "node-7", "AMD EPYC"
+    two = render(aggregate(records))
+    assert "measured on" in two and "node-7 (AMD EPYC" in two
+
+
+def test_a_tradeoff_sweep_on_processes_and_ray_gives_the_serial_rows(tmp_path):
+    import random
+
+    from compbench.reports.tradeoff import TradeoffConfig, run_tradeoff
+
+    rng = random.Random(4)
+    words = [bytes(rng.choice(b"etaoinshrdlucmfw") for _ in range(rng.randint(3, 9))) for _ in range(400)]
+    (tmp_path / "c.txt").write_bytes(b" ".join(rng.choice(words) for _ in range(16_000)))
+
+    def sweep(name, **kw):
+        cfg = TradeoffConfig(budget=30_000, corpus=str(tmp_path / "c.txt"), coders="zlib,ppmd:order=4:mem_mib=16",
+                             shares=(0.1, 0.5), store_coder="zlib", out=str(tmp_path / f"rep-{name}"),
+                             store_path=str(tmp_path / f"{name}.sqlite"), **kw)
+        keys = ("family", "variant", "kind", "share", "bpb", "bpb_total", "artifact_bytes", "stored_bytes", "coverage",
+                "roundtrip_ok")
+        return [tuple(r[k] for k in keys) for r in run_tradeoff(cfg)]
+
+    serial = sweep("serial")
+    assert len(serial) >= 8
+    assert sweep("pool", jobs=2) == serial
+    ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'compbench[ray]')")
+    try:
+        assert sweep("ray", jobs=2, executor="ray") == serial
+    finally:
+        ray.shutdown()
