@@ -42,6 +42,15 @@ class Cell:
     memory: bool = True
     fit_s: float = 0.0
 
+    @property
+    def label(self) -> str:
+        return f"{self.spec} {self.member}"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The byte strings it uses, by content hash: its member, then its artifact."""
+        return (self.member_sha256, self.artifact_sha256)
+
     def key(self) -> str:
         return cell_key(self.canonical, self.member_sha256, self.artifact_sha256, self.chunk_size, self.budget)
 

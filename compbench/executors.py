@@ -1,9 +1,11 @@
 """Executors: where cells run. Serial (in this process, the default), a local process pool
 (``--jobs N``), or a Ray cluster (``--executor ray [--address HOST:PORT]``).
 
-Every executor has one method, ``run(cells, blobs, done)``: ``blobs`` maps a content hash (a
-member's sha256, an artifact's sha256) to its bytes, and ``done(cell, record, error)`` is called
-in this process, the driver, as each cell finishes. Only the driver writes the results store, so
+Every executor has one method, ``run(items, blobs, done, work=run_cell)``. An item is plain data
+(a :class:`~compbench.cells.Cell`, or a training job) whose ``needs`` names the byte strings it
+uses by content hash; ``blobs`` maps each hash to its bytes (a member, an artifact, a train
+split); ``work(item, *needed_bytes)`` is a top-level function that runs anywhere and returns a
+dict. ``done(item, result, error)`` is called in this process, the driver, as each item finishes. Only the driver writes the results store, so
 the store has one writer whatever the cluster size.
 
 Bytes travel once: a process pool gets them once per worker (its initializer), Ray once into its
@@ -25,10 +27,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .cells import Cell, run_cell
+from .cells import run_cell
 from .errors import CompbenchError
 
-Done = Callable[[Cell, "dict | None", "str | None"], None]
+Done = Callable[[object, "dict | None", "str | None"], None]
+
+
+def _needed(item, blobs: dict[str, bytes]) -> list[bytes]:
+    return [blobs.get(h, b"") for h in item.needs]
 
 
 def _thread_env(threads: int) -> None:
@@ -47,10 +53,10 @@ class Serial:
 
     progress: Callable[[str], None] | None = None
 
-    def run(self, cells: list[Cell], blobs: dict[str, bytes], done: Done) -> None:
+    def run(self, cells: list, blobs: dict[str, bytes], done: Done, work: Callable = run_cell) -> None:
         for cell in cells:
             try:
-                rec = run_cell(cell, blobs[cell.member_sha256], blobs.get(cell.artifact_sha256, b""), self.progress)
+                rec = work(cell, *_needed(cell, blobs), progress=self.progress)
             except CompbenchError as err:
                 done(cell, None, str(err))
                 continue
@@ -69,8 +75,8 @@ def _init_worker(threads: int, blobs: dict[str, bytes]) -> None:
     _BLOBS.update(blobs)
 
 
-def _pool_cell(cell: Cell) -> dict:
-    return run_cell(cell, _BLOBS[cell.member_sha256], _BLOBS.get(cell.artifact_sha256, b""))
+def _pool_item(work: Callable, item) -> dict:
+    return work(item, *_needed(item, _BLOBS))
 
 
 @dataclass
@@ -83,7 +89,7 @@ class Pool:
     cell_timeout: float = 0.0  # seconds; 0: none
     progress: Callable[[str], None] | None = None
 
-    def run(self, cells: list[Cell], blobs: dict[str, bytes], done: Done) -> None:
+    def run(self, cells: list, blobs: dict[str, bytes], done: Done, work: Callable = run_cell) -> None:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         from concurrent.futures.process import BrokenProcessPool
@@ -102,7 +108,7 @@ class Pool:
                 while pending or running:
                     while pending and len(running) < self.jobs:
                         cell = pending.pop(0)
-                        fut = pool.submit(_pool_cell, cell)
+                        fut = pool.submit(_pool_item, work, cell)
                         running[fut], started[fut] = cell, time.monotonic()
                     finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
                     for fut in finished:
@@ -136,12 +142,12 @@ class Pool:
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _fault(self, cell: Cell, attempts: dict, pending: list, why: str, done: Done, say) -> None:
+    def _fault(self, cell, attempts: dict, pending: list, why: str, done: Done, say) -> None:
         attempts[cell] += 1
         if attempts[cell] > self.retries:
             done(cell, None, f"failed after {attempts[cell]} attempts: {why}")
         else:
-            say(f"  {cell.spec} {cell.member}: {why}; retrying ({attempts[cell]}/{self.retries})")
+            say(f"  {cell.label}: {why}; retrying ({attempts[cell]}/{self.retries})")
             pending.append(cell)
 
 
@@ -153,9 +159,9 @@ def _kill(pool) -> None:
 
 
 # -- Ray ----------------------------------------------------------------------------------------
-def _ray_cell(cell: Cell, data: bytes, artifact: bytes, threads: int) -> dict:
+def _ray_item(work: Callable, item, threads: int, *needed: bytes) -> dict:
     _thread_env(threads)
-    return run_cell(cell, data, artifact)
+    return work(item, *needed)
 
 
 @dataclass
@@ -170,7 +176,7 @@ class Ray:
     cell_timeout: float = 0.0
     progress: Callable[[str], None] | None = None
 
-    def run(self, cells: list[Cell], blobs: dict[str, bytes], done: Done) -> None:
+    def run(self, cells: list, blobs: dict[str, bytes], done: Done, work: Callable = run_cell) -> None:
         try:
             import ray
         except ImportError:
@@ -185,11 +191,12 @@ class Ray:
         refs = {h: ray.put(b) for h, b in blobs.items()}
         empty = ray.put(b"")
         # max_retries: Ray itself resubmits a task whose worker process died.
-        task = ray.remote(num_cpus=self.threads, max_retries=self.retries)(_ray_cell)
+        task = ray.remote(num_cpus=self.threads, max_retries=self.retries)(_ray_item)
         attempts = {c: 0 for c in cells}
 
-        def submit(cell: Cell):
-            return task.remote(cell, refs[cell.member_sha256], refs.get(cell.artifact_sha256, empty), self.threads)
+        def submit(item):
+            # ObjectRefs given as top-level arguments reach the task as their bytes.
+            return task.remote(work, item, self.threads, *(refs.get(h, empty) for h in item.needs))
 
         running = {submit(c): (c, time.monotonic()) for c in cells}
         try:
@@ -225,5 +232,5 @@ class Ray:
         if attempts[cell] > self.retries:
             done(cell, None, f"failed after {attempts[cell]} attempts: {why}")
         else:
-            say(f"  {cell.spec} {cell.member}: {why}; retrying ({attempts[cell]}/{self.retries})")
+            say(f"  {cell.label}: {why}; retrying ({attempts[cell]}/{self.retries})")
             running[submit(cell)] = (cell, time.monotonic())
