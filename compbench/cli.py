@@ -820,13 +820,16 @@ def _export_decoder(spec, out_path, data, force) -> None:
             raise SubmissionError("the exported decompressor decoded different bytes")
 
 
-def _parse_sizes(items: tuple[str, ...]) -> dict:
-    out = {}
+def _parse_sizes(items: tuple[str, ...]) -> dict[str, list[int]]:
+    """--set FIELD=N[,N...] -> {field: [values]}; several values make a grid."""
+    out: dict[str, list[int]] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise CompbenchError(f"--set expects FIELD=INTEGER, got {item!r} (e.g. --set hidden=256 --set layers=2)")
-        out[key.strip()] = int(value)
+        values = [v.strip() for v in value.split(",")]
+        if not sep or not all(v.isdigit() for v in values):
+            raise CompbenchError(f"--set expects FIELD=INTEGER[,INTEGER...], got {item!r} "
+                                 "(e.g. --set hidden=256 --set layers=2, or a grid: --set hidden=256,424,544)")
+        out[key.strip()] = [int(v) for v in values]
     return out
 
 
@@ -841,8 +844,10 @@ def _parse_sizes(items: tuple[str, ...]) -> dict:
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: model.cbnm, train.json, checkpoint.pt (rerun to resume).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--set", "sizes", multiple=True, metavar="FIELD=N",
-              help="Fix a config field instead of fitting the budget (gru: hidden, layers, embed; transformer: d_model, layers, heads, ctx, mlp_mult).")
+@click.option("--set", "sizes", multiple=True, metavar="FIELD=N[,N...]",
+              help="Fix a config field instead of fitting the budget (gru: hidden, layers, embed; transformer: d_model, "
+                   "layers, heads, ctx, mlp_mult). Several values train a grid, one model per combination, in "
+                   "OUT/FIELD=N,.../ (on --jobs or --executor ray).")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Sequences per step (default: the architecture's; GRU 128, transformer 32).")
 @click.option("--seq-len", type=click.IntRange(min=8), default=None, help="Bytes per sequence (default: the architecture's; GRU 256, transformer its context).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate.")
@@ -855,14 +860,16 @@ def _parse_sizes(items: tuple[str, ...]) -> dict:
               help="auto: bf16 autocast where the CPU has AMX/AVX512-BF16 (or on CUDA), else fp32.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="torch threads (0: torch's default).")
 @click.option("--eval-every", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Seconds between val evaluations.")
+@_executor_options
 @_data_dir_option
 def train(arch, corpus, budget, minutes, steps, out, seed, sizes, batch, seq_len, lr, dropout, weight_decay, device,
-          precision, threads, eval_every, data_dir):
+          precision, threads, eval_every, jobs, executor, address, retries, cell_timeout, data_dir):
     """Train a byte-LM on a corpus's train split and export its int8 artifact.
 
     \b
     compbench train --model gru --corpus enwik8 --budget 1MB --minutes 40 --out runs/gru-enwik8
     compbench run --coders "gru:model=runs/gru-enwik8" --corpus enwik8 --split test
+    compbench train --model gru --corpus enwik8 --set hidden=128,256 --minutes 10 --jobs 2 --out runs/grid
     """
     from .models import ARCHS
     from .train import TrainConfig
@@ -873,11 +880,20 @@ def train(arch, corpus, budget, minutes, steps, out, seed, sizes, batch, seq_len
         raise CompbenchError(f"unknown --model {arch!r}; architectures: {', '.join(ARCHS)}")
     if minutes is None and steps is None:
         raise CompbenchError("give --minutes N or --steps N")
+    sets = _parse_sizes(sizes)
     tc = TrainConfig(model=arch, corpus=corpus, budget=parse_size(budget), out=out, minutes=minutes, steps=steps,
                      seed=seed, batch=batch or 0, seq_len=seq_len or 0, lr=lr or 0.0, dropout=dropout,
                      weight_decay=weight_decay, device=device,
-                     precision=precision, threads=threads, size=_parse_sizes(sizes), eval_s=eval_every,
+                     precision=precision, threads=threads, size={k: v[0] for k, v in sets.items()}, eval_s=eval_every,
                      data_dir=str(data_dir) if data_dir else None)
+    if any(len(v) > 1 for v in sets.values()) or jobs > 1 or executor != "local":
+        from .runner import check_cores, make_executor
+        from .train import train_grid
+
+        check_cores(executor, jobs)  # training throughput is a reported figure too
+        say = _say(False)
+        train_grid(tc, sets, make_executor(executor, jobs, address, retries, cell_timeout, say), say=say)
+        return
     do_train(tc, say=lambda msg, end="\n": click.echo(msg, err=True, nl=False) or click.echo(end, err=True, nl=False))
 
 

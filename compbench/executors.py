@@ -96,7 +96,7 @@ class Pool:
 
         say = self.progress or (lambda _m: None)
         pending = list(cells)
-        attempts = {c: 0 for c in cells}
+        attempts = {id(c): 0 for c in cells}  # by identity: items need not be hashable
         ctx = multiprocessing.get_context("spawn")
         while pending:
             pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker,
@@ -143,11 +143,11 @@ class Pool:
                 pool.shutdown(wait=True, cancel_futures=True)
 
     def _fault(self, cell, attempts: dict, pending: list, why: str, done: Done, say) -> None:
-        attempts[cell] += 1
-        if attempts[cell] > self.retries:
-            done(cell, None, f"failed after {attempts[cell]} attempts: {why}")
+        attempts[id(cell)] += 1
+        if attempts[id(cell)] > self.retries:
+            done(cell, None, f"failed after {attempts[id(cell)]} attempts: {why}")
         else:
-            say(f"  {cell.label}: {why}; retrying ({attempts[cell]}/{self.retries})")
+            say(f"  {cell.label}: {why}; retrying ({attempts[id(cell)]}/{self.retries})")
             pending.append(cell)
 
 
@@ -192,7 +192,7 @@ class Ray:
         empty = ray.put(b"")
         # max_retries: Ray itself resubmits a task whose worker process died.
         task = ray.remote(num_cpus=self.threads, max_retries=self.retries)(_ray_item)
-        attempts = {c: 0 for c in cells}
+        attempts = {id(c): 0 for c in cells}  # by identity: items need not be hashable
 
         def submit(item):
             # ObjectRefs given as top-level arguments reach the task as their bytes.
@@ -228,9 +228,9 @@ class Ray:
             raise
 
     def _retry(self, cell, attempts, why, running, submit, done, say) -> None:
-        attempts[cell] += 1
-        if attempts[cell] > self.retries:
-            done(cell, None, f"failed after {attempts[cell]} attempts: {why}")
+        attempts[id(cell)] += 1
+        if attempts[id(cell)] > self.retries:
+            done(cell, None, f"failed after {attempts[id(cell)]} attempts: {why}")
         else:
-            say(f"  {cell.label}: {why}; retrying ({attempts[cell]}/{self.retries})")
+            say(f"  {cell.label}: {why}; retrying ({attempts[id(cell)]}/{self.retries})")
             running[submit(cell)] = (cell, time.monotonic())

@@ -65,24 +65,35 @@ def _record(d: dict) -> Record:
 
 def executor_for(cfg: RunConfig, say: Callable[[str], None]):
     """The executor a run's settings name (see :mod:`compbench.executors`)."""
+    return make_executor(cfg.executor, cfg.jobs, cfg.address, cfg.retries, cfg.cell_timeout, say)
+
+
+def make_executor(executor: str, jobs: int, address: str | None, retries: int, cell_timeout: float,
+                  say: Callable[[str], None]):
     from . import executors
 
-    if cfg.executor == "ray":
-        return executors.Ray(address=cfg.address, num_cpus=cfg.jobs if cfg.jobs > 1 else None, retries=cfg.retries,
-                             cell_timeout=cfg.cell_timeout, progress=say)
-    if cfg.executor != "local":
-        raise CompbenchError(f"unknown executor {cfg.executor!r}: use local or ray")
-    if cfg.jobs > 1:
-        return executors.Pool(cfg.jobs, retries=cfg.retries, cell_timeout=cfg.cell_timeout, progress=say)
+    if executor == "ray":
+        return executors.Ray(address=address, num_cpus=jobs if jobs > 1 else None, retries=retries,
+                             cell_timeout=cell_timeout, progress=say)
+    if executor != "local":
+        raise CompbenchError(f"unknown executor {executor!r}: use local or ray")
+    if jobs > 1:
+        return executors.Pool(jobs, retries=retries, cell_timeout=cell_timeout, progress=say)
     return executors.Serial(progress=say)
 
 
 def check_jobs(cfg: RunConfig) -> None:
-    """Timing honesty: cells that are timed run one per core. More local jobs than cores would time
-    coders fighting over cores (two torch processes on 2 cores slow each other many times over)."""
+    """Timing honesty: cells that are timed run one per core."""
+    if cfg.measure.repeat > 0:
+        check_cores(cfg.executor, cfg.jobs)
+
+
+def check_cores(executor: str, jobs: int) -> None:
+    """More local jobs than cores would time work fighting over cores (two torch processes on 2
+    cores slow each other many times over): refused."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if cfg.executor == "local" and cfg.jobs > cores and cfg.measure.repeat > 0:
-        raise CompbenchError(f"--jobs {cfg.jobs} is more than this machine's {cores} cores: timings would be "
+    if executor == "local" and jobs > cores:
+        raise CompbenchError(f"--jobs {jobs} is more than this machine's {cores} cores: timings would be "
                              f"meaningless. Use --jobs {cores} or fewer")
 
 

@@ -6,6 +6,12 @@ artifact as the coders will use it and writes ``train.json`` beside ``model.cbnm
   the coder with its match model at the end) on the first ``val_bytes`` of the val split.
 * **Outputs** in ``--out``: ``model.cbnm`` (the artifact a coder loads), ``train.json`` (config,
   command, figures, sha256) and ``checkpoint.pt`` (rerun the same command to resume).
+* **Grids.** ``--set hidden=256,424,544`` trains one model per combination of the listed values
+  (:func:`train_grid`), each a job on an executor (:mod:`compbench.executors`): serial, ``--jobs``
+  local processes or Ray. A job gets the train and val bytes by content hash (shipped once),
+  trains in a temporary folder wherever it runs, and returns its artifact and record; the driver
+  writes ``OUT/<field=value,...>/`` (``model.cbnm``, ``train.json``), which ``compbench tradeoff
+  --models`` and any coder's ``model=`` take. Grid jobs do not keep checkpoints.
 """
 
 from __future__ import annotations
@@ -30,17 +36,32 @@ class TrainConfig(TrainSettings):
     data_dir: str | None = None
 
 
-def train(tc: TrainConfig, say=print) -> dict:
+def _splits(tc: TrainConfig) -> tuple[bytes, bytes]:
     from . import corpus as corpus_mod
-    from .models import ARCHS
-
-    if tc.model not in ARCHS:
-        raise CompbenchError(f"unknown model {tc.model!r} (choose from: {', '.join(ARCHS)})")
-    from .models.train import TrainError
-    from .models.train import train as run_training
 
     train_b = corpus_mod.load_corpus(tc.corpus, "train", tc.data_dir).joined()
     val_b = corpus_mod.load_corpus(tc.corpus, "val", tc.data_dir).joined()[: tc.val_bytes]
+    return train_b, val_b
+
+
+def train(tc: TrainConfig, say=print) -> dict:
+    if tc.model not in _archs():
+        raise CompbenchError(f"unknown model {tc.model!r} (choose from: {', '.join(_archs())})")
+    train_b, val_b = _splits(tc)
+    return train_on(tc, train_b, val_b, say)
+
+
+def _archs():
+    from .models import ARCHS
+
+    return ARCHS
+
+
+def train_on(tc: TrainConfig, train_b: bytes, val_b: bytes, say=print) -> dict:
+    """Train on these bytes (the corpus's train split and the head of its val split) into ``tc.out``."""
+    from .models.train import TrainError
+    from .models.train import train as run_training
+
     settings = dataclasses.replace(tc, size=dict(tc.size), meta={"corpus": tc.corpus, "split": "train"})
     try:
         result = run_training(settings, train_b, val_b, say=say)
@@ -66,3 +87,68 @@ def train(tc: TrainConfig, say=print) -> dict:
         f"val bpb float {result['val_bpb_float']:.4f}, int8 engine {int8_bpb:.4f}, coder (with match model) "
         f"{coder_bpb:.4f}; artifact {len(blob):,} bytes sha256 {result['artifact_sha256'][:16]}")
     return result
+
+
+# -- grids ----------------------------------------------------------------------------------------
+def grid(sizes: dict[str, list[int]]) -> list[dict[str, int]]:
+    """Every combination of the listed values: {"hidden": [256, 424], "layers": [1]} -> 2 configs."""
+    combos: list[dict[str, int]] = [{}]
+    for field, values in sizes.items():
+        combos = [{**c, field: v} for c in combos for v in values]
+    return combos
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainJob:
+    """One model of a grid, as plain data an executor can ship."""
+
+    config: dict  # TrainConfig fields, except ``out``
+    label: str  # "hidden=256,layers=1": its folder under the grid's --out
+    needs: tuple[str, str]  # sha256 of the train bytes and of the val bytes
+
+
+def train_job(job: TrainJob, train_b: bytes, val_b: bytes, progress=None) -> dict:
+    """Train one grid model wherever this runs; returns its record and artifact (the driver writes them)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="compbench-train-") as tmp:
+        tc = TrainConfig(**{**job.config, "out": tmp})
+        say = (lambda msg, end="\n": progress(f"  {job.label}: {msg.strip()}") if msg.strip() else None) if progress \
+            else (lambda msg, end="\n": None)
+        result = train_on(tc, train_b, val_b, say)
+        return {"result": result, "model": (Path(tmp) / "model.cbnm").read_bytes()}
+
+
+def train_grid(tc: TrainConfig, sizes: dict[str, list[int]], executor, say=print) -> list[dict]:
+    """Train every combination of ``sizes`` on ``executor``; writes ``tc.out/<label>/``. Returns the
+    records, in grid order. A job that fails is reported and the others still finish."""
+    if tc.model not in _archs():
+        raise CompbenchError(f"unknown model {tc.model!r} (choose from: {', '.join(_archs())})")
+    train_b, val_b = _splits(tc)
+    needs = (hashlib.sha256(train_b).hexdigest(), hashlib.sha256(val_b).hexdigest())
+    blobs = {needs[0]: train_b, needs[1]: val_b}
+    base = {f.name: getattr(tc, f.name) for f in dataclasses.fields(tc) if f.name != "out"}
+    jobs = [TrainJob({**base, "size": {**tc.size, **combo}}, ",".join(f"{k}={v}" for k, v in combo.items()), needs)
+            for combo in grid(sizes)]
+    out, results, failures = Path(tc.out), {}, []
+    say(f"training {len(jobs)} model(s): {', '.join(j.label for j in jobs)} -> {out}/")
+
+    def done(job: TrainJob, rec: dict | None, error: str | None) -> None:
+        if rec is None:
+            failures.append(f"{job.label}: {error}")
+            say(f"  {job.label}: FAILED: {error}")
+            return
+        folder = out / job.label
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / "model.cbnm", rec["model"])
+        result = {**rec["result"], "grid": job.label,
+                  "command": " ".join(["compbench", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("compbench") else None}
+        atomic_write(folder / "train.json", (json.dumps(result, indent=2) + "\n").encode())
+        results[job.label] = result
+        say(f"  {job.label}: val bpb {result['val_bpb_coder']:.4f} (coder), artifact {len(rec['model']):,} bytes, "
+            f"{result['minutes']:.1f} min -> {folder}")
+
+    executor.run(jobs, blobs, done, work=train_job)
+    if failures:
+        raise CompbenchError(f"{len(failures)} of {len(jobs)} model(s) failed: {failures[0]}")
+    return [results[j.label] for j in jobs]

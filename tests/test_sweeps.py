@@ -171,3 +171,34 @@ def test_a_tradeoff_sweep_on_processes_and_ray_gives_the_serial_rows(tmp_path):
         assert sweep("ray", jobs=2, executor="ray") == serial
     finally:
         ray.shutdown()
+
+
+@pytest.mark.parametrize("executor", ["pool", "ray"])
+def test_a_training_grid_runs_on_executors_and_its_models_are_usable_artifacts(tmp_path, executor):
+    from click.testing import CliRunner
+
+    from compbench.cli import cli
+
+    if executor == "ray":
+        ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'compbench[ray]')")
+    args = ["train", "--model", "gru", "--corpus", "pystdlib", "--set", "hidden=16,24", "--set", "layers=1",
+            "--steps", "6", "--batch", "8", "--seq-len", "32", "--jobs", "2", "--out", str(tmp_path / "grid")]
+    try:
+        res = CliRunner().invoke(cli, args + (["--executor", "ray"] if executor == "ray" else []))
+    finally:
+        if executor == "ray":
+            ray.shutdown()
+    assert res.exit_code == 0, res.output
+    import json
+
+    for hidden in (16, 24):
+        folder = tmp_path / "grid" / f"hidden={hidden},layers=1"
+        record = json.loads((folder / "train.json").read_text())
+        assert record["config"]["hidden"] == hidden and record["grid"] == folder.name
+        assert record["artifact_sha256"] == __import__("hashlib").sha256((folder / "model.cbnm").read_bytes()).hexdigest()
+    # each folder is a model any coder and `tradeoff --models` take
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes(b"def f(x):\n    return x\n" * 40)
+    spec = f"gru:model='{tmp_path / 'grid' / 'hidden=24,layers=1'}':min_segment=256"
+    assert run(_cfg(corpus, spec)).ok
