@@ -71,6 +71,10 @@ _BLOBS: dict[str, bytes] = {}
 
 
 def _init_worker(threads: int, blobs: dict[str, bytes]) -> None:
+    # Each worker leads its own process group, so stopping it also stops the programs it started
+    # (an external coder's compressor), which would otherwise run on, orphaned, skewing timings.
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()
     _thread_env(threads)
     _BLOBS.update(blobs)
 
@@ -152,10 +156,16 @@ class Pool:
 
 
 def _kill(pool) -> None:
-    # concurrent.futures has no public way to stop a running task; its processes are killed instead.
+    # concurrent.futures has no public way to stop a running task; its processes are killed instead,
+    # each with its process group (see _init_worker).
+    import signal
+
     for proc in list(getattr(pool, "_processes", {}).values()):
         if proc.is_alive():
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (OSError, AttributeError):
+                proc.kill()
 
 
 # -- Ray ----------------------------------------------------------------------------------------

@@ -202,3 +202,19 @@ def test_a_training_grid_runs_on_executors_and_its_models_are_usable_artifacts(t
     (corpus / "a.txt").write_bytes(b"def f(x):\n    return x\n" * 40)
     spec = f"gru:model='{tmp_path / 'grid' / 'hidden=24,layers=1'}':min_segment=256"
     assert run(_cfg(corpus, spec)).ok
+
+
+def test_a_cell_past_its_timeout_is_stopped_retried_then_recorded_as_failed(corpus, tmp_path):
+    script = tmp_path / "slow.py"
+    script.write_text(f"import pathlib, time\npathlib.Path({str(tmp_path / 'started')!r}).touch()\ntime.sleep(8)\n"
+                      f"pathlib.Path({str(tmp_path / 'orphan-finished')!r}).touch()\n")
+    spec = f"external:compress='{sys.executable} {script}':decompress=cat"
+    lines = []
+    result = run(_cfg(corpus, f"zlib,{spec}", jobs=2, retries=1, cell_timeout=2), progress=lines.append)
+    assert len([f for f in result.failures if "ran past 2 s" in f]) == 3  # every slow cell, after its retry
+    assert sorted(r.file for r in result.records if r.coder == "zlib") == sorted(FILES)  # bystanders finish
+    assert any("ran past 2 s; retrying (1/1)" in line for line in lines)
+    import time
+
+    time.sleep(8)
+    assert (tmp_path / "started").exists() and not (tmp_path / "orphan-finished").exists()  # stopped, not orphaned
