@@ -71,8 +71,9 @@ class TradeoffConfig:
 
 
 @dataclass
-class Cell:
-    """One point of the sweep: a coder (family), a model or dictionary variant, a kind, a share."""
+class Point:
+    """One point of the sweep: a coder (family), a model or dictionary variant, a kind, a share.
+    Measuring it is one run of its spec: a :class:`compbench.cells.Cell` per corpus file."""
 
     family: str  # the coder the user named (ppmd, zstd, gru ...)
     variant: str  # which model (neural) or "-"
@@ -195,7 +196,7 @@ def _environment() -> dict:
     return {"machine": environment.machine(), "packages": environment.packages(), "commit": environment.git_commit()}
 
 
-def _measure(cells: list[Cell], cfg: TradeoffConfig, store, cached: dict, train_bytes: int, say) -> set[int]:
+def _measure(cells: list[Point], cfg: TradeoffConfig, store, cached: dict, train_bytes: int, say) -> set[int]:
     """Fill each cell's ``row`` from the store or new measurements, all of ``cells`` in one run on
     the configured executor; returns the ids of the cells measured now. A cell's records are
     stored as one run of their own, and only when every round trip is verified."""
@@ -237,7 +238,7 @@ def _measure(cells: list[Cell], cfg: TradeoffConfig, store, cached: dict, train_
     return {id(c) for c in todo}
 
 
-def _said(cell: Cell, fresh: bool) -> str:
+def _said(cell: Point, fresh: bool) -> str:
     return f"    {'measured' if fresh else 'from the store'}: " + (f"FAILED: {cell.error}" if cell.error else
         f"{cell.row['bpb']:.4f} bpb, artifact {cell.row['artifact_bytes']:,} bytes, coverage {cell.row['coverage']:.1%}")
 
@@ -285,10 +286,10 @@ def run_tradeoff(cfg: TradeoffConfig, say: Callable[[str], None] = lambda m: Non
     train_bytes = len(load_corpus(cfg.corpus, "train", data_dir).joined()) if cfg.split != "all" else 0
     cached = _stored_cells(store, corpus.sha256, cfg.split, cfg.budget)
     trained = _train_small(cfg, store.path.parent, say) if cfg.train_minutes > 0 else {}
-    cells: list[Cell] = []
+    cells: list[Point] = []
     for name in names:
         for variant, base, note in _variants(name, cfg, trained, say):
-            cells.append(Cell(name, variant, base, "alone", 0.0, spec=base, note=note))
+            cells.append(Point(name, variant, base, "alone", 0.0, spec=base, note=note))
     say(f"tradeoff: {cfg.corpus} [{cfg.split}] ({corpus.n_bytes:,} bytes), budget {cfg.budget:,} bytes, "
         f"{len(cells)} coder/model variant(s); results store {store.path}")
     t0, done = time.perf_counter(), []
@@ -299,7 +300,7 @@ def run_tradeoff(cfg: TradeoffConfig, say: Callable[[str], None] = lambda m: Non
     if cfg.parallel:
         say(f"measuring {len(cells)} cell(s) at once ({cfg.executor}, jobs {cfg.jobs})")
         fresh = _measure(cells, cfg, store, cached, train_bytes, say)
-    second: list[Cell] = []
+    second: list[Point] = []
     for i, cell in enumerate(cells, 1):
         if not cfg.parallel:
             say(f"[{i}/{len(cells)}] {cell.label} ({time.perf_counter() - t0:,.0f} s)")
@@ -315,7 +316,7 @@ def run_tradeoff(cfg: TradeoffConfig, say: Callable[[str], None] = lambda m: Non
                 continue
             for kind in cfg.kinds:
                 for share in [s for s in sorted(cfg.shares) if s * cfg.budget < room] + [None]:
-                    second.append(Cell(cell.family, cell.variant, cell.base, kind, share,
+                    second.append(Point(cell.family, cell.variant, cell.base, kind, share,
                                        spec=_prefix_spec(cell.base, kind, share, cfg.store_coder)))
     if cfg.parallel and second:
         say(f"measuring {len(second)} prefix cell(s) at once")

@@ -101,9 +101,10 @@ def test_a_cell_that_keeps_killing_its_worker_is_recorded_as_failed(corpus, tmp_
     assert len(result.records) == 3 and all(r.coder == "zlib" for r in result.records)
 
 
-def test_an_interrupted_sweep_rerun_measures_only_the_missing_cells(corpus, tmp_path, monkeypatch):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_interrupted_sweep_rerun_measures_only_the_missing_cells(corpus, tmp_path, monkeypatch, jobs):
     store = Store(tmp_path / "s.sqlite")
-    cfg = _cfg(corpus, "zlib,bz2,lzma", resume=True)
+    cfg = _cfg(corpus, "zlib,bz2,lzma", resume=True, jobs=jobs)
     real = Store.add_records
     calls = []
 
