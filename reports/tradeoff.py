@@ -1,6 +1,6 @@
 """``compbench tradeoff``: how a byte budget is best split between a model and stored data.
 
-For each coder this measures a grid of *cells*, each a real round trip through the harness:
+For each coder this measures a grid of *points*, each a real round trip through the harness:
 
 * the coder alone (its artifact: nothing, a dictionary, a model), once per model size available
   (for a neural coder: the shipped models trained on this corpus, models the user passes with
@@ -9,9 +9,11 @@ For each coder this measures a grid of *cells*, each a real round trip through t
   each of ``shares`` that fits beside the coder's own artifact, and "all that is left";
 * the same for ``prefix:kind=paid`` (the head of the evaluated data: rows flagged).
 
-Cells are kept in the results store as ordinary runs, one run per cell. A cell already there (same
+Points are kept in the results store as ordinary runs, one run per point. A point already there (same
 canonical spec, corpus sha256, split and budget, and a verified round trip) is not measured again,
-so an interrupted sweep resumes where it stopped, and a second report costs nothing.
+so an interrupted sweep resumes where it stopped, and a second report costs nothing. Each point is
+measured as one cell per corpus file (:mod:`compbench.cells`), on the executor the user names; with
+one, the points of a wave are measured at once (see :func:`run_tradeoff`).
 
 The report folder holds ``report.md`` (the best split per coder, every cell, the paid-prefix law
 and the crossover), three matplotlib plots (``pareto.png``, ``coverage.png``, ``split.png``) and the
