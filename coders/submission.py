@@ -80,7 +80,7 @@ class GoldenPlateCoder(Coder):
         window: int = 512  # context bytes each position gets (the challenge gives 512)
         streams: int = 64  # lockstep segments coded at once (one predict call per step)
         min_segment: int = 4096
-        cpu_limit: int = 7200  # CPU seconds the submission's process may use in all
+        cpu_limit: int = locator(7200)  # CPU seconds the submission's process may use (runtime: not in headers)
 
         def __post_init__(self):
             if not 0 <= self.window <= MAX_WINDOW:

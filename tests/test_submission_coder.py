@@ -115,6 +115,8 @@ def test_the_coder_tells_the_user_what_it_needs():
         make_coder("golden-plate").artifact()
     with pytest.raises(Exception, match="window"):
         make_coder("golden-plate:window=99999")
+    # where the zip is and how long it may run are not the payload's business; the window is
+    assert make_coder("golden-plate:zip=a.zip:cpu_limit=10:window=64").header_spec == "golden-plate:window=64"
 
 
 def test_compbench_s_own_exported_gru_ranks_as_a_submission(tiny_models, tmp_path):
