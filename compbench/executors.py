@@ -193,10 +193,21 @@ class Ray:
             raise CompbenchError("--executor ray needs Ray: pip install 'compbench[ray]' (ray[default])") from None
         say = self.progress or (lambda _m: None)
         if not ray.is_initialized():
-            if self.address:
-                ray.init(address=self.address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+            try:
+                if self.address:
+                    _reachable(self.address)
+                    ray.init(address=self.address, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+            except CompbenchError:
+                raise
+            except Exception as err:  # noqa: BLE001 - Ray's many connection errors, as one line
+                hint = ""
+                if self.address and os.environ.get("RAY_AUTH_MODE") != "token":
+                    # Ray >= 2.59 starts clusters with token authentication; a driver must opt in.
+                    hint = " (if the cluster uses token authentication, run with RAY_AUTH_MODE=token and its token)"
+                raise CompbenchError(f"cannot start Ray{' at ' + self.address if self.address else ''}: "
+                                     f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}{hint}") from None
         # Every member's and artifact's bytes go into the object store once; cells name them.
         refs = {h: ray.put(b) for h, b in blobs.items()}
         empty = ray.put(b"")
@@ -244,3 +255,18 @@ class Ray:
         else:
             say(f"  {cell.label}: {why}; retrying ({attempts[id(cell)]}/{self.retries})")
             running[submit(cell)] = (cell, time.monotonic())
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, in one line, when nothing listens at a Ray address: ``ray.init`` would
+    otherwise retry for minutes."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address.startswith(("ray://", "auto")) or not sep or not port.isdigit():
+        return  # a Ray client URL or "auto": leave it to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise CompbenchError(f"no Ray cluster at {address} ({err.strerror or err}): start one with `ray start --head` "
+                             "and pass the address it prints") from None

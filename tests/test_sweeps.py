@@ -219,3 +219,9 @@ def test_a_cell_past_its_timeout_is_stopped_retried_then_recorded_as_failed(corp
 
     time.sleep(8)
     assert (tmp_path / "started").exists() and not (tmp_path / "orphan-finished").exists()  # stopped, not orphaned
+
+
+def test_a_ray_address_with_no_cluster_fails_in_one_line_at_once(corpus):
+    pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'compbench[ray]')")
+    with pytest.raises(CompbenchError, match="no Ray cluster at 127.0.0.1:1"):
+        run(_cfg(corpus, "zlib", executor="ray", address="127.0.0.1:1"))
