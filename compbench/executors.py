@@ -198,7 +198,9 @@ class Ray:
                     _reachable(self.address)
                     ray.init(address=self.address, log_to_driver=False)
                 else:
-                    ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+                    # address="local": a new instance of our own, even where a cluster is already
+                    # running on this machine (ray.init() alone would join it).
+                    ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
             except CompbenchError:
                 raise
             except Exception as err:  # noqa: BLE001 - Ray's many connection errors, as one line
