@@ -118,14 +118,18 @@ class Pool:
                     for fut in finished:
                         cell = running.pop(fut)
                         try:
-                            done(cell, fut.result(), None)
+                            rec = fut.result()
                         except BrokenProcessPool:
                             broken = True
                             self._fault(cell, attempts, pending, "its worker process died", done, say)
+                            continue
                         except CompbenchError as err:
                             done(cell, None, str(err))
+                            continue
                         except Exception as err:  # noqa: BLE001 - a worker-side bug is the cell's fault
                             self._fault(cell, attempts, pending, f"{type(err).__name__}: {err}", done, say)
+                            continue
+                        done(cell, rec, None)  # outside the try: the driver's own errors (a full disk) are not the cell's
                     late = [f for f in running if self.cell_timeout and time.monotonic() - started[f] > self.cell_timeout]
                     if late or broken:
                         # A running task cannot be cancelled: stop the pool's processes, then retry what ran.
