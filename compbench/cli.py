@@ -726,7 +726,7 @@ def check(zip_path, no_run, score_corpus, split, max_bytes, test_bytes, data_dir
                                       "(evaluate.py, submission.json); decoder: a decompressor folder (decompress.py).")
 @click.option("--window", type=click.IntRange(min=0), default=DEFAULT_WINDOW, show_default=True,
               help="golden-plate: bytes of each context the model reads (0: all it is given). The challenge gives "
-                   "512; 128 costs about 0.1%% bpb and a quarter of the time (see the README).")
+                   "512; 128 costs about 0.13% bpb and a quarter of the time (see the README).")
 @click.option("--score", "score_corpus", default=None, metavar="CORPUS|PATH",
               help="param-golf and decoder: evaluate on this corpus (--split) or file, then re-evaluate from the "
                    "exported folder alone in a fresh process and compare.")
