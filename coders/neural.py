@@ -53,6 +53,35 @@ class NeuralOptions:
             raise ValueError("min_segment must be at least 1")
 
 
+def pack_body(streams: int, seg: int, words: bytes, data: bytes) -> bytes:
+    """The body layout above, from a lockstep coding of ``data``; the input stored instead when
+    the model would expand it (already-compressed or random bytes can cost a text model 12+ bits
+    per byte). Shared by every lockstep coder (the neural ones, ``golden-plate``)."""
+    if not data:
+        return varint(0) + varint(0)
+    body = varint(streams) + varint(seg) + words
+    return body if len(body) <= len(data) + 1 else varint(0) + data
+
+
+def unpack_body(body: bytes, size: int) -> tuple[bytes | None, int, int, int]:
+    """Invert :func:`pack_body`'s framing: ``(stored, streams, seg, pos)``. ``stored`` is the output
+    when no coding is needed (stored input, or empty input), else None, and the range-coder words
+    start at ``pos``. The caller checks the layout against its own rule before allocating."""
+    streams, pos = read_varint(body, 0, "stream count")
+    if streams == 0 and size > 0:  # stored: the model would have expanded the input
+        if len(body) - pos != size:
+            raise PayloadError("payload body is corrupted (stored bytes have the wrong length)")
+        return bytes(body[pos:]), 0, 0, pos
+    seg, pos = read_varint(body, pos, "segment length")
+    if size == 0:
+        if streams or seg or pos != len(body):
+            raise PayloadError("payload body is corrupted (streams given for empty input)")
+        return b"", 0, 0, pos
+    if (len(body) - pos) % 4:
+        raise PayloadError("payload body is corrupted (range-coder words are not whole)")
+    return None, streams, seg, pos
+
+
 def _engine_error(err: Exception) -> ArtifactError:
     return ArtifactError(str(err))
 
@@ -143,39 +172,24 @@ class NeuralCoder(Coder):
         from compbench.models import lockstep
 
         self._load()
-        n = len(data)
-        if n == 0:
-            return varint(0) + varint(0)
+        if not data:
+            return pack_body(0, 0, b"", data)
         streams, seg, words, bits = lockstep.encode(self._engine, bytes(data), *self._coding(), progress=self.on_progress,
                                                     context=bytes(context))
         self._remember(self._bits_key(data, context), bits)
-        body = varint(streams) + varint(seg) + words
-        if len(body) > n + 1:
-            # The model expands this input (already-compressed or random bytes can cost a text model
-            # 12+ bits per byte): store it instead, marked by a zero stream count.
-            return varint(0) + data
-        return body
+        return pack_body(streams, seg, words, data)
 
     def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
         from compbench.models import lockstep
 
-        streams, pos = read_varint(body, 0, "stream count")
-        if streams == 0 and size > 0:  # stored: the model would have expanded the input
-            if len(body) - pos != size:
-                raise PayloadError("payload body is corrupted (stored bytes have the wrong length)")
-            return bytes(body[pos:])
-        seg, pos = read_varint(body, pos, "segment length")
-        if size == 0:
-            if streams or seg or pos != len(body):
-                raise PayloadError("payload body is corrupted (streams given for empty input)")
-            return b""
+        stored, streams, seg, pos = unpack_body(body, size)
+        if stored is not None:
+            return stored
         # Checked before anything is allocated: the layout must be the one the encoder derives.
         if streams < 1 or seg < 1 or streams * seg < size or (streams - 1) * seg >= size:
             raise PayloadError(f"payload body is corrupted (stream layout {streams} x {seg} does not fit {size} bytes)")
         if streams > self.options.streams:
             raise PayloadError(f"payload body is corrupted ({streams} streams; this coder writes at most {self.options.streams})")
-        if (len(body) - pos) % 4:
-            raise PayloadError("payload body is corrupted (range-coder words are not whole)")
         self._load()
         try:
             return lockstep.decode(self._engine, bytes(body[pos:]), size, streams, seg, self.options.match,

@@ -23,10 +23,7 @@ per context. This coder ranks one beside the others:
   allows it). Decoding runs the submission's program, so the coder is ``runs_programs``: a payload
   alone never picks a submission to run; ``compbench decode`` needs ``--coder`` or ``--allow-external``.
 
-Body layout (inside the compbench container, which stores the length)::
-
-    varint B (streams)   varint S (segment length)   range-coder words (u32 little-endian)
-    varint 0             the input, stored             (when coding would be larger than the input)
+Body layout: the neural coders' (:func:`compbench.coders.neural.pack_body`), so one reader frames both.
 """
 
 from __future__ import annotations
@@ -38,7 +35,7 @@ from pathlib import Path
 
 from compbench.coder import Coder
 from compbench.errors import ArtifactError, CompbenchError, PayloadError
-from compbench.payload import read_varint, varint
+from compbench.coders.neural import pack_body, unpack_body
 from compbench.registry import register_coder
 from compbench.spec import locator
 
@@ -191,35 +188,25 @@ class GoldenPlateCoder(Coder):
 
         n = len(data)
         if n == 0:
-            return varint(0) + varint(0)
+            return pack_body(0, 0, b"", data)
         streams, seg = layout(n, self.options.streams, self.options.min_segment)
         arr = np.zeros((streams, seg), dtype=np.uint8)
         arr.reshape(-1)[:n] = np.frombuffer(data, dtype=np.uint8)
         encoder = constriction.stream.queue.RangeEncoder()
         self._steps(arr, n, encoder, decoding=False)
-        body = varint(streams) + varint(seg) + encoder.get_compressed().astype("<u4").tobytes()
-        return body if len(body) <= n + 1 else varint(0) + data
+        return pack_body(streams, seg, encoder.get_compressed().astype("<u4").tobytes(), data)
 
     def decode_body(self, body: bytes, size: int, context: bytes = b"") -> bytes:
         import constriction
         import numpy as np
 
-        streams, pos = read_varint(body, 0, "stream count")
-        if streams == 0 and size > 0:
-            if len(body) - pos != size:
-                raise PayloadError("payload body is corrupted (stored bytes have the wrong length)")
-            return bytes(body[pos:])
-        seg, pos = read_varint(body, pos, "segment length")
-        if size == 0:
-            if streams or seg or pos != len(body):
-                raise PayloadError("payload body is corrupted (streams given for empty input)")
-            return b""
+        stored, streams, seg, pos = unpack_body(body, size)
+        if stored is not None:
+            return stored
         # The layout must be the one the encoder derives, checked before anything is allocated.
         if (streams, seg) != layout(size, self.options.streams, self.options.min_segment):
             raise PayloadError(f"payload body is corrupted (stream layout {streams} x {seg} is not this coder's for "
                                f"{size} bytes)")
-        if (len(body) - pos) % 4:
-            raise PayloadError("payload body is corrupted (range-coder words are not whole)")
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(body[pos:], dtype="<u4").astype(np.uint32))
         arr = np.zeros((streams, seg), dtype=np.uint8)
         try:

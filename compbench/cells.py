@@ -87,20 +87,22 @@ def where() -> dict:
             "threads": int(threads) if threads and threads.isdigit() else (os.cpu_count() or 1)}
 
 
-def run_cell(cell: Cell, data: bytes, artifact: bytes, progress=None) -> dict:
+def run_cell(cell: Cell, data: bytes, artifact: bytes, progress=None, coder=None) -> dict:
     """Measure ``cell`` here; returns its record as a dict. Errors that are the coder's become the
-    record's ``error`` (as in a serial run); anything else is raised for the executor to retry."""
+    record's ``error`` (as in a serial run); anything else is raised for the executor to retry.
+    ``coder``: the driver's own fitted coder, for cells whose state is not all in the artifact."""
     from .corpus import Member
     from .measure import MeasureConfig, measure_member
     from .registry import make_coder
 
     if hashlib.sha256(data).hexdigest() != cell.member_sha256:
         raise ValueError(f"cell {cell.member}: the bytes shipped do not match the member's sha256")
-    coder = make_coder(cell.spec)
-    if artifact:
-        coder.load_artifact(artifact)
-    if cell.budget is not None:
-        coder.set_budget(cell.budget)
+    if coder is None:
+        coder = make_coder(cell.spec)
+        if artifact:
+            coder.load_artifact(artifact)
+        if cell.budget is not None:
+            coder.set_budget(cell.budget)
     cfg = MeasureConfig(repeat=cell.repeat, chunk_size=cell.chunk_size, memory=cell.memory,
                         max_time_s=cell.max_time_s, budget=cell.budget)
     corpus = _CorpusRef(cell.corpus, cell.split, cell.corpus_sha256)

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .cells import Cell, record_key, where
+from .cells import Cell, record_key, run_cell
 from .coder import Coder
 from .corpus import Corpus, load_corpus
 from .errors import CompbenchError
-from .measure import MeasureConfig, Record, measure_member
+from .measure import MeasureConfig, Record
 from .registry import expand, make_coder
 
 
@@ -185,11 +185,7 @@ def run(cfg: RunConfig, progress: Callable[[str], None] | None = None, store=Non
 
     remote = [c for c in todo if c not in local]
     for cell in (c for c in todo if c in local):
-        coder = local[cell]
-        rec = measure_member(coder, coder.artifact(), next(x for x in corpus.members if x.name == cell.member), corpus,
-                             m, fit_s=cell.fit_s, progress=say).to_dict()
-        rec.update(where())
-        done(cell, rec, None)
+        done(cell, run_cell(cell, blobs[cell.member_sha256], blobs.get(cell.artifact_sha256, b""), say, local[cell]), None)
     if remote:
         executor_for(cfg, say).run(remote, blobs, done)
     return result

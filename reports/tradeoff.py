@@ -299,18 +299,25 @@ def run_tradeoff(cfg: TradeoffConfig, say: Callable[[str], None] = lambda m: Non
     # stored text. Then every prefix cell. Serially, a share is skipped once a smaller share of the
     # same coder already stores everything (the same cell again). On an executor a wave runs at
     # once, so such cells are measured and then left out by the same rule: the rows are identical.
+    fresh: set[int] = set()
+
+    def visit(i: int, n: int, cell: Point) -> None:
+        """Measure one point now (serially) or take its wave's result (on an executor); report it."""
+        nonlocal fresh
+        if cfg.parallel:
+            say(f"[{i}/{n}] {cell.label}")
+        else:
+            say(f"[{i}/{n}] {cell.label} ({time.perf_counter() - t0:,.0f} s)")
+            fresh = _measure([cell], cfg, store, cached, train_bytes, say)
+        say(_said(cell, id(cell) in fresh))
+        done.append(cell)
+
     if cfg.parallel:
         say(f"measuring {len(cells)} cell(s) at once ({cfg.executor}, jobs {cfg.jobs})")
         fresh = _measure(cells, cfg, store, cached, train_bytes, say)
     second: list[Point] = []
     for i, cell in enumerate(cells, 1):
-        if not cfg.parallel:
-            say(f"[{i}/{len(cells)}] {cell.label} ({time.perf_counter() - t0:,.0f} s)")
-            fresh = _measure([cell], cfg, store, cached, train_bytes, say)
-        else:
-            say(f"[{i}/{len(cells)}] {cell.label}")
-        say(_said(cell, id(cell) in fresh))
-        done.append(cell)
+        visit(i, len(cells), cell)
         if not cell.error:
             room = cfg.budget - cell.row["artifact_bytes"] - 64  # the prefix header, with slack
             if room <= 0:
@@ -319,7 +326,7 @@ def run_tradeoff(cfg: TradeoffConfig, say: Callable[[str], None] = lambda m: Non
             for kind in cfg.kinds:
                 for share in [s for s in sorted(cfg.shares) if s * cfg.budget < room] + [None]:
                     second.append(Point(cell.family, cell.variant, cell.base, kind, share,
-                                       spec=_prefix_spec(cell.base, kind, share, cfg.store_coder)))
+                                        spec=_prefix_spec(cell.base, kind, share, cfg.store_coder)))
     if cfg.parallel and second:
         say(f"measuring {len(second)} prefix cell(s) at once")
         fresh = _measure(second, cfg, store, cached, train_bytes, say)
@@ -330,13 +337,7 @@ def run_tradeoff(cfg: TradeoffConfig, say: Callable[[str], None] = lambda m: Non
         if full:  # a smaller share already stored all there is: same cell again
             say(f"[{i}/{n}] {cell.label}: skipped, {full[0].label} already stores all {full[0].row['stored_bytes']:,} bytes")
             continue
-        if not cfg.parallel:
-            say(f"[{i}/{n}] {cell.label} ({time.perf_counter() - t0:,.0f} s)")
-            fresh = _measure([cell], cfg, store, cached, train_bytes, say)
-        else:
-            say(f"[{i}/{n}] {cell.label}")
-        say(_said(cell, id(cell) in fresh))
-        done.append(cell)
+        visit(i, n, cell)
     rows = [c.row for c in done if c.row]
     failed = [f"{c.label}: {c.error}" for c in done if c.error]
     write_report(cfg, rows, failed, corpus.n_bytes, train_bytes)
