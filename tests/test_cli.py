@@ -177,6 +177,8 @@ def test_train_explains_bad_invocations(tmp_path):
     assert res.exit_code == 1 and "no gru fits a 10,000-byte budget" in res.output
     res = invoke("train", "--model", "gru", "--corpus", "pystdlib", "--steps", "1", "--set", "hidden", "--out", str(tmp_path / "m"))
     assert res.exit_code == 1 and "FIELD=INTEGER" in res.output
+    res = invoke("train", "--model", "gru", "--corpus", "pystdlib", "--steps", "1", "--set", "hidden=256,x", "--out", str(tmp_path / "m"))
+    assert res.exit_code == 1 and "FIELD=INTEGER[,INTEGER...]" in res.output  # a grid's values, too
     res = invoke("train", "--model", "gru", "--corpus", "pystdlib", "--steps", "1", "--dropout", "1", "--out", str(tmp_path / "m"))
     assert res.exit_code == 2 and "--dropout" in res.output and "Traceback" not in res.output
 

@@ -133,3 +133,14 @@ def test_compbench_s_own_exported_gru_ranks_as_a_submission(tiny_models, tmp_pat
     records = {r["coder"]: r for r in json.loads(res.stdout[res.stdout.index("["):])}
     assert records["golden-plate"]["roundtrip_ok"] and not records["golden-plate"]["portable"]
     assert records["golden-plate"]["bpb_model"] < 8
+
+
+def test_a_submission_that_returns_non_finite_logits_fails_its_row_in_one_line(tmp_path):
+    z = tmp_path / "nan.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("model.py", "class Model:\n def __init__(self, d): pass\n"
+                                " def predict(self, c): return [[float('nan')] * 256 for _ in c]\n")
+    res = CliRunner().invoke(cli, ["run", "--coders", f"golden-plate:zip={z},zlib", "--corpus", str(_corpus(tmp_path)),
+                                   "--store", str(tmp_path / "s.sqlite")])
+    assert res.exit_code != 0 and "non-finite logits" in res.output and "Traceback" not in res.output
+    assert "| zlib" in res.stdout  # the other coder still ranks

@@ -146,3 +146,10 @@ def test_the_decompressor_runs_with_only_its_requirements_installed(gru_spec, tm
     subprocess.run([py, "-I", "-B", tmp_path / "dec" / "decompress.py", tmp_path / "p.cbp", tmp_path / "out"], check=True,
                    cwd=tmp_path)
     assert (tmp_path / "out").read_bytes() == TEXT
+
+
+def test_a_folder_without_its_record_fails_validation_in_one_line(tmp_path):
+    (tmp_path / "pg").mkdir()
+    with pytest.raises(SubmissionError, match="no readable submission.json") as err:
+        validate_param_golf(tmp_path / "pg")
+    assert "\n" not in str(err.value)
