@@ -42,9 +42,14 @@ class NeuralOptions:
     model: str = locator("enwik8")  # shipped name, .cbnm file or `compbench train --out` folder
     streams: int = 64
     min_segment: int = 4096
-    match: int = 3  # match model's minimum match length (bytes); 0: the byte-LM alone
+    match: int = 3  # match model's minimum match length (bytes); 0: the byte-LM alone (mix=0 only)
+    # 1: mix the LM, bit by bit, with context models and a match model shared by all streams
+    # (models/mixing.py): better compression, slower. 0: the LM with a per-stream match model.
+    mix: int = 1
 
     def __post_init__(self):
+        if self.mix not in (0, 1):
+            raise ValueError(f"mix={self.mix}: give 1 (context mixing) or 0 (the LM and a per-stream match model)")
         if not (self.match == 0 or 2 <= self.match <= 8):
             raise ValueError(f"match={self.match}: give 0 (off) or a minimum match length in [2, 8]")
         if not 1 <= self.streams <= 4096:
@@ -98,7 +103,8 @@ class NeuralCoder(Coder):
 
     def __init__(self, **options):
         super().__init__(**options)
-        self.supports_context = self.options.match > 0  # without the match model, context changes nothing
+        # Context is searched by a match model; without one (mix=0, match=0) it changes nothing.
+        self.supports_context = self.options.mix == 1 or self.options.match > 0
         self._blob: bytes | None = None
         self._engine = None
         self._header: dict | None = None
@@ -167,6 +173,9 @@ class NeuralCoder(Coder):
         o = self.options
         return o.streams, o.min_segment, o.match
 
+    def _mix(self) -> dict:
+        return {"mix": self.options.mix}
+
     # -- coding ----------------------------------------------------------------------------
     def encode_body(self, data: bytes, context: bytes = b"") -> bytes:
         from compbench.models import lockstep
@@ -175,7 +184,7 @@ class NeuralCoder(Coder):
         if not data:
             return pack_body(0, 0, b"", data)
         streams, seg, words, bits = lockstep.encode(self._engine, bytes(data), *self._coding(), progress=self.on_progress,
-                                                    context=bytes(context))
+                                                    context=bytes(context), **self._mix())
         self._remember(self._bits_key(data, context), bits)
         return pack_body(streams, seg, words, data)
 
@@ -193,7 +202,7 @@ class NeuralCoder(Coder):
         self._load()
         try:
             return lockstep.decode(self._engine, bytes(body[pos:]), size, streams, seg, self.options.match,
-                                   progress=self.on_progress, context=bytes(context))
+                                   progress=self.on_progress, context=bytes(context), **self._mix())
         except (ValueError, RuntimeError) as err:
             raise PayloadError(f"payload body is corrupted (range decoder: {err})") from None
 
@@ -204,7 +213,7 @@ class NeuralCoder(Coder):
 
         self._load()
         return lockstep.probability_digest(self._engine, bytes(data), *self._coding(), stepwise=stepwise,
-                                           context=bytes(context))
+                                           context=bytes(context), **self._mix())
 
     @staticmethod
     def _bits_key(data: bytes, context: bytes) -> bytes:
@@ -216,7 +225,8 @@ class NeuralCoder(Coder):
         key = self._bits_key(data, context)
         if key not in self._bits:
             self._load()
-            self._remember(key, lockstep.model_bits(self._engine, bytes(data), *self._coding(), context=bytes(context)))
+            self._remember(key, lockstep.model_bits(self._engine, bytes(data), *self._coding(), context=bytes(context),
+                                                    **self._mix()))
         return self._bits[key]
 
     def _remember(self, key: bytes, bits: float) -> None:

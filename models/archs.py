@@ -51,7 +51,7 @@ class ArchInfo:
 
 # The engine files every architecture's decoder runs (the artifact reader, exact integer ops, lockstep
 # coding with the match model); an architecture adds its own module.
-SHARED_CODE = ("artifact.py", "intops.py", "lockstep.py")
+SHARED_CODE = ("artifact.py", "intops.py", "lockstep.py", "mixing.py")
 
 ARCHS: dict[str, ArchInfo] = {}
 _LISTENERS: list[Callable[[ArchInfo], None]] = []

@@ -179,13 +179,20 @@ def int_matmul(x: torch.Tensor, w_t: "Int8Matrix | torch.Tensor", dtype=torch.fl
     return (x.to(wf.dtype) @ wf).to(dtype)
 
 
+def exp_weights(logits: torch.Tensor) -> torch.Tensor:
+    """The integer softmax weights of float logits [B, 256]: int64, the largest EXP_ONE, none below 2.
+
+    Gaps to the row maximum are rounded to 1/ERES nats and looked up in an integer exp table."""
+    # gap >= 0, so adding 0.5 and truncating rounds half up: one op fewer than round() + clamp(min=0)
+    idx = ((logits.amax(dim=-1, keepdim=True) - logits) * ERES + 0.5).clamp_(max=EMAX * ERES).to(torch.int32)
+    return exp_table().index_select(0, idx.view(-1)).view(idx.shape)
+
+
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
     """Reproducible softmax: float logits [B, 256] -> float64 probabilities [B, 256].
 
-    Gaps to the row maximum are rounded to 1/ERES nats and looked up in an integer exp table; the
-    integer weights are summed exactly in int64 and each probability is one correctly rounded division.
+    The integer weights of :func:`exp_weights` are summed exactly in int64 and each probability is
+    one correctly rounded division.
     """
-    # gap >= 0, so adding 0.5 and truncating rounds half up: one op fewer than round() + clamp(min=0)
-    idx = ((logits.amax(dim=-1, keepdim=True) - logits) * ERES + 0.5).clamp_(max=EMAX * ERES).to(torch.int32)
-    w = exp_table().index_select(0, idx.view(-1)).view(idx.shape)
+    w = exp_weights(logits)
     return w.to(torch.float64) / w.sum(dim=-1, keepdim=True).to(torch.float64)

@@ -31,24 +31,25 @@ def layout(n: int, max_streams: int, min_segment: int) -> tuple[int, int]:
     return -(-n // seg), seg
 
 
-def _step_probs(engine, arr: np.ndarray):
-    """Probabilities for step t of every stream, one step at a time: the decoder's path. The caller
-    fills ``arr[:, t]`` (decoded bytes) before asking for step t + 1."""
+def _step_probs(engine, arr: np.ndarray, fn=intops.probabilities):
+    """Probabilities (or, with ``fn=intops.exp_weights``, integer weights) for step t of every
+    stream, one step at a time: the decoder's path. The caller fills ``arr[:, t]`` (decoded bytes)
+    before asking for step t + 1."""
     state = engine.start(arr.shape[0])
     inputs = torch.full((arr.shape[0],), BOS, dtype=torch.int64)
     for t in range(arr.shape[1]):
-        yield intops.probabilities(engine.step(state, inputs)).numpy()
+        yield fn(engine.step(state, inputs)).numpy()
         inputs = torch.from_numpy(arr[:, t].astype(np.int64))
 
 
-def _block_probs(engine, arr: np.ndarray):
+def _block_probs(engine, arr: np.ndarray, fn=intops.probabilities):
     """The same probabilities, computed many positions at a time from inputs known up front (the
     encoder's path, for engines with ``logits_blocks``; bit-identical to :func:`_step_probs`)."""
     tokens = torch.empty(arr.shape, dtype=torch.int64)
     tokens[:, 0] = BOS
     tokens[:, 1:] = torch.from_numpy(arr[:, :-1].astype(np.int64))
     for logits in engine.logits_blocks(tokens):
-        probs = intops.probabilities(logits.reshape(-1, 256)).view(logits.shape).transpose(0, 1).contiguous()
+        probs = fn(logits.reshape(-1, 256)).view(logits.shape).transpose(0, 1).contiguous()
         yield from probs.numpy()  # [B, 256] per step, contiguous
 
 
@@ -204,10 +205,59 @@ class MatchModel:
         self.mlen[a] = np.where(hit, self.mlen[a] + 1, 0)
 
 
-def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False,
-         match: int = 0, progress=None, context: bytes = b"") -> float:
-    """Advance all streams in lockstep; encode ``arr`` or fill it from ``decoder``. Returns model bits."""
+def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False,
+               progress=None, context: bytes = b"") -> float:
+    """:func:`_run` with the byte-LM's prediction mixed bitwise with shared context models
+    (:class:`~.mixing.ContextMixer`): every byte is 8 binary decisions, each coded with a 12-bit
+    probability."""
     import constriction
+
+    from .mixing import ContextMixer
+
+    family = constriction.stream.model.Bernoulli(perfect=False)
+    streams, seg = arr.shape
+    last_len = n - (streams - 1) * seg
+    blocks = decoder is None and not stepwise and hasattr(engine, "logits_blocks")
+    mixer = ContextMixer(streams, seg, n, context)
+    log2 = np.log2(np.arange(4097, dtype=np.float64) / 4096.0, where=np.arange(4097) > 0, out=np.zeros(4097))
+    bits = 0.0
+    t = 0
+    k = streams
+
+    def code(p: np.ndarray, j: int) -> np.ndarray:
+        nonlocal bits
+        prob = p / 4096.0  # exact: a 12-bit integer over 2**12
+        if digest is not None:
+            digest.update(p.astype("<i2").tobytes())
+        if decoder is not None:
+            bit = decoder.decode(family, prob).astype(np.int64)
+        else:
+            bit = (arr[:k, t] >> (7 - j)).astype(np.int64) & 1
+        if encoder is not None:
+            encoder.encode(bit.astype(np.int32), family, prob)
+        bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
+        return bit
+
+    with torch.inference_mode():
+        source = _block_probs if blocks else _step_probs
+        for t, weights in enumerate(source(engine, arr, intops.exp_weights)):
+            k = streams if t < last_len else streams - 1
+            byte = mixer.step(t, weights, k, code)
+            if decoder is not None:
+                arr[:k, t] = byte
+            if progress is not None and t % 256 == 255:
+                progress(min(n, (t + 1) * streams))
+    return bits
+
+
+def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False,
+         match: int = 0, progress=None, context: bytes = b"", mix: int = 0) -> float:
+    """Advance all streams in lockstep; encode ``arr`` or fill it from ``decoder``. Returns model bits.
+    ``mix``: 1 mixes the LM with shared context models (:func:`_run_mixed`; ``match`` is then unused)."""
+    import constriction
+
+    if mix:
+        return _run_mixed(engine, arr, n, decoder, encoder, digest, stepwise, progress, context)
 
     family = constriction.stream.model.Categorical(perfect=False)
     streams, seg = arr.shape
@@ -242,7 +292,7 @@ def _grid(data: bytes, streams: int, seg: int) -> np.ndarray:
 
 
 def encode(engine, data: bytes, max_streams: int, min_segment: int, match: int,
-           progress=None, context: bytes = b"") -> tuple[int, int, bytes, float]:
+           progress=None, context: bytes = b"", mix: int = 0) -> tuple[int, int, bytes, float]:
     """Range-code ``data`` (non-empty): returns (streams, segment length, coder words as u32 LE bytes,
     model bits). ``context``: bytes the decoder also has, searched by the match model."""
     import constriction
@@ -250,32 +300,33 @@ def encode(engine, data: bytes, max_streams: int, min_segment: int, match: int,
     streams, seg = layout(len(data), max_streams, min_segment)
     encoder = constriction.stream.queue.RangeEncoder()
     bits = _run(engine, _grid(data, streams, seg), len(data), encoder=encoder, match=match, progress=progress,
-               context=context)
+               context=context, mix=mix)
     return streams, seg, encoder.get_compressed().astype("<u4").tobytes(), bits
 
 
 def decode(engine, words: bytes, size: int, streams: int, seg: int, match: int, progress=None,
-           context: bytes = b"") -> bytes:
+           context: bytes = b"", mix: int = 0) -> bytes:
     """Invert :func:`encode`. The caller has checked that ``streams x seg`` fits ``size``; a body that
     is not a valid range-coder stream raises ValueError or RuntimeError (from constriction)."""
     import constriction
 
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
     arr = np.zeros((streams, seg), dtype=np.uint8)
-    _run(engine, arr, size, decoder=decoder, match=match, progress=progress, context=context)
+    _run(engine, arr, size, decoder=decoder, match=match, progress=progress, context=context, mix=mix)
     return arr.reshape(-1)[:size].tobytes()
 
 
-def model_bits(engine, data: bytes, max_streams: int, min_segment: int, match: int, context: bytes = b"") -> float:
+def model_bits(engine, data: bytes, max_streams: int, min_segment: int, match: int, context: bytes = b"",
+               mix: int = 0) -> float:
     """``-sum log2 p`` of ``data`` under exactly the probabilities :func:`encode` codes with."""
     if not data:
         return 0.0
     streams, seg = layout(len(data), max_streams, min_segment)
-    return _run(engine, _grid(data, streams, seg), len(data), match=match, context=context)
+    return _run(engine, _grid(data, streams, seg), len(data), match=match, context=context, mix=mix)
 
 
 def probability_digest(engine, data: bytes, max_streams: int, min_segment: int, match: int,
-                       stepwise: bool = False, context: bytes = b"") -> str:
+                       stepwise: bool = False, context: bytes = b"", mix: int = 0) -> str:
     """sha256 of every float64 probability coded for ``data``; ``stepwise`` forces the decoder's path."""
     import hashlib
 
@@ -283,5 +334,5 @@ def probability_digest(engine, data: bytes, max_streams: int, min_segment: int, 
     if data:
         streams, seg = layout(len(data), max_streams, min_segment)
         _run(engine, _grid(data, streams, seg), len(data), digest=h, stepwise=stepwise, match=match,
-             context=context)
+             context=context, mix=mix)
     return h.hexdigest()

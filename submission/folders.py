@@ -99,7 +99,7 @@ def _files(folder: Path) -> dict[str, dict]:
 
 def _options(coder) -> dict:
     o = coder.options
-    return {"streams": o.streams, "min_segment": o.min_segment, "match": o.match}
+    return {"streams": o.streams, "min_segment": o.min_segment, "match": o.match, "mix": o.mix}
 
 
 # -- parameter golf -------------------------------------------------------------------------------

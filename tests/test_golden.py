@@ -25,12 +25,12 @@ def golden_input() -> bytes:
     return (para + prose * 3 + para + b"</text>\n</page>\n" * 4)[:1500]
 
 
-GOLDEN = {  # spec: (sha256 of every float64 probability coded, sha256 of the coded body)
-    "gru": ("e205bb5a7b5b3f9c5bb558e3d7e9458875c66a7b1bbe431bc76662556909c44b",
+GOLDEN = {  # spec: (sha256 of every probability coded, sha256 of the coded body)
+    "gru:mix=0": ("e205bb5a7b5b3f9c5bb558e3d7e9458875c66a7b1bbe431bc76662556909c44b",
             "c1704216d0a7aa3f0ad7a66988edf6ebc88163d298aecc1def24dc4c877c9923"),
-    "gru:model=sagas": ("46a95fd743545820986883b09aa9971bcf57e50e10e300bcb27e6f5cefde1d4c",
+    "gru:model=sagas:mix=0": ("46a95fd743545820986883b09aa9971bcf57e50e10e300bcb27e6f5cefde1d4c",
                         "c7245d39fe935e7cf5477e249db110fd549e87353f97743cf4b6b3481e34a10a"),
-    "transformer": ("f7d20d05f08617505cc15fb434c1dd4a8808359e4ee578c4116d2087199c31bc",
+    "transformer:mix=0": ("f7d20d05f08617505cc15fb434c1dd4a8808359e4ee578c4116d2087199c31bc",
                     "218caa5418d8c14c72daeb3f3766e82da38e0220a58cc1b83fb1c037daac7cb0"),
 }
 

@@ -98,15 +98,17 @@ def test_transformer_block_logits_equal_the_step_engine_bit_for_bit(tiny_models,
     assert torch.equal(blocks, steps)
 
 
+@pytest.mark.parametrize("mix", [0, 1])
 @pytest.mark.parametrize("arch", ["gru", "transformer"])
-def test_match_model_codes_a_repeat_beyond_the_window_almost_free(tiny_models, arch):
+def test_match_model_codes_a_repeat_beyond_the_window_almost_free(tiny_models, arch, mix):
     """1,500 random bytes, then the same again: the LM cannot predict either copy (its window is 64
-    bytes), the match model predicts the second. The payload must still decode exactly."""
+    bytes), the match model (per stream, or the mixer's shared one) predicts the second. The payload
+    must still decode exactly."""
     path, _ = tiny_models[arch]
     rng = np.random.default_rng(3)
     block = rng.integers(0, 256, 1500, dtype=np.uint8).tobytes()
     data = block + block
-    with_match, without = make(arch, path, streams=1), make(arch, path, streams=1, match=0)
+    with_match, without = make(arch, path, streams=1, mix=mix), make(arch, path, streams=1, match=0, mix=0)
     bits_on, bits_off = with_match.model_bits(data), without.model_bits(data)
     assert bits_off > 7.0 * len(data)  # random bytes: the LM alone learns nothing
     assert bits_on < 0.6 * bits_off, (bits_on, bits_off)
@@ -284,7 +286,7 @@ def test_malformed_bodies_are_clear_errors(tiny_models):
         coder.decode_body(b"\x01\x0a" + bytes(5), 10)
 
 
-@pytest.mark.parametrize("spec", ["gru", "transformer:streams=4"])
+@pytest.mark.parametrize("spec", ["gru", "gru:mix=0", "transformer:streams=4", "transformer:streams=4:mix=0"])
 def test_model_bits_are_the_cost_of_the_probabilities_actually_coded(spec):
     """bpb_model must be the cross-entropy of what the range coder codes, on any input. On text
     unlike the training data (CRLF, tabs, control and non-ASCII bytes) the engine's softmax gives

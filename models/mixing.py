@@ -1,0 +1,270 @@
+"""Context mixing over lockstep streams: the byte-LM mixed, bit by bit, with context models shared by all streams.
+
+The byte-LM knows its training text; it knows nothing of the text being coded beyond its window or
+recurrent state, and each lockstep stream starts cold. :class:`ContextMixer` adds what strong CPU
+coders (lpaq, paq8) learn from the text itself, and shares it across every stream:
+
+* order-0 to order-6 context models and a word model: for each context (the last k bytes of the
+  stream, or the current word) and each bit position, an adaptive probability that the next bit is 1;
+* a match model: the most recent earlier occurrence of the last :data:`MINLEN` bytes, anywhere in
+  the bytes coded so far by *any* stream (or in the context the coder was primed with), predicts
+  the next byte, bit by bit, with a confidence learned per match length;
+* a gated logistic mixer (one weight vector per partial byte and match state) that combines those
+  predictions with the byte-LM's own, and learns from every coded bit.
+
+A byte is coded as 8 binary decisions, most significant bit first; the LM's probability of each bit
+is the exact integer ratio of its softmax weights over the two halves of the remaining subtree.
+
+Determinism: everything here is integer arithmetic (numpy int64 and uint64, wrapping where hashes
+wrap), and the squash/stretch tables are built with :mod:`decimal`. Many streams update the same
+table entry or mixer weight in one step; their updates are aggregated as integer sums (exact in any
+order: ``bincount`` over integer-valued float64 is exact below 2**53) and applied once, never as a
+sequence of writes whose order numpy leaves undefined. The mixer keeps its own copy of every byte
+it has coded (``buf``), so the encoder (which knows the whole input) and the decoder (which knows
+what it has decoded) read exactly the same bytes. Coded probabilities are 12-bit integers.
+"""
+
+from __future__ import annotations
+
+import functools
+from decimal import Decimal, localcontext
+
+import numpy as np
+
+MINLEN = 7  # bytes of context a match must share before it predicts
+MAXLEN = 65535
+ORDERS = 7  # order-0 .. order-6 byte contexts, then the word context
+TABLE_BITS = 22  # slots per hashed context table (orders 2-6 and word): 4M x 3 bytes
+MATCH_BITS = 22
+LIMIT = 127  # the count at which a context's adaptation rate stops slowing
+LR = 48  # mixer learning rate (the weight step is x * err * LR / 2**14, weights 16.16 fixed point)
+LR2 = 24  # the final mixer's
+APM_LIMIT = 127
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+U64 = np.uint64
+
+
+@functools.lru_cache(maxsize=None)
+def squash_table() -> np.ndarray:
+    """round(4096 / (1 + exp(-x / 256))) for x in -2047 .. 2047, clamped to 1 .. 4095."""
+    with localcontext() as ctx:
+        ctx.prec = 30
+        vals = [int(Decimal(4096) / (1 + (Decimal(-x) / 256).exp()) + Decimal("0.5")) for x in range(-2047, 2048)]
+    return np.clip(np.array(vals, dtype=np.int64), 1, 4095)
+
+
+@functools.lru_cache(maxsize=None)
+def stretch_table() -> np.ndarray:
+    """The inverse of :func:`squash_table` on 0 .. 4095 (paq's construction: integers only)."""
+    sq = squash_table()
+    st = np.full(4096, 2047, dtype=np.int64)
+    lo = 0
+    for x in range(-2047, 2048):
+        v = int(sq[x + 2047])
+        if v >= lo:
+            st[lo : v + 1] = x
+            lo = v + 1
+    return st
+
+
+def _hash(x: np.ndarray, salt: int, bits: int) -> np.ndarray:
+    return (((x + U64(salt)) * GOLDEN) >> U64(64 - bits)).astype(np.int64)
+
+
+def _adapt(p: np.ndarray, n: np.ndarray, idx: np.ndarray, bit: np.ndarray, limit: int) -> None:
+    """Move the 16-bit probabilities ``p[idx]`` toward the bits seen, at rate 1/(count + 1.5).
+
+    Entries hit by several streams at once get one update from all their bits (integer sums, so
+    the order of the streams does not matter); each is a convex combination, so it stays in range."""
+    uniq, inv = np.unique(idx, return_inverse=True)
+    m = np.bincount(inv, minlength=len(uniq))
+    ones = np.bincount(inv, weights=bit, minlength=len(uniq)).astype(np.int64)
+    old = p[uniq].astype(np.int64)
+    c = n[uniq].astype(np.int64)
+    p[uniq] = (old * (2 * c + 1) + 131070 * ones) // (2 * c + 1 + 2 * m)
+    n[uniq] = np.minimum(c + m, limit)
+
+
+class ContextMixer:
+    """Bitwise context mixing for ``streams`` lockstep segments of ``seg`` bytes (``n`` bytes in
+    all), optionally primed with ``context`` bytes that both sides know before coding."""
+
+    N_IN = ORDERS + 1 + 3  # LM, 8 context models, match, bias
+
+    def __init__(self, streams: int, seg: int, n: int, context: bytes = b""):
+        self.B, self.S, self.n = streams, seg, n
+        ctx = np.frombuffer(context, dtype=np.uint8)
+        self.L = len(ctx)
+        # Every byte either side knows: the context, then the grid (row b at L + b * S), filled as coded.
+        self.buf = np.zeros(self.L + streams * seg, dtype=np.uint8)
+        self.buf[: self.L] = ctx
+        sizes = [256, 1 << 16] + [1 << TABLE_BITS] * (ORDERS - 1)
+        self.off = np.cumsum([0] + sizes[:-1]).astype(np.int64)
+        self.p = np.full(sum(sizes), 32768, dtype=np.uint16)
+        self.cnt = np.zeros(sum(sizes), dtype=np.uint8)
+        self.hist = np.zeros(streams, dtype=np.uint64)  # the last 8 bytes of each stream
+        self.word = np.zeros(streams, dtype=np.uint64)  # hash of the current word (0: none)
+        self.mtable = np.zeros(1 << MATCH_BITS, dtype=np.int64)  # buf position of the byte after a key, + 1
+        self.mpos = np.full(streams, -1, dtype=np.int64)
+        self.mlen = np.zeros(streams, dtype=np.int64)
+        self.mp = np.full(64, 32768, dtype=np.uint16)  # P(match predicts the bit) per length bucket
+        self.mn = np.zeros(64, dtype=np.uint8)
+        # Layer 1: one weight set per context of each selector (partial byte x match state; bit
+        # position x how many context models have seen this node x LM confidence; previous byte).
+        self.sets = np.array([256 * 4, 8 * 9 * 8, 256], dtype=np.int64)
+        self.set_off = np.concatenate([[0], np.cumsum(self.sets)[:-1]])
+        self.w = np.zeros((int(self.sets.sum()), self.N_IN), dtype=np.int64)
+        self.w[:, 0] = 1 << 16  # start as the LM alone
+        self.w2 = np.full((256, len(self.sets)), (1 << 16) // len(self.sets), dtype=np.int64)  # layer 2, per partial byte
+        # Two APM (secondary estimation) stages refine the mixed probability: by partial byte, and
+        # by partial byte and previous byte; 33 interpolation points along the stretched probability.
+        pts = (squash_table()[np.arange(-2048, 2049, 128).clip(-2047, 2047) + 2047] * 16).astype(np.uint16)
+        self.apm = np.tile(pts, 256 + 65536)
+        self.apm_n = np.zeros(len(self.apm), dtype=np.uint8)
+        self.squash, self.stretch = squash_table(), stretch_table()
+        self.inputs = np.arange(self.N_IN, dtype=np.int64)
+        if self.L > MINLEN:
+            pos = np.arange(MINLEN, self.L, dtype=np.int64)  # each byte after a full key
+            key = np.zeros(len(pos), dtype=np.uint64)
+            for i in range(MINLEN):
+                key = (key << U64(8)) | ctx[pos - MINLEN + i].astype(np.uint64)
+            self._insert(_hash(key, 0, MATCH_BITS), pos)
+
+    def _insert(self, slot: np.ndarray, pos: np.ndarray) -> None:
+        # The latest position per slot wins: unique() over the reversed order finds each slot's last
+        # occurrence (deterministic, unlike a[idx] = v with repeated idx).
+        uniq, first = np.unique(slot[::-1], return_index=True)
+        self.mtable[uniq] = pos[::-1][first] + 1
+
+    def _contexts(self, k: int) -> np.ndarray:
+        """Hashed base slot of each context model for this byte, [k, ORDERS + 1] (before the bit node)."""
+        h = self.hist[:k]
+        base = np.empty((k, ORDERS + 1), dtype=np.int64)
+        base[:, 0] = 0
+        base[:, 1] = (h & U64(0xFF)).astype(np.int64) << 8
+        for order in range(2, ORDERS):
+            base[:, order] = _hash(h & U64((1 << (8 * order)) - 1), order, TABLE_BITS)
+        base[:, ORDERS] = _hash(self.word[:k], ORDERS, TABLE_BITS)
+        return base
+
+    def step(self, t: int, weights: np.ndarray, k: int, code) -> np.ndarray:
+        """Code byte t of the first k streams. ``weights`` [>= k, 256] int64 are the LM's softmax
+        weights; ``code(p12, j)`` codes (or decodes) bit j of every stream with P(1) = p12 / 4096 and
+        returns the bits. Returns the k bytes."""
+        sq, st = self.squash, self.stretch
+        rows = np.arange(k)
+        cs = np.zeros((k, 257), dtype=np.int64)
+        np.cumsum(weights[:k], axis=1, out=cs[:, 1:])  # exact: integers
+        base = self._contexts(k)
+        mask = np.array([255, 0xFFFF] + [(1 << TABLE_BITS) - 1] * (ORDERS - 1), dtype=np.int64)
+        active = self.mpos >= 0
+        pred = np.where(active, self.buf[np.maximum(self.mpos, 0)], 0).astype(np.int64)[:k]
+        agree = active[:k].copy()
+        lbucket = np.minimum(self.mlen[:k], 63)
+        mstate = np.where(self.mlen[:k] < 16, 1, np.where(self.mlen[:k] < 32, 2, 3))
+        c0 = np.ones(k, dtype=np.int64)
+        prev = (self.hist[:k] & U64(0xFF)).astype(np.int64)
+        x = np.empty((k, self.N_IN), dtype=np.int64)
+        x[:, self.N_IN - 1] = 256
+        for j in range(8):
+            # LM: P(bit = 1) = weight of the upper half of the subtree / weight of the subtree.
+            span = 256 >> j
+            lo = (c0 - (1 << j)) * span
+            total = cs[rows, lo + span] - cs[rows, lo]
+            ones = cs[rows, lo + span] - cs[rows, lo + span // 2]
+            x[:, 0] = st[np.clip((ones * 4096 + total // 2) // total, 1, 4095)]
+            # Context models: one 16-bit probability per (context, bit node).
+            node = (c0 * 0x2F0F3B5) & 0x3FFFFF
+            idx = np.where(np.arange(ORDERS + 1) < 2, base + c0[:, None], base ^ node[:, None]) & mask
+            idx += self.off
+            x[:, 1 : ORDERS + 2] = st[self.p[idx] >> 4]
+            # Match model: while the bits so far agree with the predicted byte, vote for its next bit.
+            ebit = (pred >> (7 - j)) & 1
+            mp = st[self.mp[lbucket] >> 4]
+            x[:, ORDERS + 2] = np.where(agree, np.where(ebit == 1, mp, -mp), 0)
+            seen = (self.cnt[idx[:, 2:]] > 0).sum(axis=1)
+            conf = np.minimum(np.abs(x[:, 0]) >> 8, 7)
+            ctx = np.stack([c0 + 256 * np.where(agree, mstate, 0), (j * 9 + seen) * 8 + conf, prev], axis=1) + self.set_off
+            w = self.w[ctx]  # [k, sets, N_IN]
+            dots = np.clip((w * x[:, None, :]).sum(axis=2) >> 16, -2047, 2047)  # [k, sets]
+            ps = sq[dots + 2047]
+            s2 = st[ps]
+            w2 = self.w2[c0]
+            dot = np.clip((w2 * s2).sum(axis=1) >> 16, -2047, 2047)
+            pm = sq[dot + 2047]
+            # APMs: interpolate between the two nearest of 33 points along stretch(pm).
+            pos = dot + 2048
+            lo_i, frac = pos >> 7, pos & 127
+            a1 = c0 * 33 + lo_i
+            a2 = (256 + c0 + 256 * prev) * 33 + lo_i
+            ap = self.apm
+            q1 = (ap[a1].astype(np.int64) * (128 - frac) + ap[a1 + 1].astype(np.int64) * frac) >> 11
+            q2 = (ap[a2].astype(np.int64) * (128 - frac) + ap[a2 + 1].astype(np.int64) * frac) >> 11
+            p = np.clip((2 * pm + q1 + q2) >> 2, 1, 4095)
+            bit = np.asarray(code(p, j), dtype=np.int64)
+            # Learn: every weight set toward its own error (mean step over the streams sharing a
+            # set), layer 2 toward the mixed error, the APM point nearer to pm, then the tables.
+            err = ((bit << 12)[:, None] - ps) * LR  # [k, sets]
+            delta = (x[:, None, :] * err[:, :, None]) >> 14
+            n_w = len(self.w)
+            flat = (ctx[:, :, None] * self.N_IN + self.inputs).ravel()
+            tot = np.bincount(flat, weights=delta.ravel(), minlength=n_w * self.N_IN).astype(np.int64)
+            hits = np.bincount(ctx.ravel(), minlength=n_w)
+            self.w += tot.reshape(n_w, self.N_IN) // np.maximum(hits, 1)[:, None]
+            err2 = ((bit << 12) - pm) * LR2
+            delta2 = (s2 * err2[:, None]) >> 14
+            flat2 = (c0[:, None] * len(self.sets) + np.arange(len(self.sets))).ravel()
+            tot2 = np.bincount(flat2, weights=delta2.ravel(), minlength=self.w2.size).astype(np.int64)
+            hits2 = np.bincount(c0, minlength=256)
+            self.w2 += tot2.reshape(self.w2.shape) // np.maximum(hits2, 1)[:, None]
+            near = (frac >> 6)
+            _adapt(self.apm, self.apm_n, np.concatenate([a1 + near, a2 + near]), np.concatenate([bit, bit]).astype(np.float64), APM_LIMIT)
+            _adapt(self.p, self.cnt, idx.ravel(), np.repeat(bit, ORDERS + 1).astype(np.float64), LIMIT)
+            if agree.any():
+                _adapt(self.mp, self.mn, lbucket[agree], (bit[agree] == ebit[agree]).astype(np.float64), 255)
+            agree &= bit == ebit
+            c0 = (c0 << 1) | bit
+        byte = c0 - 256
+        self._end_byte(t, byte, k)
+        return byte
+
+    def _end_byte(self, t: int, byte: np.ndarray, k: int) -> None:
+        rows = np.arange(k)
+        at = self.L + rows * self.S + t
+        self.buf[at] = byte
+        b64 = byte.astype(np.uint64)
+        self.hist[:k] = (self.hist[:k] << U64(8)) | b64
+        letter = ((byte | 32) >= 97) & ((byte | 32) <= 122) | (byte >= 128)
+        self.word[:k] = np.where(letter, (self.word[:k] + ((byte | 32).astype(np.uint64) + U64(1))) * GOLDEN, U64(0))
+        # The match model: follow or drop current matches, look up new ones, then index this position.
+        end = self.L + self.n
+        act = np.flatnonzero(self.mpos[:k] >= 0)
+        if len(act):
+            ok = self.buf[self.mpos[act]] == byte[act]
+            nxt = self.mpos[act] + 1
+            ok &= (nxt < end) & (nxt != self.L)
+            self.mpos[act] = np.where(ok, nxt, -1)
+            self.mlen[act] = np.where(ok, np.minimum(self.mlen[act] + 1, MAXLEN), 0)
+        if t + 1 < MINLEN:
+            return
+        key = self.hist[:k] & U64((1 << (8 * MINLEN)) - 1)
+        slot = _hash(key, 0, MATCH_BITS)
+        free = np.flatnonzero(self.mpos[:k] < 0)
+        if len(free):
+            cand = self.mtable[slot[free]] - 1
+            ok = cand >= MINLEN
+            cand = np.maximum(cand, MINLEN)
+            length = np.zeros(len(free), dtype=np.int64)
+            for i in range(32):  # verify the key, then measure how far back the match reaches
+                if i >= MINLEN and not ok.any():
+                    break
+                mine = at[free] - i
+                theirs = cand - 1 - i
+                ok &= (mine >= self.L + free * self.S) & (theirs >= 0) & (self.buf[np.maximum(theirs, 0)] == self.buf[mine])
+                length += ok
+            got = length >= MINLEN
+            self.mpos[free[got]] = cand[got]
+            self.mlen[free[got]] = length[got]
+        nxt = at + 1
+        live = nxt < end
+        self._insert(slot[live], nxt[live])
