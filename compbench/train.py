@@ -72,19 +72,19 @@ def train_on(tc: TrainConfig, train_b: bytes, val_b: bytes, say=print) -> dict:
     say(f"artifact {out / 'model.cbnm'}: {len(blob):,} bytes; measuring the int8 engine on val ...")
     from .registry import make_coder
 
-    # The int8 engine alone (comparable with the float figure), then the coder as it ships, with the
-    # match model: both through the coder a user would run.
+    # The int8 engine alone (comparable with the float figure; mix=0 match=0), then the coder as it
+    # ships (context mixing): both through the coder a user would run.
     def bpb(spec: str) -> float:
         return round(make_coder(spec).model_bits(val_b) / len(val_b), 4) if val_b else float("nan")
 
     path = str(out / "model.cbnm").replace("'", "")
-    int8_bpb, coder_bpb = bpb(f"{tc.model}:model='{path}':match=0"), bpb(f"{tc.model}:model='{path}'")
+    int8_bpb, coder_bpb = bpb(f"{tc.model}:model='{path}':match=0:mix=0"), bpb(f"{tc.model}:model='{path}'")
     result.update(corpus=tc.corpus, split="train", artifact_sha256=hashlib.sha256(blob).hexdigest(),
                   val_bpb_int8=int8_bpb, val_bpb_coder=coder_bpb,
                   command=" ".join(["compbench", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("compbench") else None)
     atomic_write(out / "train.json", (json.dumps(result, indent=2) + "\n").encode())
     say(f"done: {result['steps']:,} steps in {result['minutes']:.1f} min ({result['train_bytes_per_s'] / 1e3:.1f} KB/s); "
-        f"val bpb float {result['val_bpb_float']:.4f}, int8 engine {int8_bpb:.4f}, coder (with match model) "
+        f"val bpb float {result['val_bpb_float']:.4f}, int8 engine {int8_bpb:.4f}, coder (context mixing) "
         f"{coder_bpb:.4f}; artifact {len(blob):,} bytes sha256 {result['artifact_sha256'][:16]}")
     return result
 

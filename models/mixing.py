@@ -33,7 +33,8 @@ import numpy as np
 
 MINLEN = 7  # bytes of context a match must share before it predicts
 MAXLEN = 65535
-ORDERS = 7  # order-0 .. order-6 byte contexts, then the word context
+ORDERS = 7  # order-0 .. order-6 byte contexts, then the word and word-bigram contexts
+WORDS = 2
 TABLE_BITS = 22  # slots per hashed context table (orders 2-6 and word): 4M x 3 bytes
 MATCH_BITS = 22
 LIMIT = 127  # the count at which a context's adaptation rate stops slowing
@@ -89,7 +90,7 @@ class ContextMixer:
     """Bitwise context mixing for ``streams`` lockstep segments of ``seg`` bytes (``n`` bytes in
     all), optionally primed with ``context`` bytes that both sides know before coding."""
 
-    N_IN = ORDERS + 1 + 3  # LM, 8 context models, match, bias
+    N_IN = ORDERS + WORDS + 3  # LM, 9 context models, match, bias
 
     def __init__(self, streams: int, seg: int, n: int, context: bytes = b""):
         self.B, self.S, self.n = streams, seg, n
@@ -98,12 +99,14 @@ class ContextMixer:
         # Every byte either side knows: the context, then the grid (row b at L + b * S), filled as coded.
         self.buf = np.zeros(self.L + streams * seg, dtype=np.uint8)
         self.buf[: self.L] = ctx
-        sizes = [256, 1 << 16] + [1 << TABLE_BITS] * (ORDERS - 1)
+        sizes = [256, 1 << 16] + [1 << TABLE_BITS] * (ORDERS - 2 + WORDS)
         self.off = np.cumsum([0] + sizes[:-1]).astype(np.int64)
+        self.mask = np.array(sizes, dtype=np.int64) - 1
+        self.direct = np.arange(ORDERS + WORDS) < 2  # orders 0 and 1 index their tables directly
         self.p = np.full(sum(sizes), 32768, dtype=np.uint16)
         self.cnt = np.zeros(sum(sizes), dtype=np.uint8)
         self.hist = np.zeros(streams, dtype=np.uint64)  # the last 8 bytes of each stream
-        self.word = np.zeros(streams, dtype=np.uint64)  # hash of the current word (0: none)
+        self.word = np.zeros((streams, 2), dtype=np.uint64)  # hashes of the current and the previous word
         self.mtable = np.zeros(1 << MATCH_BITS, dtype=np.int64)  # buf position of the byte after a key, + 1
         self.mpos = np.full(streams, -1, dtype=np.int64)
         self.mlen = np.zeros(streams, dtype=np.int64)
@@ -129,6 +132,7 @@ class ContextMixer:
             for i in range(MINLEN):
                 key = (key << U64(8)) | ctx[pos - MINLEN + i].astype(np.uint64)
             self._insert(_hash(key, 0, MATCH_BITS), pos)
+            self._prime(ctx)
 
     def _insert(self, slot: np.ndarray, pos: np.ndarray) -> None:
         # The latest position per slot wins: unique() over the reversed order finds each slot's last
@@ -136,16 +140,60 @@ class ContextMixer:
         uniq, first = np.unique(slot[::-1], return_index=True)
         self.mtable[uniq] = pos[::-1][first] + 1
 
-    def _contexts(self, k: int) -> np.ndarray:
-        """Hashed base slot of each context model for this byte, [k, ORDERS + 1] (before the bit node)."""
-        h = self.hist[:k]
-        base = np.empty((k, ORDERS + 1), dtype=np.int64)
+    @staticmethod
+    def _contexts(hist: np.ndarray, word: np.ndarray) -> np.ndarray:
+        """Hashed base slot of each context model for the next byte, [rows, ORDERS + WORDS]: order
+        0 and 1 are direct (no hash), orders 2-6 hash the last bytes, then the current word and
+        the current word with the one before it."""
+        base = np.empty((len(hist), ORDERS + WORDS), dtype=np.int64)
         base[:, 0] = 0
-        base[:, 1] = (h & U64(0xFF)).astype(np.int64) << 8
+        base[:, 1] = (hist & U64(0xFF)).astype(np.int64) << 8
         for order in range(2, ORDERS):
-            base[:, order] = _hash(h & U64((1 << (8 * order)) - 1), order, TABLE_BITS)
-        base[:, ORDERS] = _hash(self.word[:k], ORDERS, TABLE_BITS)
+            base[:, order] = _hash(hist & U64((1 << (8 * order)) - 1), order, TABLE_BITS)
+        base[:, ORDERS] = _hash(word[:, 0], ORDERS, TABLE_BITS)
+        base[:, ORDERS + 1] = _hash(word[:, 0] ^ (word[:, 1] * GOLDEN), ORDERS + 1, TABLE_BITS)
         return base
+
+    def _slots(self, base: np.ndarray, c0: np.ndarray) -> np.ndarray:
+        """Table index of every context model's entry for the bit after partial byte ``c0``."""
+        node = (c0 * 0x2F0F3B5) & 0x3FFFFF
+        idx = np.where(self.direct, base + c0[:, None], base ^ node[:, None]) & self.mask
+        return idx + self.off
+
+    @staticmethod
+    def _next_word(word: np.ndarray, byte: np.ndarray) -> np.ndarray:
+        """The (current, previous) word hashes after ``byte``: letters (either case, and every
+        byte >= 128, so UTF-8 letters count) extend the word, anything else ends it."""
+        low = byte | 32
+        letter = ((low >= 97) & (low <= 122)) | (byte >= 128)
+        out = np.empty_like(word)
+        out[:, 0] = np.where(letter, (word[:, 0] + low.astype(np.uint64) + U64(1)) * GOLDEN, U64(0))
+        out[:, 1] = np.where(letter | (word[:, 0] == 0), word[:, 1], word[:, 0])
+        return out
+
+    def _prime(self, ctx: np.ndarray, rows: int = 1024) -> None:
+        """Learn the context models' statistics from ``ctx`` as if it had been coded in ``rows``
+        lockstep rows (the mixer and APMs start fresh: they learn how to trust the LM and the tables
+        on the text being coded). Both sides run this on the same bytes, so it is as exact as coding."""
+        seg = -(-len(ctx) // rows)
+        rows = -(-len(ctx) // seg)
+        grid = np.zeros(rows * seg, dtype=np.uint8)
+        grid[: len(ctx)] = ctx
+        grid = grid.reshape(rows, seg)
+        last = len(ctx) - (rows - 1) * seg
+        hist = np.zeros(rows, dtype=np.uint64)
+        word = np.zeros((rows, 2), dtype=np.uint64)
+        for t in range(seg):
+            k = rows if t < last else rows - 1
+            byte = grid[:k, t].astype(np.int64)
+            base = self._contexts(hist[:k], word[:k])
+            c0 = np.ones(k, dtype=np.int64)
+            for j in range(8):
+                bit = (byte >> (7 - j)) & 1
+                _adapt(self.p, self.cnt, self._slots(base, c0).ravel(), np.repeat(bit, ORDERS + WORDS).astype(np.float64), LIMIT)
+                c0 = (c0 << 1) | bit
+            hist[:k] = (hist[:k] << U64(8)) | byte.astype(np.uint64)
+            word[:k] = self._next_word(word[:k], byte)
 
     def step(self, t: int, weights: np.ndarray, k: int, code) -> np.ndarray:
         """Code byte t of the first k streams. ``weights`` [>= k, 256] int64 are the LM's softmax
@@ -155,8 +203,7 @@ class ContextMixer:
         rows = np.arange(k)
         cs = np.zeros((k, 257), dtype=np.int64)
         np.cumsum(weights[:k], axis=1, out=cs[:, 1:])  # exact: integers
-        base = self._contexts(k)
-        mask = np.array([255, 0xFFFF] + [(1 << TABLE_BITS) - 1] * (ORDERS - 1), dtype=np.int64)
+        base = self._contexts(self.hist[:k], self.word[:k])
         active = self.mpos >= 0
         pred = np.where(active, self.buf[np.maximum(self.mpos, 0)], 0).astype(np.int64)[:k]
         agree = active[:k].copy()
@@ -174,14 +221,12 @@ class ContextMixer:
             ones = cs[rows, lo + span] - cs[rows, lo + span // 2]
             x[:, 0] = st[np.clip((ones * 4096 + total // 2) // total, 1, 4095)]
             # Context models: one 16-bit probability per (context, bit node).
-            node = (c0 * 0x2F0F3B5) & 0x3FFFFF
-            idx = np.where(np.arange(ORDERS + 1) < 2, base + c0[:, None], base ^ node[:, None]) & mask
-            idx += self.off
-            x[:, 1 : ORDERS + 2] = st[self.p[idx] >> 4]
+            idx = self._slots(base, c0)
+            x[:, 1 : ORDERS + WORDS + 1] = st[self.p[idx] >> 4]
             # Match model: while the bits so far agree with the predicted byte, vote for its next bit.
             ebit = (pred >> (7 - j)) & 1
             mp = st[self.mp[lbucket] >> 4]
-            x[:, ORDERS + 2] = np.where(agree, np.where(ebit == 1, mp, -mp), 0)
+            x[:, ORDERS + WORDS + 1] = np.where(agree, np.where(ebit == 1, mp, -mp), 0)
             seen = (self.cnt[idx[:, 2:]] > 0).sum(axis=1)
             conf = np.minimum(np.abs(x[:, 0]) >> 8, 7)
             ctx = np.stack([c0 + 256 * np.where(agree, mstate, 0), (j * 9 + seen) * 8 + conf, prev], axis=1) + self.set_off
@@ -219,7 +264,7 @@ class ContextMixer:
             self.w2 += tot2.reshape(self.w2.shape) // np.maximum(hits2, 1)[:, None]
             near = (frac >> 6)
             _adapt(self.apm, self.apm_n, np.concatenate([a1 + near, a2 + near]), np.concatenate([bit, bit]).astype(np.float64), APM_LIMIT)
-            _adapt(self.p, self.cnt, idx.ravel(), np.repeat(bit, ORDERS + 1).astype(np.float64), LIMIT)
+            _adapt(self.p, self.cnt, idx.ravel(), np.repeat(bit, ORDERS + WORDS).astype(np.float64), LIMIT)
             if agree.any():
                 _adapt(self.mp, self.mn, lbucket[agree], (bit[agree] == ebit[agree]).astype(np.float64), 255)
             agree &= bit == ebit
@@ -234,8 +279,7 @@ class ContextMixer:
         self.buf[at] = byte
         b64 = byte.astype(np.uint64)
         self.hist[:k] = (self.hist[:k] << U64(8)) | b64
-        letter = ((byte | 32) >= 97) & ((byte | 32) <= 122) | (byte >= 128)
-        self.word[:k] = np.where(letter, (self.word[:k] + ((byte | 32).astype(np.uint64) + U64(1))) * GOLDEN, U64(0))
+        self.word[:k] = self._next_word(self.word[:k], byte)
         # The match model: follow or drop current matches, look up new ones, then index this position.
         end = self.L + self.n
         act = np.flatnonzero(self.mpos[:k] >= 0)

@@ -47,10 +47,13 @@ print(json.dumps({"decoded": hashlib.sha256(out).hexdigest(), "probs": coder.pro
 """
 
 
+@pytest.mark.parametrize("mix", [1, 0])
 @pytest.mark.parametrize("arch", ["gru", "transformer"])
-def test_payload_decodes_bit_exactly_on_other_machines(tiny_models, arch, tmp_path):
+def test_payload_decodes_bit_exactly_on_other_machines(tiny_models, arch, mix, tmp_path):
+    """Both codings: context mixing (integer tables and mixer shared by the streams) and the LM with
+    a per-stream match model."""
     path, _ = tiny_models[arch]
-    coder = registry.make_coder(f"{arch}:model='{path}':streams=5:min_segment=700")
+    coder = registry.make_coder(f"{arch}:model='{path}':streams=5:min_segment=700:mix={mix}")
     rng = np.random.default_rng(7)
     data = (b"Determinism is the product: " * 150) + rng.integers(0, 256, 300, dtype=np.uint8).tobytes()
     payload = coder.encode(data)

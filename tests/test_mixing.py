@@ -1,0 +1,89 @@
+"""Context mixing (models/mixing.py): integer tables, statistics shared across streams, priming."""
+
+import math
+
+import numpy as np
+import pytest
+
+from compbench import registry
+from compbench.decoding import decode_payload
+from compbench.models import mixing
+
+
+def make(path, **opts):
+    extra = "".join(f":{k}={v}" for k, v in opts.items())
+    return registry.make_coder(f"gru:model='{path}'{extra}")
+
+
+def test_squash_and_stretch_are_the_logistic_and_its_inverse():
+    sq, st = mixing.squash_table(), mixing.stretch_table()
+    for x in (-2047, -700, -1, 0, 1, 300, 2047):
+        want = 4096 / (1 + math.exp(-x / 256))
+        assert abs(sq[x + 2047] - min(max(want, 1), 4095)) <= 0.5 + 1e-9
+    assert np.all(np.diff(sq) >= 0) and np.all(np.diff(st) >= 0)
+    for p in range(1, 4096, 37):  # stretch(p) is the x whose squash is nearest p (within one step)
+        x = st[p]
+        assert sq[x + 2047] >= p or x == 2047
+
+
+def test_adapt_aggregates_streams_in_any_order():
+    """Many streams updating one entry in one step: the result must not depend on their order."""
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 40, 500)
+    bit = rng.integers(0, 2, 500).astype(np.float64)
+    results = []
+    for perm in (np.arange(500), rng.permutation(500), np.arange(500)[::-1]):
+        p = np.full(40, 32768, dtype=np.uint16)
+        n = np.zeros(40, dtype=np.uint8)
+        for _ in range(3):
+            mixing._adapt(p, n, idx[perm], bit[perm], 127)
+        results.append((p.copy(), n.copy()))
+    for p, n in results[1:]:
+        assert np.array_equal(p, results[0][0]) and np.array_equal(n, results[0][1])
+    ones = np.bincount(idx, weights=bit, minlength=40)
+    seen = np.bincount(idx, minlength=40) > 0
+    mostly = seen & (ones > 0.8 * np.bincount(idx, minlength=40))
+    assert np.all(results[0][0][mostly] > 40000)  # the probabilities moved toward the bits seen
+
+
+def test_streams_share_what_they_learn(tiny_models):
+    """Two streams of 3,000 random bytes; stream 1 is 500 new bytes, then stream 0's first 2,500
+    (which stream 0 coded 500 steps earlier: in lockstep a stream can copy only what is already
+    coded). A per-stream match model (mix=0) cannot see stream 0's bytes; the mixer's shared one
+    codes the copy almost free."""
+    path, _ = tiny_models["gru"]
+    rng = np.random.default_rng(11)
+    half = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    data = half + rng.integers(0, 256, 500, dtype=np.uint8).tobytes() + half[:2500]
+    shared = make(path, streams=2, min_segment=3000).model_bits(data)
+    apart = make(path, streams=2, min_segment=3000, mix=0).model_bits(data)
+    assert apart > 7.0 * len(data)  # random bytes, and neither stream sees the other
+    assert shared < 0.62 * apart, (shared, apart)
+
+
+def test_priming_with_context_teaches_the_tables_and_the_match_model(tiny_models):
+    path, _ = tiny_models["gru"]
+    rng = np.random.default_rng(2)  # a made-up vocabulary: its spellings are learned, or primed
+    words = [bytes(rng.integers(97, 123, rng.integers(4, 9), dtype=np.uint8)) for _ in range(150)]
+    text = b" ".join(words[i] for i in rng.integers(0, len(words), 4000))
+    coder = make(path, streams=4, min_segment=500)
+    cold = coder.model_bits(text[-4000:])
+    primed = coder.model_bits(text[-4000:], context=text[:-4000])
+    assert primed < 0.8 * cold, (primed, cold)
+    body = coder.encode_body(text[-4000:], context=text[:-4000])
+    assert coder.decode_body(body, 4000, context=text[:-4000]) == text[-4000:]
+
+
+def test_mixing_is_better_than_the_lm_alone_and_round_trips(tiny_models):
+    path, _ = tiny_models["gru"]
+    data = b"".join(b"line %d of a log: status ok, %d items\n" % (i, i * 7 % 13) for i in range(300))
+    mixed = make(path, streams=8, min_segment=256)
+    assert mixed.model_bits(data) < 0.7 * make(path, streams=8, min_segment=256, match=0, mix=0).model_bits(data)
+    payload = mixed.encode(data)
+    assert decode_payload(payload, mixed.artifact()) == data
+
+
+@pytest.mark.parametrize("value", [2, -1])
+def test_mix_option_is_checked(value):
+    with pytest.raises(registry.SpecError, match="mix="):
+        registry.make_coder(f"gru:mix={value}")
