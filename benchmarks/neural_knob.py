@@ -1,10 +1,13 @@
-"""The neural coders' quality/speed knob: bpb against KB/s as the lockstep stream count changes.
+"""The neural coders' quality/speed knob: bpb against KB/s as ``mix`` and the lockstep stream count change.
 
-    python benchmarks/neural_knob.py [--bytes 262144] [--streams 16,64,256,1024] [--models gru-enwik8,gru-sagas,transformer-enwik8]
+    python benchmarks/neural_knob.py [--bytes 262144] [--streams 64,256,1024] [--mix 0,1]
+        [--models gru-enwik8,gru-sagas,gru-dickens,gru-ptb,transformer-enwik8] [--transformer-bytes 65536]
 
-``streams`` is the knob: the input is cut into that many segments (``min_segment=1``, so the count
-is what is asked), coded in lockstep. More streams put more rows into every matrix product (faster)
-but start more segments cold (worse bpb). For each shipped model, on the head of its corpus's test
+Two settings trade speed for compression. ``mix=1`` (the default) mixes the LM bit by bit with
+context models shared by every stream; ``mix=0`` codes with the LM and a per-stream match model.
+``streams``: the input is cut into that many segments (``min_segment=1``, so the count is what is
+asked), coded in lockstep. More streams put more rows into every matrix product (faster) but start
+more segments cold (worse bpb). For each shipped model, on the head of its corpus's test
 split, every point is a real encode and a decode from the artifact alone, compared byte for byte,
 each timed once (wall clock, this process's threads). Time it on an idle machine. Writes
 .compbench/bench/neural_knob.json and reports/knob/knob.png.
@@ -17,14 +20,17 @@ import json
 import time
 from pathlib import Path
 
-CORPUS = {"enwik8": "enwik8", "sagas": "icelandic"}
+CORPUS = {"enwik8": "enwik8", "sagas": "icelandic", "dickens": "silesia/dickens", "ptb": "ptb"}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bytes", type=int, default=262144)
-    ap.add_argument("--streams", default="16,64,256,1024")
-    ap.add_argument("--models", default="gru-enwik8,gru-sagas,transformer-enwik8")
+    ap.add_argument("--streams", default="64,256,1024")
+    ap.add_argument("--mix", default="0,1")
+    ap.add_argument("--models", default="gru-enwik8,gru-sagas,gru-dickens,gru-ptb,transformer-enwik8")
+    ap.add_argument("--transformer-bytes", type=int, default=65536,
+                    help="the transformer decodes at a few KB/s: it is timed on this many bytes, at 64 streams")
     ap.add_argument("--out", default="reports/knob")
     ap.add_argument("--plot-only", action="store_true", help="redraw OUT/knob.png from OUT/knob.json")
     args = ap.parse_args()
@@ -39,11 +45,13 @@ def main() -> None:
     rows = []
     for key in args.models.split(","):
         arch, name = key.split("-", 1)
-        data = load_corpus(CORPUS[name], "test").joined()[: args.bytes]
-        # The transformer keeps a 512-position KV cache per stream and layer (about 3 MB per stream
-        # for the shipped one): 1024 streams would need 3 GB, so it stops at 256.
-        for s in [x for x in map(int, args.streams.split(",")) if arch != "transformer" or x <= 256]:
-            spec = f"{arch}:model={name}:streams={s}:min_segment=1"
+        n = args.transformer_bytes if arch == "transformer" else args.bytes
+        data = load_corpus(CORPUS[name], "test").joined()[:n]
+        # The transformer decodes at a few KB/s and keeps a 512-position KV cache per stream and
+        # layer (about 3 MB per stream): it runs at its default of 64 streams only.
+        counts = [64] if arch == "transformer" else list(map(int, args.streams.split(",")))
+        for mix, s in [(m, c) for m in map(int, args.mix.split(",")) for c in counts]:
+            spec = f"{arch}:model={name}:streams={s}:min_segment=1:mix={mix}"
             enc = make_coder(spec)
             t0 = time.perf_counter()
             payload = enc.encode(data)
@@ -54,13 +62,13 @@ def main() -> None:
             dec_s = time.perf_counter() - t0
             if not ok:
                 raise SystemExit(f"{spec}: round trip FAILED")
-            row = {"model": key, "streams": s, "bytes": len(data), "bpb": round(8 * len(payload) / len(data), 4),
+            row = {"model": key, "mix": mix, "streams": s, "bytes": len(data), "bpb": round(8 * len(payload) / len(data), 4),
                    "encode_kb_s": round(len(data) / enc_s / 1e3, 1), "decode_kb_s": round(len(data) / dec_s / 1e3, 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     bench = Path(".compbench/bench/neural_knob.json")
     bench.parent.mkdir(parents=True, exist_ok=True)
-    result = {"cpu": cpu_model(), "bytes": args.bytes, "rows": rows}
+    result = {"cpu": cpu_model(), "bytes": args.bytes, "transformer_bytes": args.transformer_bytes, "rows": rows}
     bench.write_text(json.dumps(result, indent=2) + "\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,10 +83,13 @@ def plot(rows: list[dict], path: Path, cpu: str, n: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for model in dict.fromkeys(r["model"] for r in rows):
-        pts = [r for r in rows if r["model"] == model]
-        ax.plot([r["decode_kb_s"] for r in pts], [r["bpb"] for r in pts], marker="o", label=model)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = {}
+    for model, mix in dict.fromkeys((r["model"], r.get("mix", 0)) for r in rows):
+        pts = [r for r in rows if r["model"] == model and r.get("mix", 0) == mix]
+        color = colors.setdefault(model, f"C{len(colors)}")
+        ax.plot([r["decode_kb_s"] for r in pts], [r["bpb"] for r in pts], marker="o" if mix else "s", color=color,
+                linestyle="-" if mix else "--", label=f"{model} mix={mix}")
         for r in pts:
             ax.annotate(str(r["streams"]), (r["decode_kb_s"], r["bpb"]), textcoords="offset points", xytext=(4, 4),
                         fontsize=8)
@@ -91,9 +102,10 @@ def plot(rows: list[dict], path: Path, cpu: str, n: int) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("decode KB/s (log scale; labels: streams)")
     ax.set_ylabel("bits per byte (payload)")
-    ax.set_title(f"quality/speed knob: streams, first {n:,} bytes of each test split\n{cpu}, 2 cores", fontsize=10)
+    ax.set_title(f"quality/speed knob: mix (solid 1, dashed 0) and streams (labels), first {n:,} bytes of each "
+                 f"test split\n(transformer: 65,536 bytes) {cpu}, 2 cores", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -35,12 +35,17 @@ MINLEN = 7  # bytes of context a match must share before it predicts
 MAXLEN = 65535
 ORDERS = 7  # order-0 .. order-6 byte contexts, then the word and word-bigram contexts
 WORDS = 2
-TABLE_BITS = 22  # slots per hashed context table (orders 2-6 and word): 4M x 3 bytes
-MATCH_BITS = 22
+# Slots per hashed table (orders 2-6 and the word contexts): 8 to 16 per byte coded or primed (one
+# per bit node), 2**16 to 2**24 (16M x 3 bytes). Entries carry no check, so a crowded table mixes
+# unrelated contexts: 4M slots cost dickens 0.7% against 16M on 1 MB. n and the context length are
+# known to both sides before coding, so both pick the same size.
+TABLE_BITS = 24
+MATCH_BITS = 24
 LIMIT = 127  # the count at which a context's adaptation rate stops slowing
 LR = 48  # mixer learning rate (the weight step is x * err * LR / 2**14, weights 16.16 fixed point)
 LR2 = 24  # the final mixer's
 APM_LIMIT = 127
+PRIOR = 4096  # each context input's starting weight (1/16): primed tables count from the first byte
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 U64 = np.uint64
 
@@ -99,7 +104,9 @@ class ContextMixer:
         # Every byte either side knows: the context, then the grid (row b at L + b * S), filled as coded.
         self.buf = np.zeros(self.L + streams * seg, dtype=np.uint8)
         self.buf[: self.L] = ctx
-        sizes = [256, 1 << 16] + [1 << TABLE_BITS] * (ORDERS - 2 + WORDS)
+        self.bits = max(16, min(TABLE_BITS, (16 * (n + self.L)).bit_length()))
+        self.mbits = max(16, min(MATCH_BITS, (2 * (n + self.L)).bit_length()))
+        sizes = [256, 1 << 16] + [1 << self.bits] * (ORDERS - 2 + WORDS)
         self.off = np.cumsum([0] + sizes[:-1]).astype(np.int64)
         self.mask = np.array(sizes, dtype=np.int64) - 1
         self.direct = np.arange(ORDERS + WORDS) < 2  # orders 0 and 1 index their tables directly
@@ -107,7 +114,7 @@ class ContextMixer:
         self.cnt = np.zeros(sum(sizes), dtype=np.uint8)
         self.hist = np.zeros(streams, dtype=np.uint64)  # the last 8 bytes of each stream
         self.word = np.zeros((streams, 2), dtype=np.uint64)  # hashes of the current and the previous word
-        self.mtable = np.zeros(1 << MATCH_BITS, dtype=np.int64)  # buf position of the byte after a key, + 1
+        self.mtable = np.zeros(1 << self.mbits, dtype=np.int64)  # buf position of the byte after a key, + 1
         self.mpos = np.full(streams, -1, dtype=np.int64)
         self.mlen = np.zeros(streams, dtype=np.int64)
         self.mp = np.full(64, 32768, dtype=np.uint16)  # P(match predicts the bit) per length bucket
@@ -117,7 +124,8 @@ class ContextMixer:
         self.sets = np.array([256 * 4, 8 * 9 * 8, 256], dtype=np.int64)
         self.set_off = np.concatenate([[0], np.cumsum(self.sets)[:-1]])
         self.w = np.zeros((int(self.sets.sum()), self.N_IN), dtype=np.int64)
-        self.w[:, 0] = 1 << 16  # start as the LM alone
+        self.w[:, 0] = 1 << 16  # start as the LM, with a little trust in the (perhaps primed) tables
+        self.w[:, 1 : ORDERS + WORDS + 1] = PRIOR
         self.w2 = np.full((256, len(self.sets)), (1 << 16) // len(self.sets), dtype=np.int64)  # layer 2, per partial byte
         # Two APM (secondary estimation) stages refine the mixed probability: by partial byte, and
         # by partial byte and previous byte; 33 interpolation points along the stretched probability.
@@ -131,7 +139,7 @@ class ContextMixer:
             key = np.zeros(len(pos), dtype=np.uint64)
             for i in range(MINLEN):
                 key = (key << U64(8)) | ctx[pos - MINLEN + i].astype(np.uint64)
-            self._insert(_hash(key, 0, MATCH_BITS), pos)
+            self._insert(_hash(key, 0, self.mbits), pos)
             self._prime(ctx)
 
     def _insert(self, slot: np.ndarray, pos: np.ndarray) -> None:
@@ -140,8 +148,7 @@ class ContextMixer:
         uniq, first = np.unique(slot[::-1], return_index=True)
         self.mtable[uniq] = pos[::-1][first] + 1
 
-    @staticmethod
-    def _contexts(hist: np.ndarray, word: np.ndarray) -> np.ndarray:
+    def _contexts(self, hist: np.ndarray, word: np.ndarray) -> np.ndarray:
         """Hashed base slot of each context model for the next byte, [rows, ORDERS + WORDS]: order
         0 and 1 are direct (no hash), orders 2-6 hash the last bytes, then the current word and
         the current word with the one before it."""
@@ -149,14 +156,14 @@ class ContextMixer:
         base[:, 0] = 0
         base[:, 1] = (hist & U64(0xFF)).astype(np.int64) << 8
         for order in range(2, ORDERS):
-            base[:, order] = _hash(hist & U64((1 << (8 * order)) - 1), order, TABLE_BITS)
-        base[:, ORDERS] = _hash(word[:, 0], ORDERS, TABLE_BITS)
-        base[:, ORDERS + 1] = _hash(word[:, 0] ^ (word[:, 1] * GOLDEN), ORDERS + 1, TABLE_BITS)
+            base[:, order] = _hash(hist & U64((1 << (8 * order)) - 1), order, self.bits)
+        base[:, ORDERS] = _hash(word[:, 0], ORDERS, self.bits)
+        base[:, ORDERS + 1] = _hash(word[:, 0] ^ (word[:, 1] * GOLDEN), ORDERS + 1, self.bits)
         return base
 
     def _slots(self, base: np.ndarray, c0: np.ndarray) -> np.ndarray:
         """Table index of every context model's entry for the bit after partial byte ``c0``."""
-        node = (c0 * 0x2F0F3B5) & 0x3FFFFF
+        node = (c0 * 0x2F0F3B5) & 0xFFFFFF
         idx = np.where(self.direct, base + c0[:, None], base ^ node[:, None]) & self.mask
         return idx + self.off
 
@@ -292,7 +299,7 @@ class ContextMixer:
         if t + 1 < MINLEN:
             return
         key = self.hist[:k] & U64((1 << (8 * MINLEN)) - 1)
-        slot = _hash(key, 0, MATCH_BITS)
+        slot = _hash(key, 0, self.mbits)
         free = np.flatnonzero(self.mpos[:k] < 0)
         if len(free):
             cand = self.mtable[slot[free]] - 1

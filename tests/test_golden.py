@@ -38,16 +38,16 @@ GOLDEN = {  # spec: (sha256 of every probability coded, sha256 of the coded body
     "transformer:mix=0": ("f7d20d05f08617505cc15fb434c1dd4a8808359e4ee578c4116d2087199c31bc",
                           "218caa5418d8c14c72daeb3f3766e82da38e0220a58cc1b83fb1c037daac7cb0"),
     # mix=1 (the default): context mixing, 12-bit probabilities per bit.
-    "gru": ("b3b361daa4411e3d51558817308b0c03d2c6b4ff37dd44a0e5fd2e07bc1efb99",
-            "b05d7a862bce788aa711811db9d076c5660249f5aa7c9d3973ab85250c5784b5"),
-    "gru:model=sagas": ("cec80f3e324f12d9eb571f4dde133cf6ee6d8bd766b15141e17b6e0e9d652241",
-                        "78d69b150f5e88ffb8a0e54f8c0a65a4dff32395d91f1a34cdef42c1cca55385"),
-    "gru:model=dickens": ("a8d29a2f1ddc2104c5777eaff9fd076317d7958324f0b21625c4c347e7289e4e",
-                          "9b8cb5846d3ce995d42336357ec7d8a9d2181fe8b4afb70bd1bb4b5950659af8"),
-    "gru:model=ptb": ("66466fe3c3e8a811db911efde070b0f2300692063408e870dfb71ef83f433131",
-                      "74f9071b4148df1622d5d7eafb9f8bf78134fd6284b7250e54798b44ba9f4015"),
-    "transformer": ("885a72b73c424e9b2bded6d6609ecb9b129a1edd678f19b0abb724c881fb8ee2",
-                    "4cbe0c6a7b33fd00ce6694805251ac364b11a0be6d70993edeeacd3683172cfd"),
+    "gru": ("6b0cd0c799571b7ec4e6990ee0c70950bbae6f5e7a8a97a1b4aa65e6d567f758",
+            "5b39e4cea33f8b7a4abc6a3479441c93829dea4616f7e30734285432fe2fc56f"),
+    "gru:model=sagas": ("f94f445027a690fdd2f0ecf009aa9c0e2e6aef19f322b264274e1d3fadfadb8b",
+                        "4a5969d5a1eb259bf8b9202a7487fc4c3f1753f6574befe8d934b12052c3fd58"),
+    "gru:model=dickens": ("db8a6512f7641bfbf2fb70d5bf41c499b8984768fa341e60e81d3e40f31302b6",
+                          "0d9be15e697436171907659ac8e46d0f978f73588a197bef9011404dc4a05673"),
+    "gru:model=ptb": ("d5a427da69fe2d6f06844e4f55bbdc881ce4be7f24e595c2f08b8a5f3d3147a2",
+                      "116e6d87cbbdfa1270560b31faacfc5e210390218dd047f82efcec26180a106b"),
+    "transformer": ("40d8ed6a07e111c8165756f196d830d385a4bcb72a6c495d1d1dc4c1be8f567c",
+                    "6c798622a43c82965941970ddbeafa5b6f796303642f9232b18a11a01a8eac5d"),
 }
 
 

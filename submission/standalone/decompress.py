@@ -88,7 +88,8 @@ def decode_stream(engine, lockstep, data, size, opts):
     if (streams, seg) != lockstep.layout(size, opts["streams"], opts["min_segment"]) or (len(data) - pos) % 4:
         raise Bad("payload body is corrupted (stream layout)")
     try:
-        return lockstep.decode(engine, data[pos:], size, streams, seg, opts["match"], mix=opts["mix"])
+        mix = opts.get("mix", 0)  # a decoder.json from before mix existed coded with mix=0
+        return lockstep.decode(engine, data[pos:], size, streams, seg, opts["match"], mix=mix)
     except (ValueError, RuntimeError) as err:
         raise Bad(f"payload body is corrupted (range decoder: {err})")
 

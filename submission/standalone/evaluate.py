@@ -41,7 +41,8 @@ def main(argv):
         print(f"evaluate: {err}", file=sys.stderr)
         return 1
     o = sub["coder"]["options"]
-    bits = lockstep.model_bits(engine, data, o["streams"], o["min_segment"], o["match"], mix=o["mix"])
+    mix = o.get("mix", 0)  # a folder from before mix existed coded with mix=0
+    bits = lockstep.model_bits(engine, data, o["streams"], o["min_segment"], o["match"], mix=mix)
     result = {"val_bpb": bits / len(data) if data else None, "val_bytes": len(data),
               "val_sha256": hashlib.sha256(data).hexdigest(), "model_sha256": hashlib.sha256(blob).hexdigest()}
     print(json.dumps(result) if "--json" in argv else f"val_bpb {result['val_bpb']:.6f} on {len(data):,} bytes")
