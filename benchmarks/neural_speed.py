@@ -6,7 +6,9 @@ For each coder it encodes the first ``--bytes`` of the corpus's test split, deco
 process from the artifact alone, checks the bytes, and reports median KB/s over ``--repeat`` runs.
 In the same run it measures the int8 GEMM peak (``torch._int_mm`` on a large square product, which
 oneDNN runs on AMX where present) and the bf16 peak, and reports what share of the int8 peak the
-coder's own int8 multiply-accumulates reach. Results go to .compbench/bench/neural_speed.json.
+coder's own int8 multiply-accumulates reach; also the float32 GEMM peak, and the share of the peak of
+the matrix path the engine actually uses on this machine (float32 where int8 has no fast exact
+kernel). Results go to .compbench/bench/neural_speed.json.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ def peak_ops(dtype: str, n: int = 2048, repeat: int = 5) -> float:
         b = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g)
         fn = lambda: torch._int_mm(a, b)  # noqa: E731
     else:
-        a = torch.randn(n, n, generator=g).to(torch.bfloat16)
-        b = torch.randn(n, n, generator=g).to(torch.bfloat16)
+        dt = torch.bfloat16 if dtype == "bf16" else torch.float32
+        a = torch.randn(n, n, generator=g).to(dt)
+        b = torch.randn(n, n, generator=g).to(dt)
         fn = lambda: a @ b  # noqa: E731
     fn()
     times = []
@@ -70,9 +73,16 @@ def main() -> None:
     args = ap.parse_args()
 
     data = corpus.load_corpus(args.corpus, "test").joined()[: args.bytes]
-    int8_peak, bf16_peak = peak_ops("int8"), peak_ops("bf16")
+    from compbench.models import intops
+
+    int8_peak, bf16_peak, fp32_peak = peak_ops("int8"), peak_ops("bf16"), peak_ops("fp32")
+    # The engine's exact matrix path on this machine: int8 GEMMs where the CPU has VNNI/AMX, else
+    # float32 GEMMs of small integers (see intops). Its peak is the fair denominator here.
+    path = "int8" if intops._int_mm_available() else "fp32"
+    path_peak = int8_peak if path == "int8" else fp32_peak
     print(f"{len(data):,} bytes of {args.corpus} test; {torch.get_num_threads()} threads; "
-          f"peak int8 {int8_peak / 1e12:.2f} TOPS, bf16 {bf16_peak / 1e12:.2f} TFLOPS", file=sys.stderr)
+          f"peak int8 {int8_peak / 1e12:.2f} TOPS, bf16 {bf16_peak / 1e12:.2f} TFLOPS, fp32 {fp32_peak / 1e12:.2f} "
+          f"TFLOPS; the engine's matrix path here: {path}", file=sys.stderr)
     rows = []
     for spec in args.coders.split(","):
         coder = registry.make_coder(spec)
@@ -95,17 +105,22 @@ def main() -> None:
             "encode_KBps": round(enc / 1e3, 1), "decode_KBps": round(dec / 1e3, 1),
             "int8_ops_per_byte": ops,
             "encode_peak_fraction": round(enc * ops / int8_peak, 5), "decode_peak_fraction": round(dec * ops / int8_peak, 5),
+            "matrix_path": path,
+            "encode_path_peak_fraction": round(enc * ops / path_peak, 5),
+            "decode_path_peak_fraction": round(dec * ops / path_peak, 5),
         }
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     result = {"corpus": args.corpus, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-              "int8_peak_ops": int8_peak, "bf16_peak_flops": bf16_peak, "repeat": args.repeat, "rows": rows}
+              "int8_peak_ops": int8_peak, "bf16_peak_flops": bf16_peak, "fp32_peak_flops": fp32_peak,
+              "matrix_path": path, "repeat": args.repeat, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     from tabulate import tabulate
 
     print(tabulate([{k: r[k] for k in ("coder", "bpb", "encode_KBps", "decode_KBps", "encode_peak_fraction",
-                                       "decode_peak_fraction", "artifact_bytes")} for r in rows], headers="keys",
+                                       "decode_peak_fraction", "encode_path_peak_fraction",
+                                       "decode_path_peak_fraction", "artifact_bytes")} for r in rows], headers="keys",
                    tablefmt="github"))
 
 

@@ -3,9 +3,10 @@
 ``kind=context``: the tail of the corpus's **train** split, ``size`` bytes of it, is
 compressed by the ``store`` coder and kept in the artifact; the inner coder is primed with it on
 both sides (zlib: a 32 KB preset dictionary; zstd: a raw-content dictionary; PPMd: its model, by
-coding the slice first, see :class:`~compbench.coders.classical.PpmdCoder`; the neural coders: their
-match model searches the slice as well as each stream's own history, see
-:class:`~compbench.models.lockstep.MatchModel`; the LM itself is not warmed on it). It is what a zstd
+coding the slice first, see :class:`~compbench.coders.classical.PpmdCoder`; the neural coders:
+with ``mix=1`` the slice primes the mixer's context models and its shared match model searches it,
+see :class:`~compbench.models.mixing.ContextMixer`; with ``mix=0`` the per-stream match model
+searches it, see :class:`~compbench.models.lockstep.MatchModel`; the LM itself is not warmed on it). It is what a zstd
 dictionary or a primed PPMd does, with the stored bytes paid for in ``artifact_bytes``:
 
     compbench run --coders "prefix:inner=(ppmd):size=3000000,ppmd" --corpus enwik8 --split test --budget 1MB
@@ -84,13 +85,13 @@ class PrefixCoder(Coder):
         from compbench.registry import make_coder
 
         self._inner = make_coder(self.options.inner)
-        # Asked of the configured coder, not its class: a neural coder with match=0 has nothing to
-        # search the stored text with.
+        # Asked of the configured coder, not its class: a neural coder with mix=0 and match=0 has
+        # nothing to search the stored text with.
         if not self._inner.supports_context:
             from compbench.errors import SpecError
 
             raise SpecError(f"prefix: inner={self.options.inner!r} cannot be primed with context (no preset "
-                            "dictionary or model to prime); prime zlib, zstd, ppmd or a neural coder with match > 0")
+                            "dictionary or model to prime); prime zlib, zstd, ppmd or a neural coder with mix=1 or match > 0")
         self._store = make_coder(self.options.store)
         # A body is decoded by the inner coder alone, so it needs a child process exactly when the
         # inner coder does (PPMd). A neural inner must not be forked: its OpenMP pool does not survive

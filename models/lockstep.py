@@ -8,8 +8,10 @@ those of step 1, and so on; the decoder recomputes the same batch of probabiliti
 same order. Probabilities are bit-identical on both sides because the engine is integer arithmetic
 (see :mod:`.intops`), and each is given to ``Categorical(perfect=False)``.
 
-The :class:`MatchModel` sharpens the LM's prediction with a copy model over each stream's history
-and, when the coder is primed (a ``prefix`` coder's stored text), over that context too.
+With ``mix=1`` (:func:`_run_mixed`) each step codes 8 binary decisions per stream instead, from
+the LM mixed with context models shared by all streams (:mod:`.mixing`). With ``mix=0`` the
+:class:`MatchModel` sharpens the LM's prediction with a copy model over each stream's history and,
+when the coder is primed (a ``prefix`` coder's stored text), over that context too.
 This module is part of every neural artifact's decoder code, and imports nothing from the harness.
 """
 

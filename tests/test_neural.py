@@ -184,14 +184,17 @@ def test_round_trip_and_model_bits(tiny_models, arch):
         assert decoder.decode(coder.encode(tiny)) == tiny
 
 
-def test_coding_overhead_is_tiny_on_a_larger_input(tiny_models):
+@pytest.mark.parametrize("mix,limit", [(0, 0.001), (1, 0.002)])
+def test_coding_overhead_is_tiny_on_a_larger_input(tiny_models, mix, limit):
+    """Payload bits over model bits. mix=1 codes 8 binary decisions per byte, each through
+    constriction's Bernoulli quantizer: measured 0.15% here, against under 0.1% for mix=0."""
     path, _ = tiny_models["gru"]
-    coder = make("gru", path)
+    coder = make("gru", path, mix=mix)
     data = open(np.__file__.replace("__init__.py", "_core/_add_newdocs.py"), "rb").read()[:120_000]
     payload = coder.encode(data)
     body_bits = 8 * (len(payload) - read_header(payload).header_bytes)  # the spec holds a temp path
     overhead = (body_bits - coder.model_bits(data)) / coder.model_bits(data)
-    assert 0 <= overhead < 0.001
+    assert 0 <= overhead < limit
 
 
 def test_corrupted_body_and_wrong_artifact_are_clear_errors(tiny_models):

@@ -167,7 +167,7 @@ def test_a_neural_coder_primed_with_a_context_prefix_finds_copies_in_it_and_roun
 
 def test_a_neural_coder_without_its_match_model_cannot_be_primed():
     with pytest.raises(SpecError, match="cannot be primed"):
-        registry.make_coder("prefix:inner=(gru:match=0)")
+        registry.make_coder("prefix:inner=(gru:mix=0:match=0)")
 
 
 def test_the_context_index_keeps_the_latest_position_of_every_key():
