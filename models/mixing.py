@@ -91,6 +91,17 @@ def _adapt(p: np.ndarray, n: np.ndarray, idx: np.ndarray, bit: np.ndarray, limit
     n[uniq] = np.minimum(c + m, limit)
 
 
+def _mean_step(w: np.ndarray, sets: np.ndarray, delta: np.ndarray) -> None:
+    """Add to each weight set of ``w`` [n_sets, n_in] the mean of the steps ``delta`` [k, m, n_in]
+    of the streams that used it (``sets`` [k, m]): integer sums, so the streams' order does not
+    matter (bincount over integer-valued float64 is exact below 2**53), and one floor division."""
+    n_sets, n_in = w.shape
+    flat = (sets[:, :, None] * n_in + np.arange(n_in)).ravel()
+    tot = np.bincount(flat, weights=delta.ravel(), minlength=n_sets * n_in).astype(np.int64)
+    hits = np.bincount(sets.ravel(), minlength=n_sets)
+    w += tot.reshape(n_sets, n_in) // np.maximum(hits, 1)[:, None]
+
+
 class ContextMixer:
     """Bitwise context mixing for ``streams`` lockstep segments of ``seg`` bytes (``n`` bytes in
     all), optionally primed with ``context`` bytes that both sides know before coding."""
@@ -133,7 +144,6 @@ class ContextMixer:
         self.apm = np.tile(pts, 256 + 65536)
         self.apm_n = np.zeros(len(self.apm), dtype=np.uint8)
         self.squash, self.stretch = squash_table(), stretch_table()
-        self.inputs = np.arange(self.N_IN, dtype=np.int64)
         if self.L > MINLEN:
             pos = np.arange(MINLEN, self.L, dtype=np.int64)  # each byte after a full key
             key = np.zeros(len(pos), dtype=np.uint64)
@@ -258,17 +268,8 @@ class ContextMixer:
             # set), layer 2 toward the mixed error, the APM point nearer to pm, then the tables.
             err = ((bit << 12)[:, None] - ps) * LR  # [k, sets]
             delta = (x[:, None, :] * err[:, :, None]) >> 14
-            n_w = len(self.w)
-            flat = (ctx[:, :, None] * self.N_IN + self.inputs).ravel()
-            tot = np.bincount(flat, weights=delta.ravel(), minlength=n_w * self.N_IN).astype(np.int64)
-            hits = np.bincount(ctx.ravel(), minlength=n_w)
-            self.w += tot.reshape(n_w, self.N_IN) // np.maximum(hits, 1)[:, None]
-            err2 = ((bit << 12) - pm) * LR2
-            delta2 = (s2 * err2[:, None]) >> 14
-            flat2 = (c0[:, None] * len(self.sets) + np.arange(len(self.sets))).ravel()
-            tot2 = np.bincount(flat2, weights=delta2.ravel(), minlength=self.w2.size).astype(np.int64)
-            hits2 = np.bincount(c0, minlength=256)
-            self.w2 += tot2.reshape(self.w2.shape) // np.maximum(hits2, 1)[:, None]
+            _mean_step(self.w, ctx, delta)
+            _mean_step(self.w2, c0[:, None], ((s2 * (((bit << 12) - pm) * LR2)[:, None]) >> 14)[:, None, :])
             near = (frac >> 6)
             _adapt(self.apm, self.apm_n, np.concatenate([a1 + near, a2 + near]), np.concatenate([bit, bit]).astype(np.float64), APM_LIMIT)
             _adapt(self.p, self.cnt, idx.ravel(), np.repeat(bit, ORDERS + WORDS).astype(np.float64), LIMIT)
