@@ -13,7 +13,7 @@ import zlib
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("compbench", "zstandard", "brotli", "pyppmd", "numpy", "constriction", "torch", "click", "tabulate")
+PACKAGES = ("compbench", "zstandard", "brotli", "pyppmd", "numpy", "numba", "constriction", "torch", "click", "tabulate")
 
 
 def cpu_model() -> str:

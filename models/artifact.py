@@ -10,7 +10,7 @@ Layout (every integer little-endian)::
 
 The blob is what ``artifact_bytes`` counts: weights, config *and* decoder code (the engine modules
 that rebuild and run the model), so a neural coder pays for everything a fresh decoder needs beyond
-a stock Python with torch, numpy and constriction. Loading never unpickles anything: tensors are raw
+a stock Python with torch, numpy, numba and constriction. Loading never unpickles anything: tensors are raw
 little-endian arrays whose names, dtypes and shapes are checked against the config. The shipped
 code is accounted for, not executed; decoding uses the installed engine, and ``engine`` (the integer
 arithmetic version) must match, because another engine could compute different probabilities.

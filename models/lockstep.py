@@ -223,30 +223,32 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
     mixer = ContextMixer(streams, seg, n, context)
     log2 = np.log2(np.arange(4097, dtype=np.float64) / 4096.0, where=np.arange(4097) > 0, out=np.zeros(4097))
     bits = 0.0
-    t = 0
-    k = streams
 
-    def code(p: np.ndarray, j: int) -> np.ndarray:
+    def decode_bits(p: np.ndarray, j: int) -> np.ndarray:
         nonlocal bits
-        prob = p / 4096.0  # exact: a 12-bit integer over 2**12
         if digest is not None:
             digest.update(p.astype("<i2").tobytes())
-        if decoder is not None:
-            bit = decoder.decode(family, prob).astype(np.int64)
-        else:
-            bit = (arr[:k, t] >> (7 - j)).astype(np.int64) & 1
-        if encoder is not None:
-            encoder.encode(bit.astype(np.int32), family, prob)
+        bit = decoder.decode(family, p / 4096.0).astype(np.int64)  # p / 4096 is exact: 12 bits over 2**12
         bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
         return bit
 
+    shifts = np.arange(7, -1, -1)[:, None]
     with torch.inference_mode():
         source = _block_probs if blocks else _step_probs
         for t, weights in enumerate(source(engine, arr, intops.exp_weights)):
             k = streams if t < last_len else streams - 1
-            byte = mixer.step(t, weights, k, code)
             if decoder is not None:
-                arr[:k, t] = byte
+                arr[:k, t] = mixer.step(t, weights, k, decode_bits)
+            else:
+                # Bytes known: one compiled call for the whole step, then its 8 x k bits coded in the
+                # order the decoder decodes them (bit 0 of every stream, then bit 1, ...).
+                p = mixer.step_known(t, weights, k, arr[:k, t])
+                bit = (arr[:k, t].astype(np.int64) >> shifts) & 1
+                if digest is not None:
+                    digest.update(p.astype("<i2").tobytes())
+                if encoder is not None:
+                    encoder.encode(bit.astype(np.int32).ravel(), family, p.ravel() / 4096.0)
+                bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
             if progress is not None and t % 256 == 255:
                 progress(min(n, (t + 1) * streams))
     return bits

@@ -15,13 +15,17 @@ coders (lpaq, paq8) learn from the text itself, and shares it across every strea
 A byte is coded as 8 binary decisions, most significant bit first; the LM's probability of each bit
 is the exact integer ratio of its softmax weights over the two halves of the remaining subtree.
 
-Determinism: everything here is integer arithmetic (numpy int64 and uint64, wrapping where hashes
-wrap), and the squash/stretch tables are built with :mod:`decimal`. Many streams update the same
-table entry or mixer weight in one step; their updates are aggregated as integer sums (exact in any
-order: ``bincount`` over integer-valued float64 is exact below 2**53) and applied once, never as a
-sequence of writes whose order numpy leaves undefined. The mixer keeps its own copy of every byte
-it has coded (``buf``), so the encoder (which knows the whole input) and the decoder (which knows
-what it has decoded) read exactly the same bytes. Coded probabilities are 12-bit integers.
+Determinism: everything here is integer arithmetic (int64, and uint64 wrapping where hashes wrap),
+and the squash/stretch tables are built with :mod:`decimal`. Many streams update the same table
+entry or mixer weight in one step; their updates are aggregated as integer sums (exact in any
+order) and applied once, so the result does not depend on the order the streams are visited in.
+The mixer keeps its own copy of every byte it has coded (``buf``), so the encoder (which knows the
+whole input) and the decoder (which knows what it has decoded) read exactly the same bytes. Coded
+probabilities are 12-bit integers.
+
+Speed: the per-bit work (about 150 integer operations per stream) runs in loops compiled by numba
+(``cache=True``: compiled once per machine, then loaded). Integer arithmetic compiled by LLVM is
+the same integer arithmetic on every instruction set, so a payload is the same whichever CPU made it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import functools
 from decimal import Decimal, localcontext
 
 import numpy as np
+from numba import njit
 
 MINLEN = 7  # bytes of context a match must share before it predicts
 MAXLEN = 65535
@@ -73,40 +78,366 @@ def stretch_table() -> np.ndarray:
     return st
 
 
-def _hash(x: np.ndarray, salt: int, bits: int) -> np.ndarray:
-    return (((x + U64(salt)) * GOLDEN) >> U64(64 - bits)).astype(np.int64)
+N_CTX = ORDERS + WORDS  # context-model inputs
+N_IN = N_CTX + 3  # the LM, the context models, the match model, a bias
+N_SETS = 3  # layer-1 weight sets
+_MASKS = np.array([(1 << (8 * o)) - 1 for o in range(8)], dtype=np.uint64)
+_JIT = dict(cache=True, nogil=True)
 
 
-def _adapt(p: np.ndarray, n: np.ndarray, idx: np.ndarray, bit: np.ndarray, limit: int) -> None:
+@njit(**_JIT)
+def _hash(x, salt, bits):
+    """A uint64 key hashed to ``bits`` bits (multiplicative, wrapping)."""
+    return np.int64(((x + np.uint64(salt)) * GOLDEN) >> np.uint64(64 - bits))
+
+
+@njit(**_JIT)
+def _group(keys):
+    """Group equal non-negative keys: (the group of each key, the distinct keys). An open-addressing
+    table, O(len(keys)): which group a key gets never changes what is done with the group's sums."""
+    n = len(keys)
+    cbits = 4
+    while (1 << cbits) < 2 * n:
+        cbits += 1
+    cap = 1 << cbits
+    table = np.full(cap, -1, np.int64)
+    slot_group = np.empty(cap, np.int64)
+    gid = np.empty(n, np.int64)
+    uniq = np.empty(n, np.int64)
+    ng = 0
+    shift = np.uint64(64 - cbits)
+    for e in range(n):
+        key = keys[e]
+        h = np.int64((np.uint64(key) * GOLDEN) >> shift)
+        while True:
+            cur = table[h]
+            if cur == key:
+                gid[e] = slot_group[h]
+                break
+            if cur == -1:
+                table[h] = key
+                slot_group[h] = ng
+                uniq[ng] = key
+                gid[e] = ng
+                ng += 1
+                break
+            h = (h + 1) & (cap - 1)
+    return gid, uniq[:ng]
+
+
+@njit(**_JIT)
+def _adapt(p, n, idx, bit, limit):
     """Move the 16-bit probabilities ``p[idx]`` toward the bits seen, at rate 1/(count + 1.5).
 
     Entries hit by several streams at once get one update from all their bits (integer sums, so
     the order of the streams does not matter); each is a convex combination, so it stays in range."""
-    uniq, inv = np.unique(idx, return_inverse=True)
-    m = np.bincount(inv, minlength=len(uniq))
-    ones = np.bincount(inv, weights=bit, minlength=len(uniq)).astype(np.int64)
-    old = p[uniq].astype(np.int64)
-    c = n[uniq].astype(np.int64)
-    p[uniq] = (old * (2 * c + 1) + 131070 * ones) // (2 * c + 1 + 2 * m)
-    n[uniq] = np.minimum(c + m, limit)
+    gid, uniq = _group(idx)
+    m = np.zeros(len(uniq), np.int64)
+    ones = np.zeros(len(uniq), np.int64)
+    for e in range(len(idx)):
+        m[gid[e]] += 1
+        ones[gid[e]] += bit[e]
+    for g in range(len(uniq)):
+        i = uniq[g]
+        old = np.int64(p[i])
+        c = np.int64(n[i])
+        p[i] = (old * (2 * c + 1) + 131070 * ones[g]) // (2 * c + 1 + 2 * m[g])
+        n[i] = min(c + m[g], limit)
 
 
-def _mean_step(w: np.ndarray, sets: np.ndarray, delta: np.ndarray) -> None:
-    """Add to each weight set of ``w`` [n_sets, n_in] the mean of the steps ``delta`` [k, m, n_in]
-    of the streams that used it (``sets`` [k, m]): integer sums, so the streams' order does not
-    matter (bincount over integer-valued float64 is exact below 2**53), and one floor division."""
-    n_sets, n_in = w.shape
-    flat = (sets[:, :, None] * n_in + np.arange(n_in)).ravel()
-    tot = np.bincount(flat, weights=delta.ravel(), minlength=n_sets * n_in).astype(np.int64)
-    hits = np.bincount(sets.ravel(), minlength=n_sets)
-    w += tot.reshape(n_sets, n_in) // np.maximum(hits, 1)[:, None]
+@njit(**_JIT)
+def _mean_step(w, rows, delta):
+    """Add to each row of ``w`` the mean (floored) of the steps ``delta[e]`` of the streams that used
+    it (``rows[e]``): integer sums, so the streams' order does not matter."""
+    gid, uniq = _group(rows)
+    n_in = w.shape[1]
+    tot = np.zeros((len(uniq), n_in), np.int64)
+    hits = np.zeros(len(uniq), np.int64)
+    for e in range(len(rows)):
+        g = gid[e]
+        hits[g] += 1
+        for i in range(n_in):
+            tot[g, i] += delta[e, i]
+    for g in range(len(uniq)):
+        for i in range(n_in):
+            w[uniq[g], i] += tot[g, i] // hits[g]
+
+
+@njit(**_JIT)
+def _contexts(h, w0, w1, bits, out):
+    """Base slot of each context model for a stream's next byte: order 0 and 1 are direct (no
+    hash), orders 2-6 hash the last bytes (``h``), then the current word and the current word with
+    the one before it."""
+    out[0] = 0
+    out[1] = np.int64(h & np.uint64(0xFF)) << 8
+    for order in range(2, ORDERS):
+        out[order] = _hash(h & _MASKS[order], order, bits)
+    out[ORDERS] = _hash(w0, ORDERS, bits)
+    out[ORDERS + 1] = _hash(w0 ^ (w1 * GOLDEN), ORDERS + 1, bits)
+
+
+@njit(**_JIT)
+def _slots(base, c0, off, mask, out):
+    """Table index of every context model's entry for the bit after partial byte ``c0``."""
+    node = (c0 * 0x2F0F3B5) & 0xFFFFFF
+    for i in range(N_CTX):
+        v = base[i] + c0 if i < 2 else base[i] ^ node
+        out[i] = (v & mask[i]) + off[i]
+
+
+@njit(**_JIT)
+def _next_word(w0, w1, byte):
+    """The (current, previous) word hashes after ``byte``: letters (either case, and every byte >=
+    128, so UTF-8 letters count) extend the word, anything else ends it."""
+    low = byte | 32
+    letter = (low >= 97 and low <= 122) or byte >= 128
+    n0 = (w0 + np.uint64(low) + np.uint64(1)) * GOLDEN if letter else np.uint64(0)
+    n1 = w1 if (letter or w0 == 0) else w0
+    return n0, n1
+
+
+@njit(**_JIT)
+def _index_context(ctx, mtable, mbits):
+    """The match table over a primed context: each MINLEN-byte key points past its latest occurrence."""
+    key = np.uint64(0)
+    for pos in range(len(ctx)):
+        if pos >= MINLEN:
+            mtable[_hash(key & _MASKS[MINLEN], 0, mbits)] = pos + 1
+        key = (key << np.uint64(8)) | np.uint64(ctx[pos])
+
+
+@njit(**_JIT)
+def _prime(ctx, rows, p, cnt, off, mask, bits):
+    """Learn the context tables from ``ctx`` as if it had been coded in ``rows`` lockstep rows."""
+    size = len(ctx)
+    seg = -(-size // rows)
+    rows = -(-size // seg)
+    last = size - (rows - 1) * seg
+    hist = np.zeros(rows, np.uint64)
+    w0 = np.zeros(rows, np.uint64)
+    w1 = np.zeros(rows, np.uint64)
+    base = np.empty((rows, N_CTX), np.int64)
+    idx = np.empty(rows * N_CTX, np.int64)
+    bit = np.empty(rows * N_CTX, np.int64)
+    c0 = np.empty(rows, np.int64)
+    byte = np.empty(rows, np.int64)
+    for t in range(seg):
+        k = rows if t < last else rows - 1
+        for r in range(k):
+            byte[r] = ctx[r * seg + t]
+            _contexts(hist[r], w0[r], w1[r], bits, base[r])
+            c0[r] = 1
+        for j in range(8):
+            for r in range(k):
+                b = (byte[r] >> (7 - j)) & 1
+                _slots(base[r], c0[r], off, mask, idx[r * N_CTX : (r + 1) * N_CTX])
+                bit[r * N_CTX : (r + 1) * N_CTX] = b
+                c0[r] = (c0[r] << 1) | b
+            _adapt(p, cnt, idx[: k * N_CTX], bit[: k * N_CTX], LIMIT)
+        for r in range(k):
+            hist[r] = (hist[r] << np.uint64(8)) | np.uint64(byte[r])
+            w0[r], w1[r] = _next_word(w0[r], w1[r], byte[r])
+
+
+@njit(**_JIT)
+def _begin(k, weights, model, streams, sc):
+    """Per-byte set-up of the first k streams: the LM's cumulative weights, context slots, match state."""
+    hist, w0, w1, buf, mpos, mlen = streams[1], streams[2], streams[3], streams[0], streams[4], streams[5]
+    bits = model[13]
+    cs, base, st8 = sc[0], sc[1], sc[2]
+    for r in range(k):
+        acc = np.int64(0)
+        cs[r, 0] = 0
+        for s in range(256):
+            acc += weights[r, s]
+            cs[r, s + 1] = acc
+        _contexts(hist[r], w0[r], w1[r], bits, base[r])
+        act = mpos[r] >= 0
+        ml = mlen[r]
+        st8[0, r] = 1  # c0: the partial byte, with a leading 1
+        st8[1, r] = 1 if act else 0  # agree: the bits so far match the predicted byte
+        st8[2, r] = buf[mpos[r]] if act else 0  # the predicted byte
+        st8[3, r] = min(ml, 63)  # match-length bucket
+        st8[4, r] = 1 if ml < 16 else (2 if ml < 32 else 3)  # match state
+        st8[5, r] = np.int64(hist[r] & np.uint64(0xFF))  # the previous byte
+
+
+@njit(**_JIT)
+def _predict(j, k, model, sc, p12):
+    """P(bit j = 1) of each of the first k streams, 12-bit, into ``p12``; keeps what learning needs."""
+    p, cnt, mp, w, w2, apm = model[0], model[1], model[2], model[4], model[5], model[6]
+    off, mask, set_off, sq, st = model[8], model[9], model[10], model[11], model[12]
+    cs, base, st8, x, idx, sets, ps, s2, aux = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8]
+    span = 256 >> j
+    for r in range(k):
+        c = st8[0, r]
+        # LM: P(bit = 1) = weight of the upper half of the subtree / weight of the subtree.
+        lo = (c - (1 << j)) * span
+        total = cs[r, lo + span] - cs[r, lo]
+        ones = cs[r, lo + span] - cs[r, lo + span // 2]
+        x[r, 0] = st[min(max((ones * 4096 + total // 2) // total, 1), 4095)]
+        # Context models: one 16-bit probability per (context, bit node).
+        _slots(base[r], c, off, mask, idx[r])
+        seen = 0
+        for i in range(N_CTX):
+            e = idx[r, i]
+            x[r, 1 + i] = st[p[e] >> 4]
+            if i >= 2 and cnt[e] > 0:
+                seen += 1
+        # Match model: while the bits so far agree with the predicted byte, vote for its next bit.
+        ebit = (st8[2, r] >> (7 - j)) & 1
+        agree = st8[1, r]
+        if agree:
+            m = st[mp[st8[3, r]] >> 4]
+            x[r, N_CTX + 1] = m if ebit == 1 else -m
+        else:
+            x[r, N_CTX + 1] = 0
+        x[r, N_CTX + 2] = 256
+        conf = min(abs(x[r, 0]) >> 8, 7)
+        sets[r, 0] = c + 256 * (st8[4, r] if agree else 0) + set_off[0]
+        sets[r, 1] = (j * 9 + seen) * 8 + conf + set_off[1]
+        sets[r, 2] = st8[5, r] + set_off[2]
+        acc2 = np.int64(0)
+        for s in range(N_SETS):
+            row = sets[r, s]
+            acc = np.int64(0)
+            for i in range(N_IN):
+                acc += w[row, i] * x[r, i]
+            ps[r, s] = sq[min(max(acc >> 16, -2047), 2047) + 2047]
+            s2[r, s] = st[ps[r, s]]
+            acc2 += w2[c, s] * s2[r, s]
+        dot = min(max(acc2 >> 16, -2047), 2047)
+        pm = sq[dot + 2047]
+        # APMs: interpolate between the two nearest of 33 points along stretch(pm).
+        pos = dot + 2048
+        lo_i, frac = pos >> 7, pos & 127
+        a1 = c * 33 + lo_i
+        a2 = (256 + c + 256 * st8[5, r]) * 33 + lo_i
+        q1 = (np.int64(apm[a1]) * (128 - frac) + np.int64(apm[a1 + 1]) * frac) >> 11
+        q2 = (np.int64(apm[a2]) * (128 - frac) + np.int64(apm[a2 + 1]) * frac) >> 11
+        p12[r] = min(max((2 * pm + q1 + q2) >> 2, 1), 4095)
+        aux[r, 0], aux[r, 1], aux[r, 2], aux[r, 3], aux[r, 4] = pm, a1, a2, frac, ebit
+
+
+@njit(**_JIT)
+def _learn(k, bit, model, sc):
+    """Learn from bit j of the first k streams: every weight set toward its own error (mean step over
+    the streams sharing a set), layer 2 toward the mixed error, the APM point nearer to pm, the
+    context tables and the match model's confidence; then extend each partial byte."""
+    p, cnt, mp, mn, w, w2, apm, apm_n = model[0], model[1], model[2], model[3], model[4], model[5], model[6], model[7]
+    st8, x, idx, sets, ps, s2, aux = sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8]
+    rows1 = np.empty(k * N_SETS, np.int64)
+    d1 = np.empty((k * N_SETS, N_IN), np.int64)
+    rows2 = np.empty(k, np.int64)
+    d2 = np.empty((k, N_SETS), np.int64)
+    ai = np.empty(2 * k, np.int64)
+    ab = np.empty(2 * k, np.int64)
+    ti = np.empty(k * N_CTX, np.int64)
+    tb = np.empty(k * N_CTX, np.int64)
+    mi = np.empty(k, np.int64)
+    mb = np.empty(k, np.int64)
+    nm = 0
+    for r in range(k):
+        b = bit[r]
+        for s in range(N_SETS):
+            err = ((b << 12) - ps[r, s]) * LR
+            e = r * N_SETS + s
+            rows1[e] = sets[r, s]
+            for i in range(N_IN):
+                d1[e, i] = (x[r, i] * err) >> 14
+        err2 = ((b << 12) - aux[r, 0]) * LR2
+        c = st8[0, r]
+        rows2[r] = c
+        for s in range(N_SETS):
+            d2[r, s] = (s2[r, s] * err2) >> 14
+        near = aux[r, 3] >> 6
+        ai[2 * r], ai[2 * r + 1] = aux[r, 1] + near, aux[r, 2] + near
+        ab[2 * r], ab[2 * r + 1] = b, b
+        for i in range(N_CTX):
+            ti[r * N_CTX + i] = idx[r, i]
+            tb[r * N_CTX + i] = b
+        if st8[1, r]:
+            hit = 1 if b == aux[r, 4] else 0
+            mi[nm], mb[nm] = st8[3, r], hit
+            nm += 1
+            st8[1, r] = hit
+        st8[0, r] = (c << 1) | b
+    _mean_step(w, rows1, d1)
+    _mean_step(w2, rows2, d2)
+    _adapt(apm, apm_n, ai, ab, APM_LIMIT)
+    _adapt(p, cnt, ti, tb, LIMIT)
+    if nm:
+        _adapt(mp, mn, mi[:nm], mb[:nm], 255)
+
+
+@njit(**_JIT)
+def _end_byte(t, k, byte, lay, streams):
+    """Store the k coded bytes, extend histories and words, and move the match model: follow or drop
+    current matches, look up new ones, then index this position."""
+    L, S, n, mbits = lay[0], lay[1], lay[2], lay[3]
+    buf, hist, w0, w1, mpos, mlen, mtable = streams
+    end = L + n
+    for r in range(k):
+        b = byte[r]
+        buf[L + r * S + t] = b
+        hist[r] = (hist[r] << np.uint64(8)) | np.uint64(b)
+        w0[r], w1[r] = _next_word(w0[r], w1[r], b)
+    for r in range(k):
+        if mpos[r] >= 0:
+            nxt = mpos[r] + 1
+            if buf[mpos[r]] == byte[r] and nxt < end and nxt != L:
+                mpos[r] = nxt
+                mlen[r] = min(mlen[r] + 1, MAXLEN)
+            else:
+                mpos[r] = -1
+                mlen[r] = 0
+    if t + 1 < MINLEN:
+        return
+    slot = np.empty(k, np.int64)
+    for r in range(k):
+        slot[r] = _hash(hist[r] & _MASKS[MINLEN], 0, mbits)
+    for r in range(k):
+        if mpos[r] >= 0:
+            continue
+        cand = mtable[slot[r]] - 1
+        if cand < MINLEN:
+            continue
+        at = L + r * S + t
+        length = 0
+        for i in range(32):  # verify the key, then measure how far back the match reaches
+            mine, theirs = at - i, cand - 1 - i
+            if mine >= L + r * S and theirs >= 0 and buf[theirs] == buf[mine]:
+                length += 1
+            else:
+                break
+        if length >= MINLEN:
+            mpos[r] = cand
+            mlen[r] = length
+    for r in range(k):  # in stream order: the latest stream's position wins a shared slot
+        nxt = L + r * S + t + 1
+        if nxt < end:
+            mtable[slot[r]] = nxt + 1
+
+
+@njit(**_JIT)
+def _code_byte(t, k, weights, byte, model, streams, sc, lay, p_out):
+    """A whole step with its bytes known (the encoder): the 12-bit probability of every bit into
+    ``p_out`` [8, k]; exactly the decoder's sequence of :func:`_predict` and :func:`_learn`."""
+    _begin(k, weights, model, streams, sc)
+    bit = np.empty(k, np.int64)
+    for j in range(8):
+        _predict(j, k, model, sc, p_out[j])
+        for r in range(k):
+            bit[r] = (byte[r] >> (7 - j)) & 1
+        _learn(k, bit, model, sc)
+    _end_byte(t, k, byte, lay, streams)
 
 
 class ContextMixer:
     """Bitwise context mixing for ``streams`` lockstep segments of ``seg`` bytes (``n`` bytes in
     all), optionally primed with ``context`` bytes that both sides know before coding."""
 
-    N_IN = ORDERS + WORDS + 3  # LM, 9 context models, match, bias
+    N_IN = N_IN
 
     def __init__(self, streams: int, seg: int, n: int, context: bytes = b""):
         self.B, self.S, self.n = streams, seg, n
@@ -120,11 +451,11 @@ class ContextMixer:
         sizes = [256, 1 << 16] + [1 << self.bits] * (ORDERS - 2 + WORDS)
         self.off = np.cumsum([0] + sizes[:-1]).astype(np.int64)
         self.mask = np.array(sizes, dtype=np.int64) - 1
-        self.direct = np.arange(ORDERS + WORDS) < 2  # orders 0 and 1 index their tables directly
         self.p = np.full(sum(sizes), 32768, dtype=np.uint16)
         self.cnt = np.zeros(sum(sizes), dtype=np.uint8)
         self.hist = np.zeros(streams, dtype=np.uint64)  # the last 8 bytes of each stream
-        self.word = np.zeros((streams, 2), dtype=np.uint64)  # hashes of the current and the previous word
+        self.w0 = np.zeros(streams, dtype=np.uint64)  # hash of the current word
+        self.w1 = np.zeros(streams, dtype=np.uint64)  # hash of the previous word
         self.mtable = np.zeros(1 << self.mbits, dtype=np.int64)  # buf position of the byte after a key, + 1
         self.mpos = np.full(streams, -1, dtype=np.int64)
         self.mlen = np.zeros(streams, dtype=np.int64)
@@ -132,191 +463,52 @@ class ContextMixer:
         self.mn = np.zeros(64, dtype=np.uint8)
         # Layer 1: one weight set per context of each selector (partial byte x match state; bit
         # position x how many context models have seen this node x LM confidence; previous byte).
-        self.sets = np.array([256 * 4, 8 * 9 * 8, 256], dtype=np.int64)
-        self.set_off = np.concatenate([[0], np.cumsum(self.sets)[:-1]])
-        self.w = np.zeros((int(self.sets.sum()), self.N_IN), dtype=np.int64)
+        sets = np.array([256 * 4, 8 * 9 * 8, 256], dtype=np.int64)
+        self.set_off = np.concatenate([[0], np.cumsum(sets)[:-1]]).astype(np.int64)
+        self.w = np.zeros((int(sets.sum()), N_IN), dtype=np.int64)
         self.w[:, 0] = 1 << 16  # start as the LM, with a little trust in the (perhaps primed) tables
-        self.w[:, 1 : ORDERS + WORDS + 1] = PRIOR
-        self.w2 = np.full((256, len(self.sets)), (1 << 16) // len(self.sets), dtype=np.int64)  # layer 2, per partial byte
+        self.w[:, 1 : N_CTX + 1] = PRIOR
+        self.w2 = np.full((256, N_SETS), (1 << 16) // N_SETS, dtype=np.int64)  # layer 2, per partial byte
         # Two APM (secondary estimation) stages refine the mixed probability: by partial byte, and
         # by partial byte and previous byte; 33 interpolation points along the stretched probability.
         pts = (squash_table()[np.arange(-2048, 2049, 128).clip(-2047, 2047) + 2047] * 16).astype(np.uint16)
         self.apm = np.tile(pts, 256 + 65536)
         self.apm_n = np.zeros(len(self.apm), dtype=np.uint8)
-        self.squash, self.stretch = squash_table(), stretch_table()
+        self._model = (self.p, self.cnt, self.mp, self.mn, self.w, self.w2, self.apm, self.apm_n, self.off,
+                       self.mask, self.set_off, squash_table(), stretch_table(), self.bits)
+        self._streams = (self.buf, self.hist, self.w0, self.w1, self.mpos, self.mlen, self.mtable)
+        self._lay = np.array([self.L, seg, n, self.mbits], dtype=np.int64)
+        # Per-step scratch: cumulative LM weights, context slots, per-stream byte state (c0, agree,
+        # predicted byte, length bucket, match state, previous byte), then per-bit inputs and outputs.
+        self._sc = (np.empty((streams, 257), np.int64), np.empty((streams, N_CTX), np.int64),
+                    np.empty((6, streams), np.int64), np.empty((streams, N_IN), np.int64),
+                    np.empty((streams, N_CTX), np.int64), np.empty((streams, N_SETS), np.int64),
+                    np.empty((streams, N_SETS), np.int64), np.empty((streams, N_SETS), np.int64),
+                    np.empty((streams, 5), np.int64))
+        self._p12 = np.empty(streams, np.int64)
         if self.L > MINLEN:
-            pos = np.arange(MINLEN, self.L, dtype=np.int64)  # each byte after a full key
-            key = np.zeros(len(pos), dtype=np.uint64)
-            for i in range(MINLEN):
-                key = (key << U64(8)) | ctx[pos - MINLEN + i].astype(np.uint64)
-            self._insert(_hash(key, 0, self.mbits), pos)
-            self._prime(ctx)
-
-    def _insert(self, slot: np.ndarray, pos: np.ndarray) -> None:
-        # The latest position per slot wins: unique() over the reversed order finds each slot's last
-        # occurrence (deterministic, unlike a[idx] = v with repeated idx).
-        uniq, first = np.unique(slot[::-1], return_index=True)
-        self.mtable[uniq] = pos[::-1][first] + 1
-
-    def _contexts(self, hist: np.ndarray, word: np.ndarray) -> np.ndarray:
-        """Hashed base slot of each context model for the next byte, [rows, ORDERS + WORDS]: order
-        0 and 1 are direct (no hash), orders 2-6 hash the last bytes, then the current word and
-        the current word with the one before it."""
-        base = np.empty((len(hist), ORDERS + WORDS), dtype=np.int64)
-        base[:, 0] = 0
-        base[:, 1] = (hist & U64(0xFF)).astype(np.int64) << 8
-        for order in range(2, ORDERS):
-            base[:, order] = _hash(hist & U64((1 << (8 * order)) - 1), order, self.bits)
-        base[:, ORDERS] = _hash(word[:, 0], ORDERS, self.bits)
-        base[:, ORDERS + 1] = _hash(word[:, 0] ^ (word[:, 1] * GOLDEN), ORDERS + 1, self.bits)
-        return base
-
-    def _slots(self, base: np.ndarray, c0: np.ndarray) -> np.ndarray:
-        """Table index of every context model's entry for the bit after partial byte ``c0``."""
-        node = (c0 * 0x2F0F3B5) & 0xFFFFFF
-        idx = np.where(self.direct, base + c0[:, None], base ^ node[:, None]) & self.mask
-        return idx + self.off
-
-    @staticmethod
-    def _next_word(word: np.ndarray, byte: np.ndarray) -> np.ndarray:
-        """The (current, previous) word hashes after ``byte``: letters (either case, and every
-        byte >= 128, so UTF-8 letters count) extend the word, anything else ends it."""
-        low = byte | 32
-        letter = ((low >= 97) & (low <= 122)) | (byte >= 128)
-        out = np.empty_like(word)
-        out[:, 0] = np.where(letter, (word[:, 0] + low.astype(np.uint64) + U64(1)) * GOLDEN, U64(0))
-        out[:, 1] = np.where(letter | (word[:, 0] == 0), word[:, 1], word[:, 0])
-        return out
-
-    def _prime(self, ctx: np.ndarray, rows: int = 1024) -> None:
-        """Learn the context models' statistics from ``ctx`` as if it had been coded in ``rows``
-        lockstep rows (the mixer and APMs start fresh: they learn how to trust the LM and the tables
-        on the text being coded). Both sides run this on the same bytes, so it is as exact as coding."""
-        seg = -(-len(ctx) // rows)
-        rows = -(-len(ctx) // seg)
-        grid = np.zeros(rows * seg, dtype=np.uint8)
-        grid[: len(ctx)] = ctx
-        grid = grid.reshape(rows, seg)
-        last = len(ctx) - (rows - 1) * seg
-        hist = np.zeros(rows, dtype=np.uint64)
-        word = np.zeros((rows, 2), dtype=np.uint64)
-        for t in range(seg):
-            k = rows if t < last else rows - 1
-            byte = grid[:k, t].astype(np.int64)
-            base = self._contexts(hist[:k], word[:k])
-            c0 = np.ones(k, dtype=np.int64)
-            for j in range(8):
-                bit = (byte >> (7 - j)) & 1
-                _adapt(self.p, self.cnt, self._slots(base, c0).ravel(), np.repeat(bit, ORDERS + WORDS).astype(np.float64), LIMIT)
-                c0 = (c0 << 1) | bit
-            hist[:k] = (hist[:k] << U64(8)) | byte.astype(np.uint64)
-            word[:k] = self._next_word(word[:k], byte)
+            _index_context(ctx, self.mtable, self.mbits)
+            _prime(ctx, 1024, self.p, self.cnt, self.off, self.mask, self.bits)
 
     def step(self, t: int, weights: np.ndarray, k: int, code) -> np.ndarray:
         """Code byte t of the first k streams. ``weights`` [>= k, 256] int64 are the LM's softmax
         weights; ``code(p12, j)`` codes (or decodes) bit j of every stream with P(1) = p12 / 4096 and
         returns the bits. Returns the k bytes."""
-        sq, st = self.squash, self.stretch
-        rows = np.arange(k)
-        cs = np.zeros((k, 257), dtype=np.int64)
-        np.cumsum(weights[:k], axis=1, out=cs[:, 1:])  # exact: integers
-        base = self._contexts(self.hist[:k], self.word[:k])
-        active = self.mpos >= 0
-        pred = np.where(active, self.buf[np.maximum(self.mpos, 0)], 0).astype(np.int64)[:k]
-        agree = active[:k].copy()
-        lbucket = np.minimum(self.mlen[:k], 63)
-        mstate = np.where(self.mlen[:k] < 16, 1, np.where(self.mlen[:k] < 32, 2, 3))
-        c0 = np.ones(k, dtype=np.int64)
-        prev = (self.hist[:k] & U64(0xFF)).astype(np.int64)
-        x = np.empty((k, self.N_IN), dtype=np.int64)
-        x[:, self.N_IN - 1] = 256
+        weights = np.ascontiguousarray(weights[:k], dtype=np.int64)
+        _begin(k, weights, self._model, self._streams, self._sc)
         for j in range(8):
-            # LM: P(bit = 1) = weight of the upper half of the subtree / weight of the subtree.
-            span = 256 >> j
-            lo = (c0 - (1 << j)) * span
-            total = cs[rows, lo + span] - cs[rows, lo]
-            ones = cs[rows, lo + span] - cs[rows, lo + span // 2]
-            x[:, 0] = st[np.clip((ones * 4096 + total // 2) // total, 1, 4095)]
-            # Context models: one 16-bit probability per (context, bit node).
-            idx = self._slots(base, c0)
-            x[:, 1 : ORDERS + WORDS + 1] = st[self.p[idx] >> 4]
-            # Match model: while the bits so far agree with the predicted byte, vote for its next bit.
-            ebit = (pred >> (7 - j)) & 1
-            mp = st[self.mp[lbucket] >> 4]
-            x[:, ORDERS + WORDS + 1] = np.where(agree, np.where(ebit == 1, mp, -mp), 0)
-            seen = (self.cnt[idx[:, 2:]] > 0).sum(axis=1)
-            conf = np.minimum(np.abs(x[:, 0]) >> 8, 7)
-            ctx = np.stack([c0 + 256 * np.where(agree, mstate, 0), (j * 9 + seen) * 8 + conf, prev], axis=1) + self.set_off
-            w = self.w[ctx]  # [k, sets, N_IN]
-            dots = np.clip((w * x[:, None, :]).sum(axis=2) >> 16, -2047, 2047)  # [k, sets]
-            ps = sq[dots + 2047]
-            s2 = st[ps]
-            w2 = self.w2[c0]
-            dot = np.clip((w2 * s2).sum(axis=1) >> 16, -2047, 2047)
-            pm = sq[dot + 2047]
-            # APMs: interpolate between the two nearest of 33 points along stretch(pm).
-            pos = dot + 2048
-            lo_i, frac = pos >> 7, pos & 127
-            a1 = c0 * 33 + lo_i
-            a2 = (256 + c0 + 256 * prev) * 33 + lo_i
-            ap = self.apm
-            q1 = (ap[a1].astype(np.int64) * (128 - frac) + ap[a1 + 1].astype(np.int64) * frac) >> 11
-            q2 = (ap[a2].astype(np.int64) * (128 - frac) + ap[a2 + 1].astype(np.int64) * frac) >> 11
-            p = np.clip((2 * pm + q1 + q2) >> 2, 1, 4095)
-            bit = np.asarray(code(p, j), dtype=np.int64)
-            # Learn: every weight set toward its own error (mean step over the streams sharing a
-            # set), layer 2 toward the mixed error, the APM point nearer to pm, then the tables.
-            err = ((bit << 12)[:, None] - ps) * LR  # [k, sets]
-            delta = (x[:, None, :] * err[:, :, None]) >> 14
-            _mean_step(self.w, ctx, delta)
-            _mean_step(self.w2, c0[:, None], ((s2 * (((bit << 12) - pm) * LR2)[:, None]) >> 14)[:, None, :])
-            near = (frac >> 6)
-            _adapt(self.apm, self.apm_n, np.concatenate([a1 + near, a2 + near]), np.concatenate([bit, bit]).astype(np.float64), APM_LIMIT)
-            _adapt(self.p, self.cnt, idx.ravel(), np.repeat(bit, ORDERS + WORDS).astype(np.float64), LIMIT)
-            if agree.any():
-                _adapt(self.mp, self.mn, lbucket[agree], (bit[agree] == ebit[agree]).astype(np.float64), 255)
-            agree &= bit == ebit
-            c0 = (c0 << 1) | bit
-        byte = c0 - 256
-        self._end_byte(t, byte, k)
+            _predict(j, k, self._model, self._sc, self._p12)
+            bit = np.ascontiguousarray(code(self._p12[:k].copy(), j), dtype=np.int64)
+            _learn(k, bit, self._model, self._sc)
+        byte = self._sc[2][0, :k] - 256
+        _end_byte(t, k, byte, self._lay, self._streams)
         return byte
 
-    def _end_byte(self, t: int, byte: np.ndarray, k: int) -> None:
-        rows = np.arange(k)
-        at = self.L + rows * self.S + t
-        self.buf[at] = byte
-        b64 = byte.astype(np.uint64)
-        self.hist[:k] = (self.hist[:k] << U64(8)) | b64
-        self.word[:k] = self._next_word(self.word[:k], byte)
-        # The match model: follow or drop current matches, look up new ones, then index this position.
-        end = self.L + self.n
-        act = np.flatnonzero(self.mpos[:k] >= 0)
-        if len(act):
-            ok = self.buf[self.mpos[act]] == byte[act]
-            nxt = self.mpos[act] + 1
-            ok &= (nxt < end) & (nxt != self.L)
-            self.mpos[act] = np.where(ok, nxt, -1)
-            self.mlen[act] = np.where(ok, np.minimum(self.mlen[act] + 1, MAXLEN), 0)
-        if t + 1 < MINLEN:
-            return
-        key = self.hist[:k] & U64((1 << (8 * MINLEN)) - 1)
-        slot = _hash(key, 0, self.mbits)
-        free = np.flatnonzero(self.mpos[:k] < 0)
-        if len(free):
-            cand = self.mtable[slot[free]] - 1
-            ok = cand >= MINLEN
-            cand = np.maximum(cand, MINLEN)
-            length = np.zeros(len(free), dtype=np.int64)
-            for i in range(32):  # verify the key, then measure how far back the match reaches
-                if i >= MINLEN and not ok.any():
-                    break
-                mine = at[free] - i
-                theirs = cand - 1 - i
-                ok &= (mine >= self.L + free * self.S) & (theirs >= 0) & (self.buf[np.maximum(theirs, 0)] == self.buf[mine])
-                length += ok
-            got = length >= MINLEN
-            self.mpos[free[got]] = cand[got]
-            self.mlen[free[got]] = length[got]
-        nxt = at + 1
-        live = nxt < end
-        self._insert(slot[live], nxt[live])
+    def step_known(self, t: int, weights: np.ndarray, k: int, byte: np.ndarray) -> np.ndarray:
+        """Code byte t of the first k streams when the bytes are known (the encoder): returns the
+        12-bit probability of each bit, [8, k] int64, exactly as :meth:`step` would give them."""
+        weights = np.ascontiguousarray(weights[:k], dtype=np.int64)
+        p = np.empty((8, k), np.int64)
+        _code_byte(t, k, weights, np.ascontiguousarray(byte[:k], dtype=np.int64), self._model, self._streams,
+                   self._sc, self._lay, p)
+        return p

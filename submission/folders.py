@@ -39,7 +39,7 @@ SCHEMA_VERSION = 1
 STANDALONE = Path(__file__).resolve().parent / "standalone"
 MARKERS = ("submission.json", "decoder.json")  # what an exported folder holds (so -f may replace it)
 ENGINE_INIT = '"""The compbench engine package, exported: only what decodes and evaluates a model."""\n'
-REQUIREMENTS = ("torch", "numpy", "constriction", "zstandard", "brotli")
+REQUIREMENTS = ("torch", "numpy", "numba", "constriction", "zstandard", "brotli")
 
 
 def _neural(spec: str):

@@ -30,7 +30,7 @@ def test_adapt_aggregates_streams_in_any_order():
     """Many streams updating one entry in one step: the result must not depend on their order."""
     rng = np.random.default_rng(0)
     idx = rng.integers(0, 40, 500)
-    bit = rng.integers(0, 2, 500).astype(np.float64)
+    bit = rng.integers(0, 2, 500)
     results = []
     for perm in (np.arange(500), rng.permutation(500), np.arange(500)[::-1]):
         p = np.full(40, 32768, dtype=np.uint16)
