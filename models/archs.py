@@ -75,7 +75,7 @@ def on_register(listener: Callable[[ArchInfo], None]) -> None:
 
 register_arch(ArchInfo(
     "gru", "compbench.models.gru",
-    "GRU byte-LM (int8, integer engine) + range coding; model=NAME|PATH (shipped: enwik8, sagas, dickens, ptb)",
+    "GRU byte-LM (int8, integer engine) + range coding; model=NAME|PATH (shipped: enwik8, sagas, dickens, ptb, ptb-small)",
     streams=256,  # a GRU step is cheap: more rows per int8 matmul
     batch=128, seq_len=256, size_field="hidden", size_step=8, tiny={"hidden": 48},
 ))

@@ -4,8 +4,11 @@ The byte-LM knows its training text; it knows nothing of the text being coded be
 recurrent state, and each lockstep stream starts cold. :class:`ContextMixer` adds what strong CPU
 coders (lpaq, paq8) learn from the text itself, and shares it across every stream:
 
-* order-0 to order-6 context models and a word model: for each context (the last k bytes of the
-  stream, or the current word) and each bit position, an adaptive probability that the next bit is 1;
+* order-0 to order-8 context models and three word models (the current word, alone and with the
+  one or two words before it): for each context and each bit position, an adaptive probability
+  that the next bit is 1. Hashed slots carry a check byte of the context that owns them: a
+  context that finds another's slot sees "unseen" rather than a stranger's statistics, and takes
+  the slot over only from an owner seen fewer than :data:`EVICT` times;
 * a match model: the most recent earlier occurrence of the last :data:`MINLEN` bytes, anywhere in
   the bytes coded so far by *any* stream (or in the context the coder was primed with), predicts
   the next byte, bit by bit, with a confidence learned per match length;
@@ -38,18 +41,22 @@ from numba import njit
 
 MINLEN = 7  # bytes of context a match must share before it predicts
 MAXLEN = 65535
-ORDERS = 7  # order-0 .. order-6 byte contexts, then the word and word-bigram contexts
-WORDS = 2
-# Slots per hashed table (orders 2-6 and the word contexts): 8 to 16 per byte coded or primed (one
-# per bit node), 2**16 to 2**24 (16M x 3 bytes). Entries carry no check, so a crowded table mixes
-# unrelated contexts: 4M slots cost dickens 0.7% against 16M on 1 MB. n and the context length are
-# known to both sides before coding, so both pick the same size.
+BYTE_ORDERS = (0, 1, 2, 3, 4, 5, 6, 7, 8)  # byte contexts (0 and 1 direct, the rest hashed), then the word contexts
+ORDERS = len(BYTE_ORDERS)
+WORDS = 3  # the current word; with the previous word; with the two before it
+# Slots per hashed table (orders 2-8 and the word contexts): 8 to 16 per byte coded or primed (one
+# per bit node), 2**16 to 2**24 (16M x 4 bytes: probability, count, check). A crowded table costs:
+# 4M slots cost dickens 0.7% against 16M on 1 MB (before check bytes), and with all 5.1 MB of ptb's
+# train text primed, 2**25 slots beat 2**24 by 0.5% (without check bytes; with them and EVICT the
+# 2**24 tables do better than that). n and the context length are known to both sides before
+# coding, so both pick the same size.
 TABLE_BITS = 24
 MATCH_BITS = 24
 LIMIT = 127  # the count at which a context's adaptation rate stops slowing
-LR = 48  # mixer learning rate (the weight step is x * err * LR / 2**14, weights 16.16 fixed point)
+LR = 64  # mixer learning rate (the weight step is x * err * LR / 2**14, weights 16.16 fixed point)
 LR2 = 24  # the final mixer's
 APM_LIMIT = 127
+EVICT = 2  # a colliding context takes a slot over only from an owner seen fewer times (else the owner's count halves)
 PRIOR = 4096  # each context input's starting weight (1/16): primed tables count from the first byte
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 U64 = np.uint64
@@ -81,7 +88,8 @@ def stretch_table() -> np.ndarray:
 N_CTX = ORDERS + WORDS  # context-model inputs
 N_IN = N_CTX + 3  # the LM, the context models, the match model, a bias
 N_SETS = 3  # layer-1 weight sets
-_MASKS = np.array([(1 << (8 * o)) - 1 for o in range(8)], dtype=np.uint64)
+_MASKS = np.array([(1 << (8 * o)) - 1 for o in range(9)], dtype=np.uint64)
+_WORD_MIX = np.array([1, 0x9E3779B97F4A7C15, 0xDF442D22CE4859B9], dtype=np.uint64)  # 1, GOLDEN, GOLDEN**2 (mod 2**64)
 _JIT = dict(cache=True, nogil=True)
 
 
@@ -146,6 +154,45 @@ def _adapt(p, n, idx, bit, limit):
 
 
 @njit(**_JIT)
+def _adapt_checked(p, n, chk, idx, ck, bit, limit):
+    """:func:`_adapt` for hashed slots that carry a check byte of the context that owns them. In
+    each slot hit this step, the updates of the contexts whose check matches the owner's count; if
+    none matches, the slot is taken over (reset to p = 1/2, count 0) by the hitting context with the
+    smallest check, and its updates count. Every rule depends on the set of updates, not on their
+    order, so the result is the same however the streams are visited."""
+    gid, uniq = _group(idx)
+    ng = len(uniq)
+    match = np.zeros(ng, np.bool_)
+    least = np.full(ng, 256, np.int64)
+    for e in range(len(idx)):
+        g = gid[e]
+        if ck[e] == chk[idx[e]]:
+            match[g] = True
+        least[g] = min(least[g], ck[e])
+    for g in range(ng):
+        if not match[g]:
+            i = uniq[g]
+            if n[i] < EVICT:
+                p[i], n[i], chk[i] = 32768, 0, least[g]
+            else:  # a well-established owner keeps the slot, a little less established
+                n[i] = n[i] >> 1
+    m = np.zeros(ng, np.int64)
+    ones = np.zeros(ng, np.int64)
+    for e in range(len(idx)):
+        g = gid[e]
+        if ck[e] == chk[idx[e]]:
+            m[g] += 1
+            ones[g] += bit[e]
+    for g in range(ng):
+        i = uniq[g]
+        if m[g]:
+            old = np.int64(p[i])
+            c = np.int64(n[i])
+            p[i] = (old * (2 * c + 1) + 131070 * ones[g]) // (2 * c + 1 + 2 * m[g])
+            n[i] = min(c + m[g], limit)
+
+
+@njit(**_JIT)
 def _mean_step(w, rows, delta):
     """Add to each row of ``w`` the mean (floored) of the steps ``delta[e]`` of the streams that used
     it (``rows[e]``): integer sums, so the streams' order does not matter."""
@@ -164,16 +211,27 @@ def _mean_step(w, rows, delta):
 
 
 @njit(**_JIT)
-def _contexts(h, w0, w1, bits, out):
-    """Base slot of each context model for a stream's next byte: order 0 and 1 are direct (no
-    hash), orders 2-6 hash the last bytes (``h``), then the current word and the current word with
-    the one before it."""
-    out[0] = 0
-    out[1] = np.int64(h & np.uint64(0xFF)) << 8
-    for order in range(2, ORDERS):
-        out[order] = _hash(h & _MASKS[order], order, bits)
-    out[ORDERS] = _hash(w0, ORDERS, bits)
-    out[ORDERS + 1] = _hash(w0 ^ (w1 * GOLDEN), ORDERS + 1, bits)
+def _hashed(x, salt, bits, i, out, ck):
+    """Slot (the hash's top ``bits`` bits) and check byte (the 8 bits below them) of a hashed context."""
+    v = (x + np.uint64(salt)) * GOLDEN
+    out[i] = np.int64(v >> np.uint64(64 - bits))
+    ck[i] = np.int64((v >> np.uint64(56 - bits)) & np.uint64(0xFF))
+
+
+@njit(**_JIT)
+def _contexts(h, wd, bits, out, ck):
+    """Base slot and check byte of each context model for a stream's next byte: order 0 and 1 are
+    direct (no hash, no check), the other byte orders hash the last bytes (``h``), then the
+    current word, alone and with the words before it."""
+    out[0], out[1] = 0, np.int64(h & np.uint64(0xFF)) << 8
+    ck[0], ck[1] = 0, 0
+    for i in range(2, ORDERS):
+        _hashed(h & _MASKS[BYTE_ORDERS[i]], BYTE_ORDERS[i], bits, i, out, ck)
+    key = wd[0]
+    for i in range(WORDS):
+        if i:
+            key ^= wd[i] * _WORD_MIX[i]
+        _hashed(key, ORDERS + i, bits, ORDERS + i, out, ck)
 
 
 @njit(**_JIT)
@@ -186,14 +244,15 @@ def _slots(base, c0, off, mask, out):
 
 
 @njit(**_JIT)
-def _next_word(w0, w1, byte):
+def _next_word(wd, byte):
     """The (current, previous) word hashes after ``byte``: letters (either case, and every byte >=
     128, so UTF-8 letters count) extend the word, anything else ends it."""
     low = byte | 32
     letter = (low >= 97 and low <= 122) or byte >= 128
-    n0 = (w0 + np.uint64(low) + np.uint64(1)) * GOLDEN if letter else np.uint64(0)
-    n1 = w1 if (letter or w0 == 0) else w0
-    return n0, n1
+    if not letter and wd[0] != 0:  # a word ends: shift the words back
+        for i in range(len(wd) - 1, 0, -1):
+            wd[i] = wd[i - 1]
+    wd[0] = (wd[0] + np.uint64(low) + np.uint64(1)) * GOLDEN if letter else np.uint64(0)
 
 
 @njit(**_JIT)
@@ -207,17 +266,18 @@ def _index_context(ctx, mtable, mbits):
 
 
 @njit(**_JIT)
-def _prime(ctx, rows, p, cnt, off, mask, bits):
+def _prime(ctx, rows, p, cnt, chk, off, mask, bits):
     """Learn the context tables from ``ctx`` as if it had been coded in ``rows`` lockstep rows."""
     size = len(ctx)
     seg = -(-size // rows)
     rows = -(-size // seg)
     last = size - (rows - 1) * seg
     hist = np.zeros(rows, np.uint64)
-    w0 = np.zeros(rows, np.uint64)
-    w1 = np.zeros(rows, np.uint64)
+    words = np.zeros((rows, 3), np.uint64)
     base = np.empty((rows, N_CTX), np.int64)
+    cks = np.empty((rows, N_CTX), np.int64)
     idx = np.empty(rows * N_CTX, np.int64)
+    ck = np.empty(rows * N_CTX, np.int64)
     bit = np.empty(rows * N_CTX, np.int64)
     c0 = np.empty(rows, np.int64)
     byte = np.empty(rows, np.int64)
@@ -225,33 +285,34 @@ def _prime(ctx, rows, p, cnt, off, mask, bits):
         k = rows if t < last else rows - 1
         for r in range(k):
             byte[r] = ctx[r * seg + t]
-            _contexts(hist[r], w0[r], w1[r], bits, base[r])
+            _contexts(hist[r], words[r], bits, base[r], cks[r])
             c0[r] = 1
         for j in range(8):
             for r in range(k):
                 b = (byte[r] >> (7 - j)) & 1
                 _slots(base[r], c0[r], off, mask, idx[r * N_CTX : (r + 1) * N_CTX])
                 bit[r * N_CTX : (r + 1) * N_CTX] = b
+                ck[r * N_CTX : (r + 1) * N_CTX] = cks[r]
                 c0[r] = (c0[r] << 1) | b
-            _adapt(p, cnt, idx[: k * N_CTX], bit[: k * N_CTX], LIMIT)
+            _adapt_checked(p, cnt, chk, idx[: k * N_CTX], ck[: k * N_CTX], bit[: k * N_CTX], LIMIT)
         for r in range(k):
             hist[r] = (hist[r] << np.uint64(8)) | np.uint64(byte[r])
-            w0[r], w1[r] = _next_word(w0[r], w1[r], byte[r])
+            _next_word(words[r], byte[r])
 
 
 @njit(**_JIT)
 def _begin(k, weights, model, streams, sc):
     """Per-byte set-up of the first k streams: the LM's cumulative weights, context slots, match state."""
-    hist, w0, w1, buf, mpos, mlen = streams[1], streams[2], streams[3], streams[0], streams[4], streams[5]
+    buf, hist, words, mpos, mlen = streams[0], streams[1], streams[2], streams[3], streams[4]
     bits = model[13]
-    cs, base, st8 = sc[0], sc[1], sc[2]
+    cs, base, st8, ck = sc[0], sc[1], sc[2], sc[9]
     for r in range(k):
         acc = np.int64(0)
         cs[r, 0] = 0
         for s in range(256):
             acc += weights[r, s]
             cs[r, s + 1] = acc
-        _contexts(hist[r], w0[r], w1[r], bits, base[r])
+        _contexts(hist[r], words[r], bits, base[r], ck[r])
         act = mpos[r] >= 0
         ml = mlen[r]
         st8[0, r] = 1  # c0: the partial byte, with a leading 1
@@ -267,7 +328,8 @@ def _predict(j, k, model, sc, p12):
     """P(bit j = 1) of each of the first k streams, 12-bit, into ``p12``; keeps what learning needs."""
     p, cnt, mp, w, w2, apm = model[0], model[1], model[2], model[4], model[5], model[6]
     off, mask, set_off, sq, st = model[8], model[9], model[10], model[11], model[12]
-    cs, base, st8, x, idx, sets, ps, s2, aux = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8]
+    cs, base, st8, x, idx, sets, ps, s2, aux, ck = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8], sc[9]
+    chk = model[14]
     span = 256 >> j
     for r in range(k):
         c = st8[0, r]
@@ -281,9 +343,12 @@ def _predict(j, k, model, sc, p12):
         seen = 0
         for i in range(N_CTX):
             e = idx[r, i]
-            x[r, 1 + i] = st[p[e] >> 4]
-            if i >= 2 and cnt[e] > 0:
-                seen += 1
+            if chk[e] == ck[r, i]:  # a slot another context owns is, for this one, unseen
+                x[r, 1 + i] = st[p[e] >> 4]
+                if i >= 2 and cnt[e] > 0:
+                    seen += 1
+            else:
+                x[r, 1 + i] = 0
         # Match model: while the bits so far agree with the predicted byte, vote for its next bit.
         ebit = (st8[2, r] >> (7 - j)) & 1
         agree = st8[1, r]
@@ -295,7 +360,7 @@ def _predict(j, k, model, sc, p12):
         x[r, N_CTX + 2] = 256
         conf = min(abs(x[r, 0]) >> 8, 7)
         sets[r, 0] = c + 256 * (st8[4, r] if agree else 0) + set_off[0]
-        sets[r, 1] = (j * 9 + seen) * 8 + conf + set_off[1]
+        sets[r, 1] = (j * N_CTX + seen) * 8 + conf + set_off[1]
         sets[r, 2] = st8[5, r] + set_off[2]
         acc2 = np.int64(0)
         for s in range(N_SETS):
@@ -325,7 +390,8 @@ def _learn(k, bit, model, sc):
     the streams sharing a set), layer 2 toward the mixed error, the APM point nearer to pm, the
     context tables and the match model's confidence; then extend each partial byte."""
     p, cnt, mp, mn, w, w2, apm, apm_n = model[0], model[1], model[2], model[3], model[4], model[5], model[6], model[7]
-    st8, x, idx, sets, ps, s2, aux = sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8]
+    st8, x, idx, sets, ps, s2, aux, ck = sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8], sc[9]
+    chk = model[14]
     rows1 = np.empty(k * N_SETS, np.int64)
     d1 = np.empty((k * N_SETS, N_IN), np.int64)
     rows2 = np.empty(k, np.int64)
@@ -333,6 +399,7 @@ def _learn(k, bit, model, sc):
     ai = np.empty(2 * k, np.int64)
     ab = np.empty(2 * k, np.int64)
     ti = np.empty(k * N_CTX, np.int64)
+    tc = np.empty(k * N_CTX, np.int64)
     tb = np.empty(k * N_CTX, np.int64)
     mi = np.empty(k, np.int64)
     mb = np.empty(k, np.int64)
@@ -355,6 +422,7 @@ def _learn(k, bit, model, sc):
         ab[2 * r], ab[2 * r + 1] = b, b
         for i in range(N_CTX):
             ti[r * N_CTX + i] = idx[r, i]
+            tc[r * N_CTX + i] = ck[r, i]
             tb[r * N_CTX + i] = b
         if st8[1, r]:
             hit = 1 if b == aux[r, 4] else 0
@@ -365,7 +433,7 @@ def _learn(k, bit, model, sc):
     _mean_step(w, rows1, d1)
     _mean_step(w2, rows2, d2)
     _adapt(apm, apm_n, ai, ab, APM_LIMIT)
-    _adapt(p, cnt, ti, tb, LIMIT)
+    _adapt_checked(p, cnt, chk, ti, tc, tb, LIMIT)
     if nm:
         _adapt(mp, mn, mi[:nm], mb[:nm], 255)
 
@@ -375,13 +443,13 @@ def _end_byte(t, k, byte, lay, streams):
     """Store the k coded bytes, extend histories and words, and move the match model: follow or drop
     current matches, look up new ones, then index this position."""
     L, S, n, mbits = lay[0], lay[1], lay[2], lay[3]
-    buf, hist, w0, w1, mpos, mlen, mtable = streams
+    buf, hist, words, mpos, mlen, mtable = streams
     end = L + n
     for r in range(k):
         b = byte[r]
         buf[L + r * S + t] = b
         hist[r] = (hist[r] << np.uint64(8)) | np.uint64(b)
-        w0[r], w1[r] = _next_word(w0[r], w1[r], b)
+        _next_word(words[r], b)
     for r in range(k):
         if mpos[r] >= 0:
             nxt = mpos[r] + 1
@@ -448,14 +516,14 @@ class ContextMixer:
         self.buf[: self.L] = ctx
         self.bits = max(16, min(TABLE_BITS, (16 * (n + self.L)).bit_length()))
         self.mbits = max(16, min(MATCH_BITS, (2 * (n + self.L)).bit_length()))
-        sizes = [256, 1 << 16] + [1 << self.bits] * (ORDERS - 2 + WORDS)
+        sizes = [256, 1 << 16] + [1 << self.bits] * (N_CTX - 2)
         self.off = np.cumsum([0] + sizes[:-1]).astype(np.int64)
         self.mask = np.array(sizes, dtype=np.int64) - 1
         self.p = np.full(sum(sizes), 32768, dtype=np.uint16)
         self.cnt = np.zeros(sum(sizes), dtype=np.uint8)
+        self.chk = np.zeros(sum(sizes), dtype=np.uint8)  # check byte of the context owning each slot
         self.hist = np.zeros(streams, dtype=np.uint64)  # the last 8 bytes of each stream
-        self.w0 = np.zeros(streams, dtype=np.uint64)  # hash of the current word
-        self.w1 = np.zeros(streams, dtype=np.uint64)  # hash of the previous word
+        self.words = np.zeros((streams, 3), dtype=np.uint64)  # hashes of the current word and the two before
         self.mtable = np.zeros(1 << self.mbits, dtype=np.int64)  # buf position of the byte after a key, + 1
         self.mpos = np.full(streams, -1, dtype=np.int64)
         self.mlen = np.zeros(streams, dtype=np.int64)
@@ -463,7 +531,7 @@ class ContextMixer:
         self.mn = np.zeros(64, dtype=np.uint8)
         # Layer 1: one weight set per context of each selector (partial byte x match state; bit
         # position x how many context models have seen this node x LM confidence; previous byte).
-        sets = np.array([256 * 4, 8 * 9 * 8, 256], dtype=np.int64)
+        sets = np.array([256 * 4, 8 * N_CTX * 8, 256], dtype=np.int64)
         self.set_off = np.concatenate([[0], np.cumsum(sets)[:-1]]).astype(np.int64)
         self.w = np.zeros((int(sets.sum()), N_IN), dtype=np.int64)
         self.w[:, 0] = 1 << 16  # start as the LM, with a little trust in the (perhaps primed) tables
@@ -475,8 +543,8 @@ class ContextMixer:
         self.apm = np.tile(pts, 256 + 65536)
         self.apm_n = np.zeros(len(self.apm), dtype=np.uint8)
         self._model = (self.p, self.cnt, self.mp, self.mn, self.w, self.w2, self.apm, self.apm_n, self.off,
-                       self.mask, self.set_off, squash_table(), stretch_table(), self.bits)
-        self._streams = (self.buf, self.hist, self.w0, self.w1, self.mpos, self.mlen, self.mtable)
+                       self.mask, self.set_off, squash_table(), stretch_table(), self.bits, self.chk)
+        self._streams = (self.buf, self.hist, self.words, self.mpos, self.mlen, self.mtable)
         self._lay = np.array([self.L, seg, n, self.mbits], dtype=np.int64)
         # Per-step scratch: cumulative LM weights, context slots, per-stream byte state (c0, agree,
         # predicted byte, length bucket, match state, previous byte), then per-bit inputs and outputs.
@@ -484,11 +552,11 @@ class ContextMixer:
                     np.empty((6, streams), np.int64), np.empty((streams, N_IN), np.int64),
                     np.empty((streams, N_CTX), np.int64), np.empty((streams, N_SETS), np.int64),
                     np.empty((streams, N_SETS), np.int64), np.empty((streams, N_SETS), np.int64),
-                    np.empty((streams, 5), np.int64))
+                    np.empty((streams, 5), np.int64), np.empty((streams, N_CTX), np.int64))
         self._p12 = np.empty(streams, np.int64)
         if self.L > MINLEN:
             _index_context(ctx, self.mtable, self.mbits)
-            _prime(ctx, 1024, self.p, self.cnt, self.off, self.mask, self.bits)
+            _prime(ctx, 1024, self.p, self.cnt, self.chk, self.off, self.mask, self.bits)
 
     def step(self, t: int, weights: np.ndarray, k: int, code) -> np.ndarray:
         """Code byte t of the first k streams. ``weights`` [>= k, 256] int64 are the LM's softmax

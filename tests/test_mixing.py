@@ -46,6 +46,35 @@ def test_adapt_aggregates_streams_in_any_order():
     assert np.all(results[0][0][mostly] > 40000)  # the probabilities moved toward the bits seen
 
 
+def test_checked_slots_resolve_collisions_the_same_in_any_order_and_keep_established_owners():
+    """Contexts colliding in a hashed slot: who owns it, and what it learns, must not depend on the
+    streams' order; an owner seen EVICT times or more keeps its slot, a newer one is replaced."""
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, 30, 400)
+    ck = rng.integers(0, 4, 400)  # a few contexts share each slot
+    bit = rng.integers(0, 2, 400)
+    results = []
+    for perm in (np.arange(400), rng.permutation(400), np.arange(400)[::-1]):
+        p = np.full(30, 32768, dtype=np.uint16)
+        n = np.zeros(30, dtype=np.uint8)
+        chk = np.zeros(30, dtype=np.uint8)
+        for _ in range(3):
+            mixing._adapt_checked(p, n, chk, idx[perm], ck[perm], bit[perm], 127)
+        results.append((p.copy(), n.copy(), chk.copy()))
+    for got in results[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(got, results[0]))
+    # One slot: an established owner (count >= EVICT) keeps it and halves its count; a new one loses it.
+    for count, kept in ((mixing.EVICT, True), (mixing.EVICT - 1, False)):
+        p = np.array([60000], dtype=np.uint16)
+        n = np.array([count], dtype=np.uint8)
+        chk = np.array([7], dtype=np.uint8)
+        mixing._adapt_checked(p, n, chk, np.array([0, 0]), np.array([9, 8]), np.array([0, 0]), 127)
+        if kept:
+            assert (int(p[0]), int(n[0]), int(chk[0])) == (60000, count >> 1, 7)
+        else:  # taken over by the smaller check, from p = 1/2, and learned from its one 0 bit
+            assert int(chk[0]) == 8 and int(n[0]) == 1 and int(p[0]) < 32768
+
+
 def test_streams_share_what_they_learn(tiny_models):
     """Two streams of 3,000 random bytes; stream 1 is 500 new bytes, then stream 0's first 2,500
     (which stream 0 coded 500 steps earlier: in lockstep a stream can copy only what is already

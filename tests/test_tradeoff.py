@@ -167,11 +167,11 @@ def test_neural_coders_are_swept_over_shipped_user_and_quickly_trained_models(tm
     lines = []
     rows = run_tradeoff(cfg, say=lines.append)
     alone = {r["variant"]: r for r in rows if r["kind"] == "alone"}
-    shipped = {"shipped enwik8", "shipped sagas", "shipped dickens", "shipped ptb"}
-    assert shipped | {path.stem} <= set(alone) and len(alone) == 6
+    shipped = {"shipped enwik8", "shipped sagas", "shipped dickens", "shipped ptb", "shipped ptb-small"}
+    assert shipped | {path.stem} <= set(alone) and len(alone) == 7
     trained = [v for v in alone if v.endswith("gru-40KB")]
     assert trained and alone[trained[0]]["artifact_bytes"] <= 40_000
-    assert len({r["artifact_bytes"] for r in alone.values()}) == 6  # six different models, not one default
+    assert len({r["artifact_bytes"] for r in alone.values()}) == 7  # seven different models, not one default
     assert all(r["roundtrip_ok"] for r in rows) and any(r["kind"] == "paid" for r in rows)
     again = []
     run_tradeoff(cfg, say=again.append)
