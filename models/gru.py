@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numba import njit
 from torch import nn
 
 from . import intops
@@ -96,6 +98,53 @@ def export(model: GRULM) -> dict[str, torch.Tensor]:
     return t
 
 
+_F = np.float32
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lut_index(x):
+    """The table index of :func:`~compbench.models.intops.lut` for one float32: the same float32
+    ops in the same order (a multiply, two adds, a clamp, a truncation)."""
+    v = x * _F(intops.RES) + _F(intops.LIM * intops.RES) + _F(0.5)
+    v = v if v > _F(0.0) else _F(0.0)
+    v = v if v < _F(2 * intops.LIM * intops.RES) else _F(2 * intops.LIM * intops.RES)
+    return np.int32(v)
+
+
+@njit(cache=True, nogil=True)
+def _cell(gx, acc, s_hh, b_hh, h, sig, tnh, hq):
+    """One GRU layer's gates and state update, in place on ``h`` [B, H]; writes ``h`` rounded to
+    int8 into ``hq``. ``gx`` [B, 3H] is the input's gate contribution, ``acc`` [B, 3H] the exact
+    integer sums of ``q(h) @ w_hh`` (as float32).
+
+    Exactly the torch ops of :meth:`IntGRU._step_torch`, element by element: every operation is one
+    correctly rounded float32 operation, in the same order, and numba compiles without fast-math,
+    so LLVM never contracts a multiply and an add into an FMA (a test reads the machine code).
+    One pass per row instead of about twenty tensor-wide ops, each a trip through memory; the
+    arithmetic and the table lookups are split into separate loops so LLVM vectorises the former.
+    """
+    B, H = h.shape
+    ir = np.empty(H, np.int32)
+    iz = np.empty(H, np.int32)
+    i_n = np.empty(H, np.int32)
+    gn = np.empty(H, np.float32)
+    r = np.empty(H, np.float32)
+    for b in range(B):
+        for j in range(H):
+            ir[j] = _lut_index(gx[b, j] + (acc[b, j] * s_hh[j] + b_hh[j]))
+            iz[j] = _lut_index(gx[b, H + j] + (acc[b, H + j] * s_hh[H + j] + b_hh[H + j]))
+            gn[j] = acc[b, 2 * H + j] * s_hh[2 * H + j] + b_hh[2 * H + j]
+        for j in range(H):
+            r[j] = sig[ir[j]]
+        for j in range(H):
+            i_n[j] = _lut_index(gx[b, 2 * H + j] + r[j] * gn[j])
+        for j in range(H):
+            n = tnh[i_n[j]]
+            v = n + sig[iz[j]] * (h[b, j] - n)  # = (1 - z) * n + z * h
+            h[b, j] = v
+            hq[b, j] = np.int8(np.rint(v * _F(127.0)))  # round half to even, as torch.round
+
+
 class IntGRU:
     """Integer-arithmetic GRU that computes bit-identical logits on any CPU and thread count.
 
@@ -119,6 +168,7 @@ class IntGRU:
         self.w_out = intops.Int8Matrix(t["w_out"].T)
         self.s_out = f32("w_out_scale") / 127.0
         self.b_out = f32("b_out")
+        self.fused = True  # the compiled gate pass (:func:`_cell`); False runs the torch ops it replaces
 
     def start(self, batch: int) -> list[torch.Tensor]:
         return [torch.zeros(batch, self.cfg.hidden, dtype=torch.float32) for _ in range(self.cfg.layers)]
@@ -129,6 +179,25 @@ class IntGRU:
 
     def step(self, state: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """Consume one input symbol per stream (int64 [B]); update ``state``; return float32 logits."""
+        if not self.fused:
+            return self._step_torch(state, inputs)
+        f32 = torch.float32
+        sig, tnh = intops.sigmoid_table().numpy(), intops.tanh_table().numpy()
+        xq = None
+        for layer, p in enumerate(self.layers):
+            h = state[layer]
+            if layer == 0:
+                gx = self.table.index_select(0, inputs)
+            else:
+                gx = intops.int_matmul(xq, p["w_ih"], f32) * p["s_ih"] + p["b_ih"]
+            acc = intops.int_matmul(self._q(h), p["w_hh"], f32)
+            hq = torch.empty(h.shape, dtype=torch.int8)
+            _cell(gx.numpy(), acc.numpy(), p["s_hh"].numpy(), p["b_hh"].numpy(), h.numpy(), sig, tnh, hq.numpy())
+            xq = hq
+        return intops.int_matmul(xq, self.w_out, f32) * self.s_out + self.b_out
+
+    def _step_torch(self, state: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        """:meth:`step` as tensor-wide torch ops: the reference the compiled pass must equal bit for bit."""
         H, f32 = self.cfg.hidden, torch.float32
         xq = None
         for layer, p in enumerate(self.layers):

@@ -80,6 +80,45 @@ def test_integer_engine_tracks_the_float_model(arch, tiny_models):
     assert kl < 0.01, f"{arch} int8 engine drifts from its float model: KL {kl:.4f} nats"
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_compiled_gru_cell_equals_the_torch_ops_bit_for_bit(layers):
+    """The GRU's gate math runs in one numba pass; the torch ops it replaces are the reference. Any
+    difference in one bit of one state would desynchronise the range coder, so compare exactly, over
+    states that saturate the lookup tables (large weights) and sit exactly on rounding ties."""
+    torch.manual_seed(layers)
+    cfg = gru.GRUConfig(hidden=40, layers=layers, embed=16)
+    model = gru.GRULM(cfg)
+    with torch.no_grad():
+        for prm in model.parameters():
+            prm.mul_(6.0)  # pre-activations well past the tables' +-8, and |h| near 1
+    fused, ref = gru.IntGRU(cfg, gru.export(model)), gru.IntGRU(cfg, gru.export(model))
+    ref.fused = False
+    tokens = torch.randint(0, 256, (9, 120))
+    with torch.inference_mode():
+        sf, sr = fused.start(9), ref.start(9)
+        sf[0][0, :8] = sr[0][0, :8] = torch.tensor([0.5, -0.5, 1.5, -1.5, 2.5, 126.5, -126.5, 0.0]) / 127
+        inp = torch.full((9,), gru.BOS)
+        for t in range(120):
+            assert torch.equal(fused.step(sf, inp), ref.step(sr, inp)), f"logits differ at step {t}"
+            assert all(torch.equal(a, b) for a, b in zip(sf, sr)), f"state differs at step {t}"
+            inp = tokens[:, t]
+
+
+def test_compiled_gru_cell_has_no_fused_multiply_add():
+    """An FMA rounds once where the reference rounds twice: a machine that contracted would code
+    different probabilities. numba compiles without fast-math; read the machine code to be sure
+    (compiled afresh, with the same flags, since numba shows no listing for cached code)."""
+    from numba import njit
+
+    cell = njit(nogil=True)(gru._cell.py_func)
+    h = np.zeros((2, 3), np.float32)
+    f32 = np.zeros((2, 9), np.float32)
+    cell(f32, f32, f32[0], f32[0], h, np.zeros(5, np.float32), np.zeros(5, np.float32), np.zeros((2, 3), np.int8))
+    asm = "\n".join(cell.inspect_asm().values()).lower()
+    assert "mulss" in asm or "mulps" in asm  # the multiplies are there, so the listing is the kernel's
+    assert not any(op in asm for op in ("vfmadd", "vfmsub", "vfnmadd", "vfnmsub")), "the gate pass uses FMA"
+
+
 @pytest.mark.parametrize("block", [1, 7, 64, 200])
 def test_transformer_block_logits_equal_the_step_engine_bit_for_bit(tiny_models, block):
     """The encoder scores many positions at once; the decoder steps. Any difference in one bit of one
