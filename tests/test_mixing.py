@@ -26,6 +26,21 @@ def test_squash_and_stretch_are_the_logistic_and_its_inverse():
         assert sq[x + 2047] >= p or x == 2047
 
 
+def test_reciprocal_division_is_exact_floor_division():
+    """The table updates divide by multiplying with a reciprocal: check it against ``//`` for every
+    divisor, at the numerators where rounding is closest to going wrong (multiples of d and one
+    below, up to the 2**26 bound), and past the bounds, where it falls back to ``//``."""
+    d = np.arange(1, 1 << 10)
+    top = ((1 << 26) - 1) // d * d  # the largest multiple of d below 2**26
+    for a in (top, top - 1, top - d, top - d - 1, d - 1, d, 2 * d - 1, np.full_like(d, (1 << 26) - 1)):
+        a = np.maximum(a, 0)
+        got = np.array([mixing._udiv(int(x), int(y)) for x, y in zip(a, d)])
+        assert np.array_equal(got, a // d)
+    rng = np.random.default_rng(0)
+    for a, y in zip(rng.integers(0, 1 << 40, 2000), rng.integers(1, 1 << 20, 2000)):
+        assert mixing._udiv(int(a), int(y)) == a // y
+
+
 def test_adapt_aggregates_streams_in_any_order():
     """Many streams updating one entry in one step: the result must not depend on their order."""
     rng = np.random.default_rng(0)
