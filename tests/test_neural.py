@@ -104,19 +104,33 @@ def test_compiled_gru_cell_equals_the_torch_ops_bit_for_bit(layers):
             inp = tokens[:, t]
 
 
-def test_compiled_gru_cell_has_no_fused_multiply_add():
+def _compiled_gru_cell():
+    h, f32 = np.zeros((2, 3), np.float32), np.zeros((2, 9), np.float32)
+    return gru._cell, (f32, f32, f32[0], f32[0], h, np.zeros(5, np.float32), np.zeros(5, np.float32),
+                       np.zeros((2, 3), np.int8))
+
+
+def _compiled_attention():
+    B, H, c, dh = 2, 2, 4, 3
+    return transformer._attend_one, (
+        np.zeros((B, H, c, dh), np.int8), np.zeros((B, H, c), np.float32), np.zeros((B, H, c, dh), np.int32),
+        np.zeros((B, H, dh), np.int8), np.zeros((B, H), np.float32), np.zeros((H, c), np.float32),
+        np.ones(5, np.float64), np.zeros((B, H, dh), np.float64))
+
+
+@pytest.mark.parametrize("kernel", [_compiled_gru_cell, _compiled_attention], ids=["gru_cell", "attention"])
+def test_compiled_kernels_have_no_fused_multiply_add(kernel):
     """An FMA rounds once where the reference rounds twice: a machine that contracted would code
     different probabilities. numba compiles without fast-math; read the machine code to be sure
     (compiled afresh, with the same flags, since numba shows no listing for cached code)."""
     from numba import njit
 
-    cell = njit(nogil=True)(gru._cell.py_func)
-    h = np.zeros((2, 3), np.float32)
-    f32 = np.zeros((2, 9), np.float32)
-    cell(f32, f32, f32[0], f32[0], h, np.zeros(5, np.float32), np.zeros(5, np.float32), np.zeros((2, 3), np.int8))
-    asm = "\n".join(cell.inspect_asm().values()).lower()
+    fn, args = kernel()
+    fresh = njit(nogil=True)(fn.py_func)
+    fresh(*args)
+    asm = "\n".join(fresh.inspect_asm().values()).lower()
     assert "mulss" in asm or "mulps" in asm  # the multiplies are there, so the listing is the kernel's
-    assert not any(op in asm for op in ("vfmadd", "vfmsub", "vfnmadd", "vfnmsub")), "the gate pass uses FMA"
+    assert not any(op in asm for op in ("vfmadd", "vfmsub", "vfnmadd", "vfnmsub")), f"{fn.__name__} uses FMA"
 
 
 @pytest.mark.parametrize("block", [1, 7, 64, 200])
