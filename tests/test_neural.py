@@ -133,6 +133,23 @@ def test_compiled_kernels_have_no_fused_multiply_add(kernel):
     assert not any(op in asm for op in ("vfmadd", "vfmsub", "vfnmadd", "vfnmsub")), f"{fn.__name__} uses FMA"
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_attention_split_over_threads_equals_one_thread_bit_for_bit(threads, monkeypatch):
+    """The decoder's attention runs on torch.get_num_threads() threads, each a run of streams; the
+    split (uneven runs included) must give the single-threaded kernel's output exactly."""
+    B, H, c, dh = 7, 2, 16, 8
+    g = np.random.default_rng(1)
+    args = (g.integers(-127, 128, (B, H, c, dh), dtype=np.int8), g.random((B, H, c), dtype=np.float32),
+            g.integers(-(1 << 20), 1 << 20, (B, H, c, dh), dtype=np.int32),
+            g.integers(-127, 128, (B, H, dh), dtype=np.int8), g.random((B, H), dtype=np.float32) * 0.05,
+            np.zeros((H, c), np.float32), (intops.exp_table() >> transformer.ATT_SHIFT).double().numpy())
+    one, split = np.empty((B, H, dh)), np.full((B, H, dh), np.nan)
+    transformer._attend_one(*args, one)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    transformer._attend_streams(*args, split)
+    assert np.array_equal(one, split)
+
+
 @pytest.mark.parametrize("block", [1, 7, 64, 200])
 def test_transformer_block_logits_equal_the_step_engine_bit_for_bit(tiny_models, block):
     """The encoder scores many positions at once; the decoder steps. Any difference in one bit of one
