@@ -27,38 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def peak_ops(dtype: str, n: int = 2048, repeat: int = 5) -> float:
-    """Multiply-accumulate throughput (ops/s, 2 per MAC) of an n x n x n GEMM, median of ``repeat``.
-    Where the kernel is slow (int8 and bf16 run reference kernels on a CPU without VNNI or AMX, at a
-    few GOPS, and one 2048-cube product takes a minute), n shrinks until a product takes about 0.3 s."""
-    while n > 256:
-        t = time.perf_counter()
-        _gemm(dtype, 256)()
-        if (time.perf_counter() - t) * (n / 256) ** 3 < 0.3:
-            break
-        n //= 2
-    fn = _gemm(dtype, n)
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times)
+def peak_ops(dtype: str) -> float:
+    from compbench.models.peak import gemm_peak
 
-
-def _gemm(dtype: str, n: int):
-    g = torch.Generator().manual_seed(0)
-    if dtype == "int8":
-        a = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g)
-        b = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g)
-        fn = lambda: torch._int_mm(a, b)  # noqa: E731
-    else:
-        dt = torch.bfloat16 if dtype == "bf16" else torch.float32
-        a = torch.randn(n, n, generator=g).to(dt)
-        b = torch.randn(n, n, generator=g).to(dt)
-        fn = lambda: a @ b  # noqa: E731
-    return fn
+    return gemm_peak(dtype)
 
 
 def macs_per_byte(coder) -> int:

@@ -83,7 +83,9 @@ def train_on(tc: TrainConfig, train_b: bytes, val_b: bytes, say=print) -> dict:
                   val_bpb_int8=int8_bpb, val_bpb_coder=coder_bpb,
                   command=" ".join(["compbench", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("compbench") else None)
     atomic_write(out / "train.json", (json.dumps(result, indent=2) + "\n").encode())
-    say(f"done: {result['steps']:,} steps in {result['minutes']:.1f} min ({result['train_bytes_per_s'] / 1e3:.1f} KB/s); "
+    say(f"done: {result['steps']:,} steps in {result['minutes']:.1f} min ({result['train_bytes_per_s'] / 1e3:.1f} KB/s, "
+        f"{result['train_flops_per_s'] / 1e9:.1f} GFLOP/s: {result['peak_fraction']:.1%} of the "
+        f"{result['peak_dtype']} matrix peak, {result['peak_flops_per_s'] / 1e9:.1f} GFLOP/s, measured now); "
         f"val bpb float {result['val_bpb_float']:.4f}, int8 engine {int8_bpb:.4f}, coder (context mixing) "
         f"{coder_bpb:.4f}; artifact {len(blob):,} bytes sha256 {result['artifact_sha256'][:16]}")
     return result

@@ -312,7 +312,26 @@ def test_tiny_training_learns_and_reports(tiny_models):
         assert res["val_bpb_int8"] < 7.0, f"{arch} did not learn anything in 40 steps"
         assert abs(res["val_bpb_int8"] - res["val_bpb_float"]) < 0.25
         assert res["train_bytes_per_s"] > 0
+        # throughput against the matrix peak of the precision trained in, measured in the same run
+        assert res["peak_dtype"] in ("bf16", "fp32") and res["peak_flops_per_s"] > 0
+        assert res["train_flops_per_s"] == pytest.approx(res["train_matmul_flops_per_byte"] * res["train_bytes_per_s"],
+                                                         rel=0.01)
+        assert res["peak_fraction"] == pytest.approx(res["train_flops_per_s"] / res["peak_flops_per_s"], rel=1e-3)
         assert res["dropout"] == 0.1 and res["weight_decay"] == 0.1  # the training defaults, recorded
+
+
+def test_training_flops_count_every_matrix_product_once():
+    """6 FLOPs per matrix weight per byte (forward and backward), none for embedding lookups, plus
+    attention's two T x T products for the transformer: checked against the shapes by hand."""
+    from compbench.models import peak
+
+    g = ARCHS["gru"].load().LM(ARCHS["gru"].load().Config(hidden=16, layers=1, embed=8))
+    # weight_ih [48, 8], weight_hh [48, 16], out [256, 16]; emb [257, 8] is a lookup
+    assert peak.matmul_flops_per_byte(g, seq=100) == 6 * (48 * 8 + 48 * 16 + 256 * 16)
+    tcfg = ARCHS["transformer"].load().Config(d_model=16, layers=2, heads=2, ctx=32, mlp_mult=4)
+    t = ARCHS["transformer"].load().LM(tcfg)
+    per_layer = 3 * 16 * 16 + 16 * 16 + 2 * 64 * 16
+    assert peak.matmul_flops_per_byte(t, seq=32) == 6 * (2 * per_layer + 256 * 16) + 12 * 2 * 16 * 32
 
 
 @pytest.mark.parametrize("arch", ["gru", "transformer"])

@@ -1,0 +1,62 @@
+"""Matrix-unit peak of this machine, measured: the throughput of one large GEMM per dtype.
+
+Speed figures are reported as a share of this peak, measured in the same process (the speed
+benchmark's coding, ``compbench train``'s training), because a figure from another machine, or
+another moment on a shared one, does not compare.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+
+import torch
+
+
+def _gemm(dtype: str, n: int, device: str):
+    g = torch.Generator().manual_seed(0)
+    if dtype == "int8":
+        a = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g).to(device)
+        b = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g).to(device)
+        return lambda: torch._int_mm(a, b)
+    dt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    a = torch.randn(n, n, generator=g).to(device, dt)
+    b = torch.randn(n, n, generator=g).to(device, dt)
+    return lambda: a @ b
+
+
+def _timed(fn, device: str) -> float:
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t
+
+
+@functools.lru_cache(maxsize=None)
+def gemm_peak(dtype: str, device: str = "cpu", n: int = 2048, repeat: int = 5) -> float:
+    """Operations per second (2 per multiply-accumulate) of an n x n x n GEMM in ``dtype`` ("int8",
+    "bf16" or "fp32"), median of ``repeat``; measured once per process and device.
+
+    Where the kernel is slow (int8 and bf16 run reference kernels on a CPU without VNNI or AMX, at a
+    few GOPS, where one 2048-cube product takes a minute), n shrinks until a product takes about 0.3 s.
+    """
+    while n > 256:
+        if _timed(_gemm(dtype, 256, device), device) * (n / 256) ** 3 < 0.3:
+            break
+        n //= 2
+    fn = _gemm(dtype, n, device)
+    fn()
+    return 2 * n**3 / statistics.median(_timed(fn, device) for _ in range(repeat))
+
+
+def matmul_flops_per_byte(model: torch.nn.Module, seq: int) -> int:
+    """Training FLOPs per byte (forward and backward) in matrix products, nanoGPT's estimate:
+    6 per weight of every matrix the model multiplies by (embedding tables are lookups, not
+    products), plus 12 * layers * d_model * seq for attention's two T x T products."""
+    n = sum(p.numel() for name, p in model.named_parameters() if p.dim() >= 2 and not name.startswith("emb."))
+    cfg = getattr(model, "cfg", None)
+    attention = 12 * cfg.layers * cfg.d_model * seq if cfg is not None and hasattr(cfg, "d_model") else 0
+    return 6 * n + attention
