@@ -27,12 +27,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def peak_ops(dtype: str) -> float:
-    from compbench.models.peak import gemm_peak
-
-    return gemm_peak(dtype)
-
-
 def macs_per_byte(coder) -> int:
     """int8 multiply-accumulates the engine does per coded byte (matmuls only)."""
     info = coder.model_info
@@ -59,8 +53,9 @@ def main() -> None:
 
     data = corpus.load_corpus(args.corpus, "test").joined()[: args.bytes]
     from compbench.models import intops
+    from compbench.models.peak import gemm_peak
 
-    int8_peak, bf16_peak, fp32_peak = peak_ops("int8"), peak_ops("bf16"), peak_ops("fp32")
+    int8_peak, bf16_peak, fp32_peak = gemm_peak("int8"), gemm_peak("bf16"), gemm_peak("fp32")
     # The engine's exact matrix path on this machine: int8 GEMMs where the CPU has VNNI/AMX, else
     # float32 GEMMs of small integers (see intops). Its peak is the fair denominator here.
     path = "int8" if intops._int_mm_available() else "fp32"
