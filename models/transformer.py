@@ -351,7 +351,8 @@ class IntTransformer:
         # whose gap then clamps to the table's end, where the >> 14 attention weight is exactly 0.
         # Slopes are powers of two and distances < 2**24, so the product is exact in float32.
         dist = (t - state["pos"]).to(torch.float32)
-        bias = torch.where(state["pos"] >= 0, -(self.slopes32 * dist), -math.inf)  # [1, H, c]
+        bias = torch.where(state["pos"] >= 0, -(self.slopes32 * dist), -math.inf)[0].contiguous().numpy()  # [H, c]
+        att_exp = self.att_exp.numpy()
         x = self._embed(inputs)
         for i, w in enumerate(self.blocks):
             qkv = self._normed_linear(x, w["qkv"]).view(B, 3, H, dh)
@@ -364,8 +365,7 @@ class IntTransformer:
             qscale = qs[..., 0].to(torch.float32) * self.inv_sqrt_dh  # [B, H]
             att = torch.empty(B, H, dh, dtype=torch.float64)
             _attend_streams(state["k"][i].numpy(), state["ks"][i].numpy(), state["v"][i].numpy(),
-                            qq.contiguous().numpy(), qscale.numpy(), bias[0].contiguous().numpy(),
-                            self.att_exp.numpy(), att.numpy())
+                            qq.contiguous().numpy(), qscale.numpy(), bias, att_exp, att.numpy())
             x = self._proj_and_mlp(x, att.reshape(B, -1), w)
         state["t"] = t + 1
         return self._normed_linear(x, self.head_w)
