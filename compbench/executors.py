@@ -161,15 +161,19 @@ class Pool:
 
 def _kill(pool) -> None:
     # concurrent.futures has no public way to stop a running task; its processes are killed instead,
-    # each with its process group (see _init_worker).
+    # each with its process group (see _init_worker). Every group is killed, whether or not its worker
+    # still lives: once one worker dies, the pool's manager thread terminates the others (SIGTERM to
+    # the worker alone), and a worker that is already gone when this loop reaches it may have left a
+    # child (an external coder's compressor) running in its group, orphaned.
     import signal
 
-    for proc in list(getattr(pool, "_processes", {}).values()):
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (OSError, AttributeError):  # no such group (the worker had not made it yet), or no killpg
+            pass
         if proc.is_alive():
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (OSError, AttributeError):
-                proc.kill()
+            proc.kill()
 
 
 # -- Ray ----------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 run gives; a worker killed mid-cell is retried and recorded once; an interrupted sweep, rerun,
 measures only what is missing; timed runs never put more jobs than cores."""
 
+import os
 import sys
 
 import pytest
@@ -219,6 +220,52 @@ def test_a_cell_past_its_timeout_is_stopped_retried_then_recorded_as_failed(corp
 
     time.sleep(8)
     assert (tmp_path / "started").exists() and not (tmp_path / "orphan-finished").exists()  # stopped, not orphaned
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a killed process waits as a zombie until its new parent reaps it
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_stopping_a_pool_also_stops_the_programs_of_a_worker_that_already_died():
+    """The race a loaded CI machine once hit: when one worker is killed, the pool's manager thread
+    terminates the others (the worker alone, not its group), so a worker can be dead by the time it
+    is reached while its external compressor runs on. Its group must be killed all the same."""
+    import subprocess
+    import time
+
+    from compbench.executors import _kill
+
+    leader = subprocess.Popen(
+        [sys.executable, "-c", "import os, subprocess, sys; os.setpgrp(); "
+         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); print(p.pid, flush=True)"],
+        stdout=subprocess.PIPE, text=True)
+    child = int(leader.stdout.readline())
+    leader.wait()  # the worker is gone; its child lives on in its process group
+    assert _running(child)
+
+    class DeadWorker:
+        pid = leader.pid
+
+        def is_alive(self):
+            return False
+
+    class Pool:
+        _processes = {leader.pid: DeadWorker()}
+
+    try:
+        _kill(Pool())
+        deadline = time.monotonic() + 10
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(child)
+    finally:
+        if _running(child):
+            os.kill(child, 9)
 
 
 def test_a_ray_address_with_no_cluster_fails_in_one_line_at_once(corpus):
