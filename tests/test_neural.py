@@ -3,6 +3,7 @@ trips with seconds-long trained models, artifacts that reject bad bytes, and tra
 
 import dataclasses
 import math
+import time
 
 import numpy as np
 import pytest
@@ -332,6 +333,18 @@ def test_training_flops_count_every_matrix_product_once():
     t = ARCHS["transformer"].load().LM(tcfg)
     per_layer = 3 * 16 * 16 + 16 * 16 + 2 * 64 * 16
     assert peak.matmul_flops_per_byte(t, seq=32) == 6 * (2 * per_layer + 256 * 16) + 12 * 2 * 16 * 32
+
+
+def test_a_peak_sample_spans_many_short_products_and_reports_time_per_product():
+    """On a GPU one product is shorter than its launch: a sample must repeat it between two clock
+    reads and divide, or the peak measures the launch (an H100 once read 67 TFLOP/s, not ~800)."""
+    from compbench.models import peak
+
+    calls = []
+    per_call = peak._timed(lambda: (calls.append(1), time.sleep(0.002)), "cpu", reps=5)
+    assert len(calls) == 5 and 0.002 <= per_call < 0.05
+    ops = peak.gemm_peak("fp32", "cpu", n=256, repeat=2)
+    assert 1e8 < ops < 1e15  # a real fp32 rate: above 0.1 GFLOP/s, below any CPU's peak
 
 
 @pytest.mark.parametrize("arch", ["gru", "transformer"])
