@@ -81,7 +81,7 @@ def train_on(tc: TrainConfig, train_b: bytes, val_b: bytes, say=print) -> dict:
     int8_bpb, coder_bpb = bpb(f"{tc.model}:model='{path}':match=0:mix=0"), bpb(f"{tc.model}:model='{path}'")
     result.update(corpus=tc.corpus, split="train", artifact_sha256=hashlib.sha256(blob).hexdigest(),
                   val_bpb_int8=int8_bpb, val_bpb_coder=coder_bpb,
-                  command=" ".join(["compbench", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("compbench") else None)
+                  command=cli_command())
     atomic_write(out / "train.json", (json.dumps(result, indent=2) + "\n").encode())
     say(f"done: {result['steps']:,} steps in {result['minutes']:.1f} min ({result['train_bytes_per_s'] / 1e3:.1f} KB/s, "
         f"{result['train_flops_per_s'] / 1e9:.1f} GFLOP/s: {result['peak_fraction']:.1%} of the "
@@ -89,6 +89,19 @@ def train_on(tc: TrainConfig, train_b: bytes, val_b: bytes, say=print) -> dict:
         f"val bpb float {result['val_bpb_float']:.4f}, int8 engine {int8_bpb:.4f}, coder (context mixing) "
         f"{coder_bpb:.4f}; artifact {len(blob):,} bytes sha256 {result['artifact_sha256'][:16]}")
     return result
+
+
+def cli_command(argv: list[str] | None = None) -> str | None:
+    """The ``compbench ...`` command line this process runs, for the record; None when it is not the
+    CLI (a library call, a test). ``python -m compbench`` counts: its argv[0] is the package's
+    ``__main__.py`` (how the shipped GPU models were trained, from an uninstalled checkout)."""
+    argv = sys.argv if argv is None else argv
+    if not argv:
+        return None
+    prog = Path(argv[0])
+    if prog.name == "compbench" or (prog.name == "__main__.py" and prog.parent.name == "compbench"):
+        return " ".join(["compbench", *argv[1:]])
+    return None
 
 
 # -- grids ----------------------------------------------------------------------------------------
@@ -144,7 +157,7 @@ def train_grid(tc: TrainConfig, sizes: dict[str, list[int]], executor, say=print
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / "model.cbnm", rec["model"])
         result = {**rec["result"], "grid": job.label,
-                  "command": " ".join(["compbench", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("compbench") else None}
+                  "command": cli_command()}
         atomic_write(folder / "train.json", (json.dumps(result, indent=2) + "\n").encode())
         results[job.label] = result
         say(f"  {job.label}: val bpb {result['val_bpb_coder']:.4f} (coder), artifact {len(rec['model']):,} bytes, "

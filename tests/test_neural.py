@@ -417,3 +417,13 @@ def test_model_bits_are_the_cost_of_the_probabilities_actually_coded(spec):
     word_bits = 8 * (len(body) - pos)
     bits = coder.model_bits(data)
     assert bits <= word_bits <= bits + 96, (bits, word_bits)
+
+
+def test_train_records_the_cli_command_whether_run_as_a_script_or_with_python_m():
+    from compbench.train import cli_command
+
+    args = ["train", "--model", "gru", "--device", "cuda"]
+    assert cli_command(["/venv/bin/compbench", *args]) == "compbench train --model gru --device cuda"
+    assert cli_command(["/src/compbench/__main__.py", *args]) == "compbench train --model gru --device cuda"
+    assert cli_command(["/usr/lib/python3/site-packages/pytest/__main__.py", "-x"]) is None
+    assert cli_command(["-c"]) is None and cli_command([]) is None
