@@ -267,17 +267,17 @@ def train(ts: TrainSettings, train_bytes: bytes, val_bytes: bytes, say=print) ->
     atomic_write(out / "model.cbnm", blob)
     # Training throughput as a share of the matrix peak for the precision trained in, measured now,
     # in this process (once per process: a grid's later runs reuse it).
-    peak_dtype = "bf16" if bf16 else "fp32"
-    peak_flops = peak.gemm_peak(peak_dtype, str(device))
+    precision = "bf16" if bf16 else "fp32"  # the peak is that of the precision trained in
+    peak_flops = peak.gemm_peak(precision, str(device))
     flops_per_byte = peak.matmul_flops_per_byte(model, seq)
     train_flops = flops_per_byte * seen / max(elapsed, 1e-9)
     return {
         "arch": ts.model, "config": dataclasses.asdict(cfg), "budget": ts.budget, "artifact": str(out / "model.cbnm"),
         "artifact_bytes": len(blob), "steps": step, "minutes": round(elapsed / 60, 2), "train_bytes_seen": seen,
         "train_bytes_per_s": round(seen / max(elapsed, 1e-9)), "val_bytes": len(val_bytes),
-        "val_bpb_float": round(val_bpb, 4), "precision": "bf16" if bf16 else "fp32",
+        "val_bpb_float": round(val_bpb, 4), "precision": precision,
         "train_matmul_flops_per_byte": flops_per_byte, "train_flops_per_s": round(train_flops),
-        "peak_dtype": peak_dtype, "peak_flops_per_s": round(peak_flops),
+        "peak_dtype": precision, "peak_flops_per_s": round(peak_flops),
         "peak_fraction": round(train_flops / peak_flops, 5),
         "threads": torch.get_num_threads(), "seed": ts.seed, "dropout": ts.dropout,
         "weight_decay": ts.weight_decay, "history": history,
