@@ -112,10 +112,12 @@ def _lut_index(x):
 
 
 @njit(cache=True, nogil=True)
-def _cell(gx, acc, s_hh, b_hh, h, sig, tnh, hq):
+def _cell(gx, rows, acc, s_hh, b_hh, h, sig, tnh, hq):
     """One GRU layer's gates and state update, in place on ``h`` [B, H]; writes ``h`` rounded to
-    int8 into ``hq``. ``gx`` [B, 3H] is the input's gate contribution, ``acc`` [B, 3H] the exact
-    integer sums of ``q(h) @ w_hh`` (as float32).
+    integers (int8, or the same integers as float32 for the float GEMM path) into ``hq``. Row
+    ``rows[b]`` of ``gx`` is stream b's input gate contribution (layer 0 reads the [257, 3H] input
+    table directly, so no [B, 3H] copy is made); ``acc`` [B, 3H] is the exact integer sums of
+    ``q(h) @ w_hh`` (as float32).
 
     Exactly the torch ops of :meth:`IntGRU._step_torch`, element by element: every operation is one
     correctly rounded float32 operation, in the same order, and numba compiles without fast-math,
@@ -130,19 +132,20 @@ def _cell(gx, acc, s_hh, b_hh, h, sig, tnh, hq):
     gn = np.empty(H, np.float32)
     r = np.empty(H, np.float32)
     for b in range(B):
+        x = gx[rows[b]]
         for j in range(H):
-            ir[j] = _lut_index(gx[b, j] + (acc[b, j] * s_hh[j] + b_hh[j]))
-            iz[j] = _lut_index(gx[b, H + j] + (acc[b, H + j] * s_hh[H + j] + b_hh[H + j]))
+            ir[j] = _lut_index(x[j] + (acc[b, j] * s_hh[j] + b_hh[j]))
+            iz[j] = _lut_index(x[H + j] + (acc[b, H + j] * s_hh[H + j] + b_hh[H + j]))
             gn[j] = acc[b, 2 * H + j] * s_hh[2 * H + j] + b_hh[2 * H + j]
         for j in range(H):
             r[j] = sig[ir[j]]
         for j in range(H):
-            i_n[j] = _lut_index(gx[b, 2 * H + j] + r[j] * gn[j])
+            i_n[j] = _lut_index(x[2 * H + j] + r[j] * gn[j])
         for j in range(H):
             n = tnh[i_n[j]]
             v = n + sig[iz[j]] * (h[b, j] - n)  # = (1 - z) * n + z * h
             h[b, j] = v
-            hq[b, j] = np.int8(np.rint(v * _F(127.0)))  # round half to even, as torch.round
+            hq[b, j] = np.rint(v * _F(127.0))  # round half to even, as torch.round; exact in int8 or float32
 
 
 class IntGRU:
@@ -169,32 +172,57 @@ class IntGRU:
         self.s_out = f32("w_out_scale") / 127.0
         self.b_out = f32("b_out")
         self.fused = True  # the compiled gate pass (:func:`_cell`); False runs the torch ops it replaces
+        self._bufs: dict = {}  # matmul outputs reused from step to step (scratch within one step)
 
     def start(self, batch: int) -> list[torch.Tensor]:
+        """Each layer's state h [batch, H]. The compiled path appends, at its first step, each layer's
+        h rounded for the next matmul (see :meth:`step`); callers may set h before that step."""
         return [torch.zeros(batch, self.cfg.hidden, dtype=torch.float32) for _ in range(self.cfg.layers)]
 
     @staticmethod
     def _q(h: torch.Tensor) -> torch.Tensor:
         return torch.round(h * 127.0).to(torch.int8)  # |h| <= 1, so no clamp is needed
 
+    def _advance(self, state: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        """The compiled step up to the output matmul: returns its exact integer sums [B, 256] (float32).
+
+        Each layer's h rounded to integers (``q(h)``, the next step's matmul input) is written by
+        :func:`_cell` in the dtype the matmul takes on this machine and kept in ``state`` after the
+        h's, so no step rounds or converts h again. The matmul sums land in reused buffers."""
+        L, f32 = self.cfg.layers, torch.float32
+        B = inputs.shape[0]
+        if len(state) == L:  # first step: round the (perhaps caller-set) states once
+            dt = intops.gemm_input_dtype(self.layers[0]["w_hh"])
+            state.extend(self._q(h).to(dt) for h in state[:L])
+        sig, tnh = intops.sigmoid_table().numpy(), intops.tanh_table().numpy()
+        bufs = self._bufs
+        if bufs.get("B") != B:
+            bufs.clear()
+            bufs.update(B=B, acc=torch.empty(B, 3 * self.cfg.hidden, dtype=f32), out=torch.empty(B, 256, dtype=f32))
+        for layer, p in enumerate(self.layers):
+            h, hq = state[layer], state[L + layer]
+            if layer == 0:
+                gx, rows = self.table, inputs
+            else:
+                gx = intops.int_matmul(state[L + layer - 1], p["w_ih"], f32) * p["s_ih"] + p["b_ih"]
+                rows = torch.arange(B)
+            acc = intops.int_matmul(hq, p["w_hh"], f32, out=bufs["acc"])
+            _cell(gx.numpy(), rows.numpy(), acc.numpy(), p["s_hh"].numpy(), p["b_hh"].numpy(), h.numpy(), sig, tnh,
+                  hq.numpy())
+        return intops.int_matmul(state[-1], self.w_out, f32, out=bufs["out"])
+
     def step(self, state: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """Consume one input symbol per stream (int64 [B]); update ``state``; return float32 logits."""
         if not self.fused:
             return self._step_torch(state, inputs)
-        f32 = torch.float32
-        sig, tnh = intops.sigmoid_table().numpy(), intops.tanh_table().numpy()
-        xq = None
-        for layer, p in enumerate(self.layers):
-            h = state[layer]
-            if layer == 0:
-                gx = self.table.index_select(0, inputs)
-            else:
-                gx = intops.int_matmul(xq, p["w_ih"], f32) * p["s_ih"] + p["b_ih"]
-            acc = intops.int_matmul(self._q(h), p["w_hh"], f32)
-            hq = torch.empty(h.shape, dtype=torch.int8)
-            _cell(gx.numpy(), acc.numpy(), p["s_hh"].numpy(), p["b_hh"].numpy(), h.numpy(), sig, tnh, hq.numpy())
-            xq = hq
-        return intops.int_matmul(xq, self.w_out, f32) * self.s_out + self.b_out
+        return self._advance(state, inputs) * self.s_out + self.b_out
+
+    def step_weights(self, state: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        """:meth:`step` followed by :func:`~compbench.models.intops.exp_weights`, the output layer's
+        scale, bias and softmax weights fused into one compiled pass (int64 [B, 256])."""
+        if not self.fused:
+            return intops.exp_weights(self._step_torch(state, inputs))
+        return intops.exp_weights_of(self._advance(state, inputs), self.s_out, self.b_out)
 
     def _step_torch(self, state: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """:meth:`step` as tensor-wide torch ops: the reference the compiled pass must equal bit for bit."""

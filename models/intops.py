@@ -24,7 +24,9 @@ import functools
 import os
 from decimal import Decimal, localcontext
 
+import numpy as np
 import torch
+from numba import njit
 
 BOS = 256  # the input symbol that starts every coded stream (byte values are 0..255)
 
@@ -158,13 +160,22 @@ class Int8Matrix:
         return self._float
 
 
+def gemm_input_dtype(w: Int8Matrix) -> torch.dtype:
+    """The dtype :func:`int_matmul` multiplies int8 activations in on this machine: int8 where the
+    int8 GEMM is exact and fast, else that of the float copy. An engine that rounds its activations
+    straight into this dtype spares a conversion per step (the values are the same small integers)."""
+    return torch.int8 if _int_mm_available() else w.as_float().dtype
+
+
 def int_matmul(x: torch.Tensor, w_t: "Int8Matrix | torch.Tensor", dtype=torch.float64, *,
-               use_int_mm: bool | None = None) -> torch.Tensor:
+               use_int_mm: bool | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Exact ``x @ w_t`` for int8 ``x`` [M, K] and an int8 ``w_t`` [K, N] (an :class:`Int8Matrix`
     or a tensor), as integers in ``dtype``.
 
     float32 output is allowed only when every sum is below 2**24 (K * 127**2 < 2**24, K <= 1040), so
     the integers are exact in it too. Every path returns the same integers; only speed differs.
+    ``x`` may also hold those integers in float (see :func:`gemm_input_dtype`). ``out``: a buffer the
+    float path writes into when its dtype matches (no fresh 1 MB tensor, and its page faults, per step).
     """
     w = w_t if isinstance(w_t, Int8Matrix) else Int8Matrix(w_t)
     if dtype == torch.float32 and not w.small:
@@ -172,10 +183,12 @@ def int_matmul(x: torch.Tensor, w_t: "Int8Matrix | torch.Tensor", dtype=torch.fl
     if use_int_mm is None:
         use_int_mm = _int_mm_available()
     if use_int_mm:
-        return torch._int_mm(x.contiguous(), w.i8).to(dtype)
+        return torch._int_mm(x.to(torch.int8).contiguous(), w.i8).to(dtype)
     # small: all partial sums are integers of magnitude < 2**24, which float32 holds exactly, so any
     # blocking, threading or FMA order gives the same result; otherwise float64 (exact below 2**53).
     wf = w.as_float()
+    if out is not None and out.dtype == wf.dtype == dtype:
+        return torch.mm(x.to(wf.dtype), wf, out=out)
     return (x.to(wf.dtype) @ wf).to(dtype)
 
 
@@ -194,5 +207,36 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
     The integer weights of :func:`exp_weights` are summed exactly in int64 and each probability is
     one correctly rounded division.
     """
-    w = exp_weights(logits)
+    return normalize(exp_weights(logits))
+
+
+def normalize(w: torch.Tensor) -> torch.Tensor:
+    """int64 weights [B, N] -> float64 probabilities: an exact int64 sum, then one division each."""
     return w.to(torch.float64) / w.sum(dim=-1, keepdim=True).to(torch.float64)
+
+
+@njit(cache=True, nogil=True)
+def _exp_weights_rows(acc, scale, bias, table, out):  # pragma: no cover - compiled
+    """:func:`exp_weights` of the logits ``acc * scale + bias`` (float32 [B, N]), fused into one
+    pass per row: the same float32 operations in the same order as the torch ops (a multiply and an
+    add per logit, each rounded, never contracted into an FMA since numba compiles without
+    fast-math; then the gap to the row's maximum, times ERES, plus 1/2, clamped and truncated)."""
+    B, N = acc.shape
+    logit = np.empty(N, np.float32)
+    top = np.float32(EMAX * ERES)
+    for b in range(B):
+        m = np.float32(-np.inf)
+        for j in range(N):
+            v = acc[b, j] * scale[j] + bias[j]
+            logit[j] = v
+            m = v if v > m else m
+        for j in range(N):
+            g = (m - logit[j]) * np.float32(ERES) + np.float32(0.5)
+            out[b, j] = table[np.int32(g if g < top else top)]
+
+
+def exp_weights_of(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``exp_weights(acc * scale + bias)`` for float32 ``acc`` [B, N], in one compiled pass."""
+    out = torch.empty(acc.shape, dtype=torch.int64)
+    _exp_weights_rows(acc.numpy(), scale.numpy(), bias.numpy(), exp_table().numpy(), out.numpy())
+    return out

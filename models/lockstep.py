@@ -39,8 +39,15 @@ def _step_probs(engine, arr: np.ndarray, fn=intops.probabilities):
     before asking for step t + 1."""
     state = engine.start(arr.shape[0])
     inputs = torch.full((arr.shape[0],), BOS, dtype=torch.int64)
+    # An engine with step_weights fuses its output layer into the softmax weights; probabilities are
+    # those weights normalised, by definition (intops.probabilities), so both routes give the same bits.
+    fused = getattr(engine, "step_weights", None) if fn in (intops.exp_weights, intops.probabilities) else None
     for t in range(arr.shape[1]):
-        yield fn(engine.step(state, inputs)).numpy()
+        if fused is None:
+            yield fn(engine.step(state, inputs)).numpy()
+        else:
+            w = fused(state, inputs)
+            yield (w if fn is intops.exp_weights else intops.normalize(w)).numpy()
         inputs = torch.from_numpy(arr[:, t].astype(np.int64))
 
 

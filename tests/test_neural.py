@@ -105,10 +105,19 @@ def test_compiled_gru_cell_equals_the_torch_ops_bit_for_bit(layers):
             inp = tokens[:, t]
 
 
-def _compiled_gru_cell():
+def _compiled_gru_cell(hq_dtype=np.int8):
     h, f32 = np.zeros((2, 3), np.float32), np.zeros((2, 9), np.float32)
-    return gru._cell, (f32, f32, f32[0], f32[0], h, np.zeros(5, np.float32), np.zeros(5, np.float32),
-                       np.zeros((2, 3), np.int8))
+    return gru._cell, (f32, np.zeros(2, np.int64), f32, f32[0], f32[0], h, np.zeros(5, np.float32),
+                       np.zeros(5, np.float32), np.zeros((2, 3), hq_dtype))
+
+
+def _compiled_gru_cell_float_output():
+    return _compiled_gru_cell(np.float32)
+
+
+def _compiled_exp_weights():
+    acc = np.zeros((2, 4), np.float32)
+    return intops._exp_weights_rows, (acc, acc[0], acc[0], np.ones(9, np.int64), np.zeros((2, 4), np.int64))
 
 
 def _compiled_attention():
@@ -119,7 +128,8 @@ def _compiled_attention():
         np.ones(5, np.float64), np.zeros((B, H, dh), np.float64))
 
 
-@pytest.mark.parametrize("kernel", [_compiled_gru_cell, _compiled_attention], ids=["gru_cell", "attention"])
+@pytest.mark.parametrize("kernel", [_compiled_gru_cell, _compiled_gru_cell_float_output, _compiled_exp_weights,
+                                    _compiled_attention], ids=["gru_cell", "gru_cell_f32", "exp_weights", "attention"])
 def test_compiled_kernels_have_no_fused_multiply_add(kernel):
     """An FMA rounds once where the reference rounds twice: a machine that contracted would code
     different probabilities. numba compiles without fast-math; read the machine code to be sure
