@@ -123,7 +123,7 @@ def _compiled_exp_weights():
 def _compiled_attention():
     B, H, c, dh = 2, 2, 4, 3
     return transformer._attend_one, (
-        np.zeros((B, H, c, dh), np.int8), np.zeros((B, H, c), np.float32), np.zeros((B, H, c, dh), np.int32),
+        np.zeros((B, H, dh, c), np.int8), np.zeros((B, H, c), np.float32), np.zeros((B, H, c, dh), np.int32),
         np.zeros((B, H, dh), np.int8), np.zeros((B, H), np.float32), np.zeros((H, c), np.float32),
         np.ones(5, np.float64), np.zeros((B, H, dh), np.float64))
 
@@ -150,7 +150,7 @@ def test_attention_split_over_threads_equals_one_thread_bit_for_bit(threads, mon
     split (uneven runs included) must give the single-threaded kernel's output exactly."""
     B, H, c, dh = 7, 2, 16, 8
     g = np.random.default_rng(1)
-    args = (g.integers(-127, 128, (B, H, c, dh), dtype=np.int8), g.random((B, H, c), dtype=np.float32),
+    args = (g.integers(-127, 128, (B, H, dh, c), dtype=np.int8), g.random((B, H, c), dtype=np.float32),
             g.integers(-(1 << 20), 1 << 20, (B, H, c, dh), dtype=np.int32),
             g.integers(-127, 128, (B, H, dh), dtype=np.int8), g.random((B, H), dtype=np.float32) * 0.05,
             np.zeros((H, c), np.float32), (intops.exp_table() >> transformer.ATT_SHIFT).double().numpy())
