@@ -157,6 +157,61 @@ def export(model: TransformerLM) -> dict[str, torch.Tensor]:
 
 _F = np.float32
 _V_ONE = float(1 << V_BITS)  # the values' fixed-point one, as in IntTransformer._attend
+_RMS_EPS = 1e-6 * float(1 << (2 * RESID_BITS))  # RMSNorm's epsilon in Q16 squared units
+
+
+@njit(cache=True, nogil=True)
+def _rms_quantize(x, d, eps, q, step):
+    """RMSNorm's input to an int8 matmul, per row of the Q16 int64 residual ``x``: q = round(x * 127 /
+    max|x|) and step = max / 127 / rms, rms = sqrt(sum x^2 / d + eps). The integer sum is exact; the
+    float64 operations are those of :meth:`IntTransformer._normed_linear_reference`, in its order."""
+    n, k = x.shape
+    for i in range(n):
+        ss = np.int64(0)
+        m = np.int64(0)
+        for j in range(k):
+            v = x[i, j]
+            ss += v * v
+            a = abs(v)
+            m = a if a > m else m
+        m = m if m > 1 else np.int64(1)
+        mf = np.float64(m)
+        for j in range(k):
+            q[i, j] = np.int8(np.rint(np.float64(x[i, j]) * 127.0 / mf))
+        step[i, 0] = mf / 127.0 / np.sqrt(np.float64(ss) / d + eps)
+
+
+@njit(cache=True, nogil=True)
+def _scale_rows(acc, step, scale, relu_sq, out):
+    """out = acc * step[row] * scale[col] in float64 (exact integer sums in, two roundings); with
+    ``relu_sq`` the result is then clamped at 0 and squared (the MLP's ReLU^2), as the reference does."""
+    n, k = acc.shape
+    for i in range(n):
+        s = step[i, 0]
+        for j in range(k):
+            v = np.float64(acc[i, j]) * s * scale[j]
+            if relu_sq:
+                v = v if v > 0.0 else 0.0
+                v = v * v
+            out[i, j] = v
+
+
+@njit(cache=True, nogil=True)
+def _add_fixed_rows(x, o, out):
+    """out = x + round(o * 2**RESID_BITS): a float64 output added to the Q16 int64 residual."""
+    n, k = x.shape
+    one = float(1 << RESID_BITS)
+    for i in range(n):
+        for j in range(k):
+            out[i, j] = x[i, j] + np.int64(np.rint(o[i, j] * one))
+
+
+def _add_fixed(x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(x.shape, dtype=torch.int64)
+    _add_fixed_rows(x.contiguous().numpy(), o.contiguous().numpy(), out.numpy())
+    return out
+
+
 
 
 @njit(cache=True, nogil=True)
@@ -264,12 +319,37 @@ class IntTransformer:
             "v": torch.zeros(L, batch, H, c, dh, dtype=torch.int32),
         }
 
-    def _linear(self, x: torch.Tensor, w) -> torch.Tensor:
+    # Each linear layer runs as: one compiled pass that quantizes the rows, the exact int8 matmul,
+    # one compiled pass that scales the integer sums. The ``_reference`` methods are the same math as
+    # torch ops (about fifteen passes over the rows, each a kernel launch that dominated a decoder
+    # step at 64 streams); a test holds the two equal bit for bit.
+
+    @staticmethod
+    def _scaled(q: torch.Tensor, w, step: torch.Tensor, relu_sq: bool = False) -> torch.Tensor:
+        """(q @ W) * step * scale, as float64 [N, out]; with ``relu_sq``, then clamped at 0 and squared."""
+        mat = w[0]
+        acc = intops.int_matmul(q, mat, torch.float32 if mat.small else torch.float64)
+        out = torch.empty(acc.shape, dtype=torch.float64)
+        _scale_rows(acc.numpy(), step.numpy(), w[1].numpy(), relu_sq, out.numpy())
+        return out
+
+    def _linear(self, x: torch.Tensor, w, relu_sq: bool = False) -> torch.Tensor:
         q, step = intops.quantize_rows(x)
+        return self._scaled(q, w, step, relu_sq)
+
+    def _normed_linear(self, x_int: torch.Tensor, w, relu_sq: bool = False) -> torch.Tensor:
+        """matmul(RMSNorm(x), W) with the gain folded into W; x is the Q16 int64 residual."""
+        x_int = x_int.contiguous()
+        q = torch.empty(x_int.shape, dtype=torch.int8)
+        step = torch.empty(x_int.shape[0], 1, dtype=torch.float64)
+        _rms_quantize(x_int.numpy(), float(self.cfg.d_model), _RMS_EPS, q.numpy(), step.numpy())
+        return self._scaled(q, w, step, relu_sq)
+
+    def _linear_reference(self, x: torch.Tensor, w) -> torch.Tensor:
+        q, step = intops.quantize_rows_reference(x)
         return intops.int_matmul(q, w[0]) * step * w[1]
 
-    def _normed_linear(self, x_int: torch.Tensor, w) -> torch.Tensor:
-        """matmul(RMSNorm(x), W) with the gain folded into W; x is the Q16 int64 residual."""
+    def _normed_linear_reference(self, x_int: torch.Tensor, w) -> torch.Tensor:
         d = self.cfg.d_model
         ss = (x_int * x_int).sum(dim=-1, keepdim=True).to(torch.float64)  # exact integer sum
         m = x_int.abs().amax(dim=-1, keepdim=True).clamp_min(1)
@@ -300,11 +380,8 @@ class IntTransformer:
 
     def _proj_and_mlp(self, x: torch.Tensor, att: torch.Tensor, w: dict) -> torch.Tensor:
         """The rest of a block: attention projection and ReLU^2 MLP, each added to the Q16 residual."""
-        o = self._linear(att, w["proj"])
-        x = x + torch.round(o * float(1 << RESID_BITS)).to(torch.int64)
-        hid = self._normed_linear(x, w["fc1"]).clamp_min(0.0)
-        o = self._linear(hid * hid, w["fc2"])
-        return x + torch.round(o * float(1 << RESID_BITS)).to(torch.int64)
+        x = _add_fixed(x, self._linear(att, w["proj"]))
+        return _add_fixed(x, self._linear(self._normed_linear(x, w["fc1"], relu_sq=True), w["fc2"]))
 
     def logits_blocks(self, tokens: torch.Tensor, block: int = 0):
         """Yield the logits of every position of ``tokens`` [B, n] (each row: BOS, then its bytes),

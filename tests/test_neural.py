@@ -120,6 +120,11 @@ def _compiled_exp_weights():
     return intops._exp_weights_rows, (acc, acc[0], acc[0], np.ones(9, np.int64), np.zeros((2, 4), np.int64))
 
 
+def _compiled_transformer_scale():
+    acc = np.zeros((2, 4), np.float32)
+    return transformer._scale_rows, (acc, np.ones((2, 1)), np.ones(4), True, np.zeros((2, 4)))
+
+
 def _compiled_attention():
     B, H, c, dh = 2, 2, 4, 3
     return transformer._attend_one, (
@@ -129,7 +134,8 @@ def _compiled_attention():
 
 
 @pytest.mark.parametrize("kernel", [_compiled_gru_cell, _compiled_gru_cell_float_output, _compiled_exp_weights,
-                                    _compiled_attention], ids=["gru_cell", "gru_cell_f32", "exp_weights", "attention"])
+                                    _compiled_transformer_scale, _compiled_attention],
+                         ids=["gru_cell", "gru_cell_f32", "exp_weights", "transformer_scale", "attention"])
 def test_compiled_kernels_have_no_fused_multiply_add(kernel):
     """An FMA rounds once where the reference rounds twice: a machine that contracted would code
     different probabilities. numba compiles without fast-math; read the machine code to be sure
@@ -140,8 +146,43 @@ def test_compiled_kernels_have_no_fused_multiply_add(kernel):
     fresh = njit(nogil=True)(fn.py_func)
     fresh(*args)
     asm = "\n".join(fresh.inspect_asm().values()).lower()
-    assert "mulss" in asm or "mulps" in asm  # the multiplies are there, so the listing is the kernel's
+    assert any(op in asm for op in ("mulss", "mulps", "mulsd", "mulpd"))  # the multiplies are there: the kernel's listing
     assert not any(op in asm for op in ("vfmadd", "vfmsub", "vfnmadd", "vfnmsub")), f"{fn.__name__} uses FMA"
+
+
+def test_compiled_transformer_linears_equal_the_torch_ops_bit_for_bit(tiny_models):
+    """The transformer's quantize, RMSNorm and scale passes are compiled; the torch ops they replace
+    are the reference. Compare exactly on rows that sit on rounding ties, all-zero rows, rows of one
+    huge value, and the MLP's ReLU^2 and the residual's fixed-point add."""
+    path, _ = tiny_models["transformer"]
+    _, engine = load_engine(path.read_bytes())
+    w = engine.blocks[0]
+    g = torch.Generator().manual_seed(3)
+    d = engine.cfg.d_model
+    x_int = torch.randint(-(1 << 20), 1 << 20, (40, d), generator=g)
+    x_int[0] = 0
+    x_int[1, :] = 0
+    x_int[1, 5] = (1 << 31) - 1
+    x_int[2] = torch.arange(d) * 127 - 64 * 127  # multiples of the max / 127: q lands on .5 ties
+    # x = max / 2: (x * 127) / max is exactly 63.5, but for these maxima x * (127 / max) is not, so a
+    # kernel that multiplied by the rounded reciprocal (or a reference that did not) rounds the other way.
+    ties = torch.tensor([26, 46, 52, 54, 90, 92, 94, 104, 108, 114, 122, 158, 174, 180, 184, 186])
+    x_int[3:19] = 0
+    x_int[3:19, 0], x_int[3:19, 1], x_int[3:19, 2] = ties, ties // 2, -(ties // 2)
+    x_f = torch.randn(40, 4 * d, generator=g, dtype=torch.float64) * 3
+    x_f[0] = 0.0
+    x_f[1] = torch.arange(4 * d, dtype=torch.float64) - 2 * d + 0.5
+    x_f[3:19] = 0.0
+    x_f[3:19, 0], x_f[3:19, 1], x_f[3:19, 2] = ties.double(), ties.double() / 2, -ties.double() / 2  # as above
+    got = engine._normed_linear(x_int, w["qkv"])
+    assert torch.equal(got, engine._normed_linear_reference(x_int, w["qkv"]))
+    hid = engine._normed_linear_reference(x_int, w["fc1"]).clamp_min(0.0)
+    assert torch.equal(engine._normed_linear(x_int, w["fc1"], relu_sq=True), hid * hid)
+    assert torch.equal(engine._linear(x_f, w["fc2"]), engine._linear_reference(x_f, w["fc2"]))
+    for a, b in zip(intops.quantize_rows(x_f.view(40, 4, d)), intops.quantize_rows_reference(x_f.view(40, 4, d))):
+        assert torch.equal(a, b)
+    o = x_f[:, :d] * 1e-3
+    assert torch.equal(transformer._add_fixed(x_int, o), x_int + torch.round(o * float(1 << 16)).to(torch.int64))
 
 
 @pytest.mark.parametrize("threads", [2, 3])
