@@ -342,11 +342,19 @@ def _begin(k, weights, model, streams, sc):
 @njit(**_JIT)
 def _predict(j, k, model, sc, p12):
     """P(bit j = 1) of each of the first k streams, 12-bit, into ``p12``; keeps what learning needs."""
-    p, cnt, mp, w, w2, apm = model[0], model[1], model[2], model[4], model[5], model[6]
-    off, mask, set_off, sq, st = model[8], model[9], model[10], model[11], model[12]
+    mp, w, w2, apm = model[2], model[4], model[5], model[6]
+    off, mask, set_off, sq, st, slot_words = model[8], model[9], model[10], model[11], model[12], model[15]
     cs, base, st8, x, idx, sets, ps, s2, aux, ck = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8], sc[9]
-    chk = model[14]
     span = 256 >> j
+    # Gather pass: every stream's slots, each read as one 32-bit word (probability, count, check) in
+    # a loop with no branches, so the cache misses of many streams are in flight at once. Reading
+    # them in the loop below, behind data-dependent branches, kept about two in flight: it was 70%
+    # of this function's time.
+    words = sc[10]
+    for r in range(k):
+        _slots(base[r], st8[0, r], off, mask, idx[r])
+        for i in range(N_CTX):
+            words[r, i] = slot_words[idx[r, i]]
     for r in range(k):
         c = st8[0, r]
         # LM: P(bit = 1) = weight of the upper half of the subtree / weight of the subtree.
@@ -355,13 +363,12 @@ def _predict(j, k, model, sc, p12):
         ones = cs[r, lo + span] - cs[r, lo + span // 2]
         x[r, 0] = st[min(max((ones * 4096 + total // 2) // total, 1), 4095)]
         # Context models: one 16-bit probability per (context, bit node).
-        _slots(base[r], c, off, mask, idx[r])
         seen = 0
         for i in range(N_CTX):
-            e = idx[r, i]
-            if chk[e] == ck[r, i]:  # a slot another context owns is, for this one, unseen
-                x[r, 1 + i] = st[p[e] >> 4]
-                if i >= 2 and cnt[e] > 0:
+            wd = np.int64(words[r, i])  # probability (bits 0-15), count (16-23), check (24-31)
+            if (wd >> 24) == ck[r, i]:  # a slot another context owns is, for this one, unseen
+                x[r, 1 + i] = st[(wd & 0xFFFF) >> 4]
+                if i >= 2 and (wd >> 16) & 0xFF > 0:
                     seen += 1
             else:
                 x[r, 1 + i] = 0
@@ -517,13 +524,13 @@ def _code_byte(t, k, weights, byte, model, streams, sc, lay, p_out):
     _end_byte(t, k, byte, lay, streams)
 
 
-def _interleaved(n: int, p0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Three views of one [n, 4]-byte array: uint16 probabilities (= ``p0``), uint8 counts and uint8
-    check bytes, each entry's three in the same 4 bytes."""
-    raw = np.zeros((n, 4), dtype=np.uint8)
-    p = raw.view(np.uint16)[:, 0]
-    p[:] = p0
-    return p, raw[:, 2], raw[:, 3]
+def _interleaved(n: int, p0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Four views of one [n, 4]-byte array: uint16 probabilities (= ``p0``), uint8 counts, uint8
+    check bytes, each entry's three in the same 4 bytes, and the entries as little-endian uint32
+    words (probability in bits 0-15, count 16-23, check 24-31)."""
+    words = np.full(n, p0, dtype="<u4")
+    raw = words.view(np.uint8).reshape(n, 4)
+    return raw.view("<u2")[:, 0], raw[:, 2], raw[:, 3], words
 
 
 class ContextMixer:
@@ -547,7 +554,7 @@ class ContextMixer:
         # A slot's probability (16 bits), count and check byte (the context that owns it) share 4
         # bytes, so reading a slot costs one cache miss, not three: the tables are far larger than
         # the caches, and these misses were most of the mixer's time.
-        self.p, self.cnt, self.chk = _interleaved(sum(sizes), 32768)
+        self.p, self.cnt, self.chk, self.slot_words = _interleaved(sum(sizes), 32768)
         self.hist = np.zeros(streams, dtype=np.uint64)  # the last 8 bytes of each stream
         self.words = np.zeros((streams, 3), dtype=np.uint64)  # hashes of the current word and the two before
         self.mtable = np.zeros(1 << self.mbits, dtype=np.int64)  # buf position of the byte after a key, + 1
@@ -566,19 +573,21 @@ class ContextMixer:
         # Two APM (secondary estimation) stages refine the mixed probability: by partial byte, and
         # by partial byte and previous byte; 33 interpolation points along the stretched probability.
         pts = (squash_table()[np.arange(-2048, 2049, 128).clip(-2047, 2047) + 2047] * 16).astype(np.uint16)
-        self.apm, self.apm_n, _ = _interleaved(33 * (256 + 65536), 0)
+        self.apm, self.apm_n, _, _ = _interleaved(33 * (256 + 65536), 0)
         self.apm[:] = np.tile(pts, 256 + 65536)
         self._model = (self.p, self.cnt, self.mp, self.mn, self.w, self.w2, self.apm, self.apm_n, self.off,
-                       self.mask, self.set_off, squash_table(), stretch_table(), self.bits, self.chk)
+                       self.mask, self.set_off, squash_table(), stretch_table(), self.bits, self.chk, self.slot_words)
         self._streams = (self.buf, self.hist, self.words, self.mpos, self.mlen, self.mtable)
         self._lay = np.array([self.L, seg, n, self.mbits], dtype=np.int64)
         # Per-step scratch: cumulative LM weights, context slots, per-stream byte state (c0, agree,
-        # predicted byte, length bucket, match state, previous byte), then per-bit inputs and outputs.
+        # predicted byte, length bucket, match state, previous byte), then per-bit inputs and outputs,
+        # and the slot words the gather pass of _predict reads.
         self._sc = (np.empty((streams, 257), np.int64), np.empty((streams, N_CTX), np.int64),
                     np.empty((6, streams), np.int64), np.empty((streams, N_IN), np.int64),
                     np.empty((streams, N_CTX), np.int64), np.empty((streams, N_SETS), np.int64),
                     np.empty((streams, N_SETS), np.int64), np.empty((streams, N_SETS), np.int64),
-                    np.empty((streams, 5), np.int64), np.empty((streams, N_CTX), np.int64))
+                    np.empty((streams, 5), np.int64), np.empty((streams, N_CTX), np.int64),
+                    np.empty((streams, N_CTX), np.uint32))
         self._p12 = np.empty(streams, np.int64)
         if self.L > MINLEN:
             _index_context(ctx, self.mtable, self.mbits)
