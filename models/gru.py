@@ -173,11 +173,56 @@ class IntGRU:
         self.b_out = f32("b_out")
         self.fused = True  # the compiled gate pass (:func:`_cell`); False runs the torch ops it replaces
         self._bufs: dict = {}  # matmul outputs reused from step to step (scratch within one step)
+        self._pending = None  # (future, rows) of a recurrent matmul started by :meth:`prefetch`
+        self._split = 0  # rows the helper computes: tuned so it finishes as the caller's work does
 
     def start(self, batch: int) -> list[torch.Tensor]:
         """Each layer's state h [batch, H]. The compiled path appends, at its first step, each layer's
         h rounded for the next matmul (see :meth:`step`); callers may set h before that step."""
+        self._join()
         return [torch.zeros(batch, self.cfg.hidden, dtype=torch.float32) for _ in range(self.cfg.layers)]
+
+    def _buffers(self, batch: int) -> dict:
+        bufs = self._bufs
+        if bufs.get("B") != batch:
+            self._join()
+            H, f32 = self.cfg.hidden, torch.float32
+            bufs.clear()
+            bufs.update(B=batch, acc=[torch.empty(batch, 3 * H, dtype=f32) for _ in self.layers],
+                        out=torch.empty(batch, 256, dtype=f32))
+        return bufs
+
+    def _join(self) -> int:
+        """Wait for a prefetched matmul; returns how many rows it computed (0: none was running)."""
+        if self._pending is None:
+            return 0
+        future, rows = self._pending
+        self._pending = None
+        idle = future.done()  # the helper finished first: give it more rows next time, else fewer
+        future.result()
+        B = self._bufs["B"]
+        self._split = min(max(self._split + (1 if idle else -1) * max(1, B // 32), B // 8), B - B // 8)
+        return rows
+
+    def prefetch(self, state: list[torch.Tensor]) -> None:
+        """Start the next step's recurrent matmuls (``q(h) @ w_hh``: they need this step's h, not the
+        next input) for the first rows, on :func:`~compbench.models.intops.helper`'s thread, so they
+        run while the caller codes this step's bytes; the next :meth:`step` computes the other rows and
+        the gates. Exact integer sums, so the split changes no bit. A no-op before the first step,
+        with one torch thread (no second core to use) or a batch too small to be worth a hand-off."""
+        L = self.cfg.layers
+        B = state[0].shape[0]
+        if len(state) == 2 * L and self._pending is None and torch.get_num_threads() > 1 and B >= 32:
+            bufs = self._buffers(B)
+            rows = self._split = self._split or B // 2
+            f32 = torch.float32
+
+            def work():
+                with torch.inference_mode():  # thread-local: the caller's mode does not reach this thread
+                    for layer, p in enumerate(self.layers):
+                        intops.int_matmul(state[L + layer][:rows], p["w_hh"], f32, out=bufs["acc"][layer][:rows])
+
+            self._pending = (intops.helper().submit(work), rows)
 
     @staticmethod
     def _q(h: torch.Tensor) -> torch.Tensor:
@@ -195,10 +240,8 @@ class IntGRU:
             dt = intops.gemm_input_dtype(self.layers[0]["w_hh"])
             state.extend(self._q(h).to(dt) for h in state[:L])
         sig, tnh = intops.sigmoid_table().numpy(), intops.tanh_table().numpy()
-        bufs = self._bufs
-        if bufs.get("B") != B:
-            bufs.clear()
-            bufs.update(B=B, acc=torch.empty(B, 3 * self.cfg.hidden, dtype=f32), out=torch.empty(B, 256, dtype=f32))
+        bufs = self._buffers(B)
+        done = self._join()  # rows whose recurrent sums a prefetch computed
         for layer, p in enumerate(self.layers):
             h, hq = state[layer], state[L + layer]
             if layer == 0:
@@ -206,7 +249,8 @@ class IntGRU:
             else:
                 gx = intops.int_matmul(state[L + layer - 1], p["w_ih"], f32) * p["s_ih"] + p["b_ih"]
                 rows = torch.arange(B)
-            acc = intops.int_matmul(hq, p["w_hh"], f32, out=bufs["acc"])
+            acc = bufs["acc"][layer]
+            intops.int_matmul(hq[done:], p["w_hh"], f32, out=acc[done:])
             _cell(gx.numpy(), rows.numpy(), acc.numpy(), p["s_hh"].numpy(), p["b_hh"].numpy(), h.numpy(), sig, tnh,
                   hq.numpy())
         return intops.int_matmul(state[-1], self.w_out, f32, out=bufs["out"])

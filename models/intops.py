@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, localcontext
 
 import numpy as np
@@ -205,8 +206,9 @@ def int_matmul(x: torch.Tensor, w_t: "Int8Matrix | torch.Tensor", dtype=torch.fl
 
     float32 output is allowed only when every sum is below 2**24 (K * 127**2 < 2**24, K <= 1040), so
     the integers are exact in it too. Every path returns the same integers; only speed differs.
-    ``x`` may also hold those integers in float (see :func:`gemm_input_dtype`). ``out``: a buffer the
-    float path writes into when its dtype matches (no fresh 1 MB tensor, and its page faults, per step).
+    ``x`` may also hold those integers in float (see :func:`gemm_input_dtype`). ``out``: where the
+    result goes (the float path writes straight into it: no fresh 1 MB tensor, and its page faults,
+    per step); it is returned.
     """
     w = w_t if isinstance(w_t, Int8Matrix) else Int8Matrix(w_t)
     if dtype == torch.float32 and not w.small:
@@ -214,13 +216,30 @@ def int_matmul(x: torch.Tensor, w_t: "Int8Matrix | torch.Tensor", dtype=torch.fl
     if use_int_mm is None:
         use_int_mm = _int_mm_available()
     if use_int_mm:
-        return torch._int_mm(x.to(torch.int8).contiguous(), w.i8).to(dtype)
+        res = torch._int_mm(x.to(torch.int8).contiguous(), w.i8).to(dtype)
+        return res if out is None else out.copy_(res)
     # small: all partial sums are integers of magnitude < 2**24, which float32 holds exactly, so any
     # blocking, threading or FMA order gives the same result; otherwise float64 (exact below 2**53).
     wf = w.as_float()
     if out is not None and out.dtype == wf.dtype == dtype:
         return torch.mm(x.to(wf.dtype), wf, out=out)
-    return (x.to(wf.dtype) @ wf).to(dtype)
+    res = (x.to(wf.dtype) @ wf).to(dtype)
+    return res if out is None else out.copy_(res)
+
+
+_HELPER: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child builds its own
+
+
+def helper() -> ThreadPoolExecutor:
+    """One background thread whose torch ops run on one intra-op thread, for work an engine overlaps
+    with the caller's (a GRU's next recurrent matmul, while the caller codes this step's bytes). The
+    caller's own torch ops keep their thread count. Only speed depends on it: the matmuls it runs are
+    exact integer sums, the same whichever thread computes which rows."""
+    global _HELPER
+    if _HELPER is None or _HELPER[0] != os.getpid():
+        _HELPER = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="compbench-helper",
+                                                   initializer=torch.set_num_threads, initargs=(1,)))
+    return _HELPER[1]
 
 
 def exp_weights(logits: torch.Tensor) -> torch.Tensor:

@@ -33,21 +33,30 @@ def layout(n: int, max_streams: int, min_segment: int) -> tuple[int, int]:
     return -(-n // seg), seg
 
 
-def _step_probs(engine, arr: np.ndarray, fn=intops.probabilities):
+def _step_probs(engine, arr: np.ndarray, fn=intops.probabilities, overlap: bool = False):
     """Probabilities (or, with ``fn=intops.exp_weights``, integer weights) for step t of every
     stream, one step at a time: the decoder's path. The caller fills ``arr[:, t]`` (decoded bytes)
-    before asking for step t + 1."""
+    before asking for step t + 1.
+
+    ``overlap``: an engine with ``prefetch`` starts the next step's input-independent work on another
+    thread before the caller codes this step's bytes (speed only: the same integers whichever thread
+    sums them). Worth it where the caller's work releases the GIL (the compiled mixer); where it is
+    many small numpy calls (``mix=0``) the helper waits for the GIL and the step was measured slower."""
     state = engine.start(arr.shape[0])
     inputs = torch.full((arr.shape[0],), BOS, dtype=torch.int64)
     # An engine with step_weights fuses its output layer into the softmax weights; probabilities are
     # those weights normalised, by definition (intops.probabilities), so both routes give the same bits.
     fused = getattr(engine, "step_weights", None) if fn in (intops.exp_weights, intops.probabilities) else None
+    prefetch = getattr(engine, "prefetch", None) if overlap else None
     for t in range(arr.shape[1]):
         if fused is None:
-            yield fn(engine.step(state, inputs)).numpy()
+            out = fn(engine.step(state, inputs)).numpy()
         else:
             w = fused(state, inputs)
-            yield (w if fn is intops.exp_weights else intops.normalize(w)).numpy()
+            out = (w if fn is intops.exp_weights else intops.normalize(w)).numpy()
+        if prefetch is not None and t + 1 < arr.shape[1]:
+            prefetch(state)
+        yield out
         inputs = torch.from_numpy(arr[:, t].astype(np.int64))
 
 
@@ -241,8 +250,9 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
 
     shifts = np.arange(7, -1, -1)[:, None]
     with torch.inference_mode():
-        source = _block_probs if blocks else _step_probs
-        for t, weights in enumerate(source(engine, arr, intops.exp_weights)):
+        source = _block_probs(engine, arr, intops.exp_weights) if blocks else \
+            _step_probs(engine, arr, intops.exp_weights, overlap=True)
+        for t, weights in enumerate(source):
             k = streams if t < last_len else streams - 1
             if decoder is not None:
                 arr[:k, t] = mixer.step(t, weights, k, decode_bits)
