@@ -173,7 +173,7 @@ class IntGRU:
         self.b_out = f32("b_out")
         self.fused = True  # the compiled gate pass (:func:`_cell`); False runs the torch ops it replaces
         self._bufs: dict = {}  # matmul outputs reused from step to step (scratch within one step)
-        self._pending = None  # (future, rows) of a recurrent matmul started by :meth:`prefetch`
+        self._pending = None  # (future, rows, state) of a recurrent matmul started by :meth:`prefetch`
         self._split = 0  # rows the helper computes: tuned so it finishes as the caller's work does
 
     def start(self, batch: int) -> list[torch.Tensor]:
@@ -192,17 +192,18 @@ class IntGRU:
                         out=torch.empty(batch, 256, dtype=f32))
         return bufs
 
-    def _join(self) -> int:
-        """Wait for a prefetched matmul; returns how many rows it computed (0: none was running)."""
+    def _join(self, state: list[torch.Tensor] | None = None) -> int:
+        """Wait for a prefetched matmul; returns how many rows of ``state``'s next sums it computed
+        (0: none was running, or it was started for another state, whose sums are then dropped)."""
         if self._pending is None:
             return 0
-        future, rows = self._pending
+        future, rows, owner = self._pending
         self._pending = None
         idle = future.done()  # the helper finished first: give it more rows next time, else fewer
         future.result()
         B = self._bufs["B"]
         self._split = min(max(self._split + (1 if idle else -1) * max(1, B // 32), B // 8), B - B // 8)
-        return rows
+        return rows if owner is state else 0
 
     def prefetch(self, state: list[torch.Tensor]) -> None:
         """Start the next step's recurrent matmuls (``q(h) @ w_hh``: they need this step's h, not the
@@ -222,7 +223,7 @@ class IntGRU:
                     for layer, p in enumerate(self.layers):
                         intops.int_matmul(state[L + layer][:rows], p["w_hh"], f32, out=bufs["acc"][layer][:rows])
 
-            self._pending = (intops.helper().submit(work), rows)
+            self._pending = (intops.helper().submit(work), rows, state)
 
     @staticmethod
     def _q(h: torch.Tensor) -> torch.Tensor:
@@ -241,7 +242,7 @@ class IntGRU:
             state.extend(self._q(h).to(dt) for h in state[:L])
         sig, tnh = intops.sigmoid_table().numpy(), intops.tanh_table().numpy()
         bufs = self._buffers(B)
-        done = self._join()  # rows whose recurrent sums a prefetch computed
+        done = self._join(state)  # rows whose recurrent sums a prefetch computed for this state
         for layer, p in enumerate(self.layers):
             h, hq = state[layer], state[L + layer]
             if layer == 0:

@@ -108,7 +108,8 @@ def test_compiled_gru_cell_equals_the_torch_ops_bit_for_bit(layers):
 def test_gru_rows_summed_ahead_on_the_helper_thread_change_no_weight(tiny_models, monkeypatch):
     """prefetch() starts the next recurrent matmul for the first rows on another thread; the step then
     sums the rest. Whatever the split (tuned at run time from timing), every weight must be the one
-    a plain step gives; and a prefetch left running when a new coding starts must not leak into it."""
+    a plain step gives; a prefetch left running when a new coding starts, or made for another state,
+    must not leak into it."""
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # as on a 2-core machine, whatever xdist set
     path, _ = tiny_models["gru"]
     _, plain = load_engine(path.read_bytes())
@@ -128,6 +129,14 @@ def test_gru_rows_summed_ahead_on_the_helper_thread_change_no_weight(tiny_models
         sp, sa = plain.start(B), ahead.start(B)  # the last prefetch is still pending: start() drains it
         inp = torch.full((B,), gru.BOS)
         assert torch.equal(plain.step_weights(sp, inp), ahead.step_weights(sa, inp))
+        # Two codings on one engine: sums prefetched for one state must not be used by the other's step.
+        so, spo = ahead.start(B), plain.start(B)
+        other = tokens[:, 7]
+        assert torch.equal(plain.step_weights(spo, other), ahead.step_weights(so, other))
+        ahead._split = 20
+        ahead.prefetch(sa)
+        assert ahead._pending is not None
+        assert torch.equal(plain.step_weights(spo, inp), ahead.step_weights(so, inp))
 
 
 def _compiled_gru_cell(hq_dtype=np.int8):
