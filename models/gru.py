@@ -188,6 +188,7 @@ class IntGRU:
             self._join()
             H, f32 = self.cfg.hidden, torch.float32
             bufs.clear()
+            self._split = 0  # tuned for another batch size: start again from half
             bufs.update(B=batch, acc=[torch.empty(batch, 3 * H, dtype=f32) for _ in self.layers],
                         out=torch.empty(batch, 256, dtype=f32))
         return bufs
@@ -207,7 +208,7 @@ class IntGRU:
 
     def prefetch(self, state: list[torch.Tensor]) -> None:
         """Start the next step's recurrent matmuls (``q(h) @ w_hh``: they need this step's h, not the
-        next input) for the first rows, on :func:`~compbench.models.intops.helper`'s thread, so they
+        next input) for the first rows, on a :func:`~compbench.models.intops.workers` thread, so they
         run while the caller codes this step's bytes; the next :meth:`step` computes the other rows and
         the gates. Exact integer sums, so the split changes no bit. A no-op before the first step,
         with one torch thread (no second core to use) or a batch too small to be worth a hand-off."""
@@ -223,7 +224,7 @@ class IntGRU:
                     for layer, p in enumerate(self.layers):
                         intops.int_matmul(state[L + layer][:rows], p["w_hh"], f32, out=bufs["acc"][layer][:rows])
 
-            self._pending = (intops.helper().submit(work), rows, state)
+            self._pending = (intops.workers().submit(work), rows, state)
 
     @staticmethod
     def _q(h: torch.Tensor) -> torch.Tensor:

@@ -120,8 +120,7 @@ def _quantize_rows(x, q, step):  # pragma: no cover - compiled
         m = m if m > 1e-30 else 1e-30
         r = (1.0 / m) * 127.0  # torch computes the reference's 127.0 / m as m.reciprocal() * 127.0: two roundings
         for j in range(k):
-            v = np.rint(x[i, j] * r)
-            q[i, j] = np.int8(v if v < 127.0 else 127.0) if v > -127.0 else np.int8(-127)
+            q[i, j] = np.int8(min(max(np.rint(x[i, j] * r), -127.0), 127.0))
         step[i, 0] = m / 127.0
 
 
@@ -227,19 +226,22 @@ def int_matmul(x: torch.Tensor, w_t: "Int8Matrix | torch.Tensor", dtype=torch.fl
     return res if out is None else out.copy_(res)
 
 
-_HELPER: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child builds its own
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool): a forked child builds its own
 
 
-def helper() -> ThreadPoolExecutor:
-    """One background thread whose torch ops run on one intra-op thread, for work an engine overlaps
-    with the caller's (a GRU's next recurrent matmul, while the caller codes this step's bytes). The
-    caller's own torch ops keep their thread count. Only speed depends on it: the matmuls it runs are
-    exact integer sums, the same whichever thread computes which rows."""
-    global _HELPER
-    if _HELPER is None or _HELPER[0] != os.getpid():
-        _HELPER = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="compbench-helper",
-                                                   initializer=torch.set_num_threads, initargs=(1,)))
-    return _HELPER[1]
+def workers(n: int = 1) -> ThreadPoolExecutor:
+    """A pool of at least ``n`` background threads, each running torch ops on one intra-op thread,
+    for work an engine splits or overlaps with the caller's (a GRU's next recurrent matmul while the
+    caller codes this step's bytes; the transformer's attention split by stream). The caller's own
+    torch ops keep their thread count. Only speed depends on it: what runs there is exact integer
+    sums or row-independent kernels, the same whichever thread computes which rows."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < n:
+        if _POOL is not None and _POOL[0] == os.getpid():
+            _POOL[2].shutdown(wait=False)
+        _POOL = (os.getpid(), n, ThreadPoolExecutor(n, thread_name_prefix="compbench-worker",
+                                                     initializer=torch.set_num_threads, initargs=(1,)))
+    return _POOL[2]
 
 
 def exp_weights(logits: torch.Tensor) -> torch.Tensor:

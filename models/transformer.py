@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -212,8 +210,6 @@ def _add_fixed(x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
     return out
 
 
-
-
 @njit(cache=True, nogil=True)
 def _attend_one(kt, ks, v, qq, qscale, bias, att_exp, out):
     """One query per stream and head against the KV window: :meth:`IntTransformer._attend` for the
@@ -265,26 +261,19 @@ def _attend_one(kt, ks, v, qq, qscale, bias, att_exp, out):
                 out[b, h, d] = num[d] / wsum / _V_ONE
 
 
-_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool): a forked child builds its own
-
-
 def _attend_streams(kt, ks, v, qq, qscale, bias, att_exp, out) -> None:
     """Run :func:`_attend_one` over the streams, split into ``torch.get_num_threads()`` contiguous
     runs on as many threads (the kernel releases the GIL). Streams are independent, so the split
     changes no bit of the output; it only shares the KV cache's memory traffic between cores."""
-    global _POOL
     B = kt.shape[0]
     n = max(1, min(torch.get_num_threads(), B))
     if n == 1:
         _attend_one(kt, ks, v, qq, qscale, bias, att_exp, out)
         return
-    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < n:
-        if _POOL is not None and _POOL[0] == os.getpid():
-            _POOL[2].shutdown(wait=False)
-        _POOL = (os.getpid(), n, ThreadPoolExecutor(n, thread_name_prefix="compbench-attention"))
     cuts = [B * j // n for j in range(n + 1)]
     runs = [slice(a, b) for a, b in zip(cuts, cuts[1:])]
-    list(_POOL[2].map(lambda r: _attend_one(kt[r], ks[r], v[r], qq[r], qscale[r], bias, att_exp, out[r]), runs))
+    list(intops.workers(n).map(
+        lambda r: _attend_one(kt[r], ks[r], v[r], qq[r], qscale[r], bias, att_exp, out[r]), runs))
 
 
 class IntTransformer:
