@@ -111,17 +111,23 @@ def _quantize_rows(x, q, step):  # pragma: no cover - compiled
     """The per-row max of |x|, then q = round(x * (127 / max)) clamped to +-127, and step = max / 127:
     the float64 operations of :func:`quantize_rows_reference`, in its order (no fast-math, no FMA).
     A scalar divided by a tensor is, in torch, the tensor's reciprocal times the scalar: so is it here."""
-    n, k = x.shape
-    for i in range(n):
-        m = 0.0
-        for j in range(k):
-            a = abs(x[i, j])
-            m = a if a > m else m
-        m = m if m > 1e-30 else 1e-30
-        r = (1.0 / m) * 127.0  # torch computes the reference's 127.0 / m as m.reciprocal() * 127.0: two roundings
-        for j in range(k):
-            q[i, j] = np.int8(min(max(np.rint(x[i, j] * r), -127.0), 127.0))
-        step[i, 0] = m / 127.0
+    for i in range(x.shape[0]):
+        step[i, 0] = quantize_row(x[i], q[i])
+
+
+@njit(cache=True, nogil=True)
+def quantize_row(x, q):  # pragma: no cover - compiled
+    """One row of :func:`_quantize_rows`, for compiled callers: writes ``q`` (int8 values, in any
+    numeric dtype) from float64 ``x`` and returns the row's step."""
+    m = 0.0
+    for j in range(x.shape[0]):
+        a = abs(x[j])
+        m = a if a > m else m
+    m = m if m > 1e-30 else 1e-30
+    r = (1.0 / m) * 127.0  # torch computes the reference's 127.0 / m as m.reciprocal() * 127.0: two roundings
+    for j in range(x.shape[0]):
+        q[j] = np.int8(min(max(np.rint(x[j] * r), -127.0), 127.0))
+    return m / 127.0
 
 
 def _int_mm_is_exact() -> bool:
@@ -196,6 +202,21 @@ def gemm_input_dtype(w: Int8Matrix) -> torch.dtype:
     int8 GEMM is exact and fast, else that of the float copy. An engine that rounds its activations
     straight into this dtype spares a conversion per step (the values are the same small integers)."""
     return torch.int8 if _int_mm_available() else w.as_float().dtype
+
+
+def acc_dtype(w: Int8Matrix) -> torch.dtype:
+    """The dtype of :func:`matmul_into`'s raw sums on this machine: int32 from the int8 GEMM, else
+    that of the float copy (float32 or float64; either holds the sums exactly)."""
+    return torch.int32 if _int_mm_available() else w.as_float().dtype
+
+
+def matmul_into(x: torch.Tensor, w: Int8Matrix, out: torch.Tensor) -> torch.Tensor:
+    """Exact ``x @ w`` written into ``out``, for an engine that keeps its buffers: ``x`` holds int8
+    values in :func:`gemm_input_dtype`, ``out`` is in :func:`acc_dtype`. No conversion passes and
+    no fresh tensors: in a step of small matrices those cost as much as the products."""
+    if out.dtype == torch.int32:
+        return torch._int_mm(x, w.i8, out=out)
+    return torch.mm(x, w.as_float(), out=out)
 
 
 def int_matmul(x: torch.Tensor, w_t: "Int8Matrix | torch.Tensor", dtype=torch.float64, *,

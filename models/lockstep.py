@@ -62,7 +62,8 @@ def _step_probs(engine, arr: np.ndarray, fn=intops.probabilities, overlap: bool 
 
 def _block_probs(engine, arr: np.ndarray, fn=intops.probabilities):
     """The same probabilities, computed many positions at a time from inputs known up front (the
-    encoder's path, for engines with ``logits_blocks``; bit-identical to :func:`_step_probs`)."""
+    encoder's path, for engines whose ``encode_in_blocks`` says it is the faster one; bit-identical
+    to :func:`_step_probs`)."""
     tokens = torch.empty(arr.shape, dtype=torch.int64)
     tokens[:, 0] = BOS
     tokens[:, 1:] = torch.from_numpy(arr[:, :-1].astype(np.int64))
@@ -235,7 +236,7 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
     family = constriction.stream.model.Bernoulli(perfect=False)
     streams, seg = arr.shape
     last_len = n - (streams - 1) * seg
-    blocks = decoder is None and not stepwise and hasattr(engine, "logits_blocks")
+    blocks = decoder is None and not stepwise and getattr(engine, "encode_in_blocks", False)
     mixer = ContextMixer(streams, seg, n, context)
     log2 = np.log2(np.arange(4097, dtype=np.float64) / 4096.0, where=np.arange(4097) > 0, out=np.zeros(4097))
     bits = 0.0
@@ -283,7 +284,7 @@ def _run(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=Non
     family = constriction.stream.model.Categorical(perfect=False)
     streams, seg = arr.shape
     last_len = n - (streams - 1) * seg
-    blocks = decoder is None and not stepwise and hasattr(engine, "logits_blocks")
+    blocks = decoder is None and not stepwise and getattr(engine, "encode_in_blocks", False)
     matcher = MatchModel(streams, seg, match, context) if match else None
     bits = 0.0
     with torch.inference_mode():

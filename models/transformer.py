@@ -211,25 +211,107 @@ def _add_fixed(x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
 
 
 @njit(cache=True, nogil=True)
-def _attend_one(kt, ks, v, qq, qscale, bias, att_exp, out):
-    """One query per stream and head against the KV window: :meth:`IntTransformer._attend` for the
-    decoder's step, bit for bit. ``kt`` int8 [B, H, dh, c] (keys, transposed), ``ks`` float32
-    [B, H, c], ``v`` int32 [B, H, c, dh] (fixed point), ``qq`` int8 [B, H, dh], ``qscale`` float32
-    [B, H], ``bias`` float32 [H, c] (-inf: an empty slot), ``att_exp`` the attention weight table;
-    writes float64 [B, H, dh].
+def _embed_rms(tokens, emb, emb_scale, eps, x, q, step):
+    """The decoder step's start: the Q16 residual of each token (:meth:`IntTransformer._embed`'s
+    operations: the int8 row times its float64 scale, times 2**16, rounded half to even), then the
+    first block's RMSNorm quantization (:func:`_rms_quantize`)."""
+    n, d = x.shape
+    one = float(1 << RESID_BITS)
+    for i in range(n):
+        t = tokens[i]
+        s = emb_scale[t]
+        for j in range(d):
+            x[i, j] = np.int64(np.rint(np.float64(emb[t, j]) * s * one))
+    _rms_quantize(x, float(d), eps, q, step)
+
+
+@njit(cache=True, nogil=True)
+def _add_scaled_rms(x, acc, step, scale, eps, q, qstep):
+    """x += round((acc * step * scale) * 2**16), then x's RMSNorm quantization into ``q``, ``qstep``:
+    a residual branch's output scaled (:func:`_scale_rows`) and added (:func:`_add_fixed_rows`), in
+    place, and the next normed linear's input (:func:`_rms_quantize`), in one call."""
+    n, d = x.shape
+    one = float(1 << RESID_BITS)
+    for i in range(n):
+        s = step[i, 0]
+        for j in range(d):
+            x[i, j] += np.int64(np.rint(np.float64(acc[i, j]) * s * scale[j] * one))
+    _rms_quantize(x, float(d), eps, q, qstep)
+
+
+@njit(cache=True, nogil=True)
+def _relu_sq_quantize(acc, step, scale, q, qstep):
+    """The MLP's hidden layer: :func:`_scale_rows` with ReLU^2, then :func:`intops.quantize_rows`
+    of each row for the second matmul, without a float64 [N, m] tensor in between."""
+    n, m = acc.shape
+    row = np.empty(m, np.float64)
+    for i in range(n):
+        s = step[i, 0]
+        for j in range(m):
+            v = np.float64(acc[i, j]) * s * scale[j]
+            v = v if v > 0.0 else 0.0
+            row[j] = v * v
+        qstep[i, 0] = intops.quantize_row(row, q[i])
+
+
+@njit(cache=True, nogil=True)
+def _qkv_to_cache(acc, step, scale, inv_sqrt_dh, slot, qq, qscale, kt, ks, v16, vwide, v32):
+    """The attention's inputs from the qkv sums ``acc`` [N, 3d]: scaled as :func:`_scale_rows` does,
+    then per head the query quantized to ``qq`` [N, H, dh] with its float32 scale times 1/sqrt(dh) in
+    ``qscale`` [N, H], the key quantized into the transposed cache ``kt`` [N, H, dh, c] at ``slot`` with
+    its float32 scale in ``ks``, and the value in fixed point (x 2**V_BITS, rounded half to even,
+    clamped to +-2**20) into the cache: ``v16`` when the head's row fits in int16 (always, on the
+    shipped model: its values stay below 2**11), else ``v32``, with ``vwide`` saying which. The
+    attention reads 2 bytes a value instead of 4; the integers are the same either way."""
+    n = acc.shape[0]
+    H, dh = qq.shape[1], qq.shape[2]
+    d = H * dh
+    o = np.empty(3 * d, np.float64)
+    vr = np.empty(dh, np.int64)
+    lim = float(1 << 20)
+    for i in range(n):
+        s = step[i, 0]
+        for j in range(3 * d):
+            o[j] = np.float64(acc[i, j]) * s * scale[j]
+        for h in range(H):
+            qscale[i, h] = np.float32(intops.quantize_row(o[h * dh:(h + 1) * dh], qq[i, h])) * inv_sqrt_dh
+            ks[i, h, slot] = np.float32(intops.quantize_row(o[d + h * dh:d + (h + 1) * dh], kt[i, h, :, slot]))
+            wide = False
+            for e in range(dh):
+                x = np.rint(o[2 * d + h * dh + e] * _V_ONE)
+                x = min(max(x, -lim), lim)
+                vr[e] = np.int64(x)
+                wide = wide or vr[e] > 32767 or vr[e] < -32768
+            vwide[i, h, slot] = wide
+            for e in range(dh):
+                if wide:
+                    v32[i, h, slot, e] = vr[e]
+                else:
+                    v16[i, h, slot, e] = vr[e]
+
+
+@njit(cache=True, nogil=True)
+def _attend_quantize(kt, ks, v16, vwide, v32, qq, qscale, bias, att_exp, q, step):
+    """One query per stream and head against the KV window, :meth:`IntTransformer._attend` for the
+    decoder's step bit for bit, then each stream's output row [H * dh] quantized for the projection
+    (:func:`intops.quantize_rows`) into ``q`` and ``step``. ``kt`` int8 [N, H, dh, c] (keys,
+    transposed), ``ks`` float32 [N, H, c], values in ``v16``/``v32`` by ``vwide`` (see
+    :func:`_qkv_to_cache`), ``qq`` int8 [N, H, dh], ``qscale`` float32 [N, H], ``bias`` float32 [H, c]
+    (-inf: an empty slot), ``att_exp`` the attention weight table.
 
     The dot products are integer sums (int32 scores, float64 sums of integers below 2**53), exact
     in any order; every other operation is the same correctly rounded float32 or float64 operation,
     in the same order, as the torch version, and numba compiles without fast-math (no FMA). The
     torch version reads a float32 key and a float64 value cache through batched matrix-vector
-    products; this one reads int8 keys and int32 values, 2.4 times fewer bytes, once. Keys are
-    stored transposed so the scores of all c slots accumulate one key dimension at a time, a loop
-    LLVM vectorises across slots (a dot product per slot needs a horizontal sum per slot).
+    products; this one reads int8 keys and int16 values, 4 times fewer bytes, once. Keys are stored
+    transposed so the scores of all c slots accumulate one key dimension at a time, a loop LLVM
+    vectorises across slots (a dot product per slot needs a horizontal sum per slot).
     """
     B, H, dh, c = kt.shape
     sacc = np.empty(c, np.int32)
     score = np.empty(c, np.float32)
     num = np.empty(dh, np.float64)
+    row = np.empty(H * dh, np.float64)
     top = _F(intops.EMAX * intops.ERES)
     for b in range(B):
         for h in range(H):
@@ -237,9 +319,9 @@ def _attend_one(kt, ks, v, qq, qscale, bias, att_exp, out):
                 sacc[t] = 0
             for d in range(dh):
                 qd = np.int32(qq[b, h, d])
-                row = kt[b, h, d]
+                krow = kt[b, h, d]
                 for t in range(c):
-                    sacc[t] += np.int32(row[t]) * qd
+                    sacc[t] += np.int32(krow[t]) * qd
             qs = qscale[b, h]
             mx = _F(-np.inf)  # float32: a float64 max would make the gaps below float64 arithmetic
             for t in range(c):
@@ -255,29 +337,25 @@ def _attend_one(kt, ks, v, qq, qscale, bias, att_exp, out):
                 w = att_exp[np.int32(gap if gap < top else top)]
                 if w != 0.0:  # an exact zero adds nothing to an exact sum
                     wsum += w
-                    for d in range(dh):
-                        num[d] += w * np.float64(v[b, h, t, d])
+                    if vwide[b, h, t]:
+                        for d in range(dh):
+                            num[d] += w * np.float64(v32[b, h, t, d])
+                    else:
+                        for d in range(dh):
+                            num[d] += w * np.float64(v16[b, h, t, d])
             for d in range(dh):
-                out[b, h, d] = num[d] / wsum / _V_ONE
-
-
-def _attend_streams(kt, ks, v, qq, qscale, bias, att_exp, out) -> None:
-    """Run :func:`_attend_one` over the streams, split into ``torch.get_num_threads()`` contiguous
-    runs on as many threads (the kernel releases the GIL). Streams are independent, so the split
-    changes no bit of the output; it only shares the KV cache's memory traffic between cores."""
-    B = kt.shape[0]
-    n = max(1, min(torch.get_num_threads(), B))
-    if n == 1:
-        _attend_one(kt, ks, v, qq, qscale, bias, att_exp, out)
-        return
-    cuts = [B * j // n for j in range(n + 1)]
-    runs = [slice(a, b) for a, b in zip(cuts, cuts[1:])]
-    list(intops.workers(n).map(
-        lambda r: _attend_one(kt[r], ks[r], v[r], qq[r], qscale[r], bias, att_exp, out[r]), runs))
+                row[h * dh + d] = num[d] / wsum / _V_ONE
+        step[b, 0] = intops.quantize_row(row, q[b])
 
 
 class IntTransformer:
     """Integer-arithmetic transformer with a sliding KV cache of ``ctx`` positions per stream."""
+
+    # The encoder knows every input up front and could score 64 positions at once
+    # (:meth:`logits_blocks`, torch ops); the compiled decoder step (:meth:`step`) was measured twice
+    # as fast (enwik8 at 64 streams: 9.1-9.7 KB/s against 4.6-4.9), so both directions step.
+    # logits_blocks stays as the torch reference that the step must equal bit for bit.
+    encode_in_blocks = False
 
     def __init__(self, cfg: TransformerConfig, t: dict[str, torch.Tensor]):
         self.cfg = cfg
@@ -295,17 +373,49 @@ class IntTransformer:
         self.slopes32 = torch.tensor(alibi_slopes(cfg.heads), dtype=torch.float32)[None, :, None]
         # Integers <= 2**16, held as float64 (exact) so a lookup needs no conversion pass.
         self.att_exp = (intops.exp_table() >> ATT_SHIFT).to(torch.float64)
+        # numpy views for the decoder step's compiled passes
+        self.emb_np, self.emb_scale_np = self.emb.numpy(), self.emb_scale.numpy()
+        self.scales_np = [{k: w[1].numpy() for k, w in blk.items()} for blk in self.blocks]
+        self.head_scale_np, self.att_exp_np = self.head_w[1].numpy(), self.att_exp.numpy()
+        self.inv_sqrt_dh32 = np.float32(self.inv_sqrt_dh)
 
     def start(self, batch: int) -> dict:
         c, L, H, dh = self.cfg.ctx, self.cfg.layers, self.cfg.heads, self.cfg.d_model // self.cfg.heads
+        # The streams are split into runs, one per thread, each stepped on its own (every operation is
+        # row-wise or an exact sum, so the split changes no bit); fewer than 8 streams a run is not
+        # worth a thread's hand-off.
+        n = max(1, min(torch.get_num_threads(), batch // 8))
+        cuts = [batch * j // n for j in range(n + 1)]
         return {
             "t": 0,
             "pos": torch.full((c,), -1, dtype=torch.int64),
-            # int8 keys and int32 fixed-point values: the compiled attention reads the whole window
-            # every step, so the cache's size is its speed.
-            "k": torch.zeros(L, batch, H, dh, c, dtype=torch.int8),  # transposed: see _attend_one
-            "ks": torch.zeros(L, batch, H, c, dtype=torch.float32),
-            "v": torch.zeros(L, batch, H, c, dh, dtype=torch.int32),
+            # int8 keys and int16 fixed-point values (int32 for a row that would not fit: see
+            # _qkv_to_cache): the compiled attention reads the whole window every step, so the cache's
+            # size is its speed. np.zeros leaves the wide cache's pages unmapped until a row needs them.
+            "k": np.zeros((L, batch, H, dh, c), np.int8),  # transposed: see _attend_quantize
+            "ks": np.zeros((L, batch, H, c), np.float32),
+            "v16": np.zeros((L, batch, H, c, dh), np.int16),
+            "vwide": np.zeros((L, batch, H, c), np.bool_),
+            "v32": np.zeros((L, batch, H, c, dh), np.int32),
+            "runs": [(slice(a, b), self._buffers(b - a)) for a, b in zip(cuts, cuts[1:])],
+        }
+
+    def _buffers(self, n: int) -> dict:
+        """One run's working tensors for :meth:`_step_run`, allocated once per coding: matmul inputs
+        in the GEMM's input dtype, sums in its output dtype (see :func:`intops.matmul_into`)."""
+        cfg = self.cfg
+        d, m, H = cfg.d_model, cfg.mlp_mult * cfg.d_model, cfg.heads
+        blk = self.blocks[0]
+        qd, ad = intops.gemm_input_dtype(blk["qkv"][0]), intops.acc_dtype(blk["qkv"][0])
+        qm, am = intops.gemm_input_dtype(blk["fc2"][0]), intops.acc_dtype(blk["fc2"][0])
+        return {
+            "x": np.zeros((n, d), np.int64),
+            "q": torch.zeros(n, d, dtype=qd), "qm": torch.zeros(n, m, dtype=qm),
+            "qkv": torch.zeros(n, 3 * d, dtype=ad), "accd": torch.zeros(n, d, dtype=ad),
+            "accm": torch.zeros(n, m, dtype=ad), "acc2": torch.zeros(n, d, dtype=am),
+            "head": torch.zeros(n, 256, dtype=ad),
+            "step": np.zeros((n, 1)), "step2": np.zeros((n, 1)),
+            "qq": np.zeros((n, H, d // H), np.int8), "qscale": np.zeros((n, H), np.float32),
         }
 
     # Each linear layer runs as: one compiled pass that quantizes the rows, the exact int8 matmul,
@@ -417,9 +527,10 @@ class IntTransformer:
             yield self._normed_linear(x, self.head_w).view(B, T, 256)
 
     def step(self, state: dict, inputs: torch.Tensor) -> torch.Tensor:
+        """The logits [B, 256] (float64) of the next byte of every stream, given each stream's last
+        input; the same numbers as :meth:`logits_blocks`, bit for bit (a test holds them equal)."""
         cfg = self.cfg
-        B, H, c = inputs.shape[0], cfg.heads, cfg.ctx
-        dh = cfg.d_model // H
+        c, B = cfg.ctx, inputs.shape[0]
         t = state["t"]
         slot = t % c
         state["pos"][slot] = t
@@ -428,23 +539,56 @@ class IntTransformer:
         # Slopes are powers of two and distances < 2**24, so the product is exact in float32.
         dist = (t - state["pos"]).to(torch.float32)
         bias = torch.where(state["pos"] >= 0, -(self.slopes32 * dist), -math.inf)[0].contiguous().numpy()  # [H, c]
-        att_exp = self.att_exp.numpy()
-        x = self._embed(inputs)
-        for i, w in enumerate(self.blocks):
-            qkv = self._normed_linear(x, w["qkv"]).view(B, 3, H, dh)
-            qq, qs = intops.quantize_rows(qkv[:, 0])  # [B, H, dh], [B, H, 1]
-            kq, ks = intops.quantize_rows(qkv[:, 1])
-            state["k"][i, :, :, :, slot] = kq
-            state["ks"][i, :, :, slot] = ks[..., 0]
-            vfix = torch.round(qkv[:, 2] * float(1 << V_BITS)).clamp_(-(1 << 20), 1 << 20)
-            state["v"][i, :, :, slot] = vfix.to(torch.int32)
-            qscale = qs[..., 0].to(torch.float32) * self.inv_sqrt_dh  # [B, H]
-            att = torch.empty(B, H, dh, dtype=torch.float64)
-            _attend_streams(state["k"][i].numpy(), state["ks"][i].numpy(), state["v"][i].numpy(),
-                            qq.contiguous().numpy(), qscale.numpy(), bias, att_exp, att.numpy())
-            x = self._proj_and_mlp(x, att.reshape(B, -1), w)
+        logits = torch.empty(B, 256, dtype=torch.float64)
+        tokens = inputs.to(torch.int64).contiguous().numpy()
+        runs = state["runs"]
+        if runs[-1][0].stop != B:
+            raise ValueError(f"step() got {B} inputs for a state started with {runs[-1][0].stop} streams")
+        if len(runs) == 1:
+            self._step_run(state, runs[0], tokens, slot, bias, logits.numpy())
+        else:
+            # Each run's torch ops on one thread (the caller's intra-op threads would only wait on each
+            # other in products this small); the runs themselves go in parallel.
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                pending = [intops.workers(len(runs) - 1).submit(self._step_run, state, r, tokens, slot, bias,
+                                                                 logits.numpy()) for r in runs[1:]]
+                self._step_run(state, runs[0], tokens, slot, bias, logits.numpy())
+                for f in pending:
+                    f.result()
+            finally:
+                torch.set_num_threads(threads)
         state["t"] = t + 1
-        return self._normed_linear(x, self.head_w)
+        return logits
+
+    def _step_run(self, state: dict, run, tokens, slot: int, bias, logits) -> None:
+        """One run of streams through every block: compiled passes around the int8 matmuls (see the
+        kernels above for which torch operations each one reproduces)."""
+        with torch.inference_mode():  # thread-local: a worker thread must enter it too, for buffers made in it
+            self._step_blocks(state, run, tokens, slot, bias, logits)
+
+    def _step_blocks(self, state: dict, run, tokens, slot: int, bias, logits) -> None:
+        rows, b = run
+        x, q, qm, qkv, accd, accm, acc2 = b["x"], b["q"], b["qm"], b["qkv"], b["accd"], b["accm"], b["acc2"]
+        step, step2 = b["step"], b["step2"]
+        _embed_rms(tokens[rows], self.emb_np, self.emb_scale_np, _RMS_EPS, x, q.numpy(), step)
+        for i, w in enumerate(self.blocks):
+            sc = self.scales_np[i]
+            kt, ks, v16, vwide, v32 = (state[k][i, rows] for k in ("k", "ks", "v16", "vwide", "v32"))
+            intops.matmul_into(q, w["qkv"][0], qkv)
+            _qkv_to_cache(qkv.numpy(), step, sc["qkv"], self.inv_sqrt_dh32, slot, b["qq"], b["qscale"],
+                          kt, ks, v16, vwide, v32)
+            _attend_quantize(kt, ks, v16, vwide, v32, b["qq"], b["qscale"], bias, self.att_exp_np,
+                             q.numpy(), step2)
+            intops.matmul_into(q, w["proj"][0], accd)
+            _add_scaled_rms(x, accd.numpy(), step2, sc["proj"], _RMS_EPS, q.numpy(), step)
+            intops.matmul_into(q, w["fc1"][0], accm)
+            _relu_sq_quantize(accm.numpy(), step, sc["fc1"], qm.numpy(), step2)
+            intops.matmul_into(qm, w["fc2"][0], acc2)
+            _add_scaled_rms(x, acc2.numpy(), step2, sc["fc2"], _RMS_EPS, q.numpy(), step)
+        intops.matmul_into(q, self.head_w[0], b["head"])
+        _scale_rows(b["head"].numpy(), step, self.head_scale_np, False, logits[rows])
 
 
 class WindowBatches:

@@ -161,15 +161,56 @@ def _compiled_transformer_scale():
 
 def _compiled_attention():
     B, H, c, dh = 2, 2, 4, 3
-    return transformer._attend_one, (
-        np.zeros((B, H, dh, c), np.int8), np.zeros((B, H, c), np.float32), np.zeros((B, H, c, dh), np.int32),
+    return transformer._attend_quantize, (
+        np.zeros((B, H, dh, c), np.int8), np.zeros((B, H, c), np.float32), np.zeros((B, H, c, dh), np.int16),
+        np.zeros((B, H, c), np.bool_), np.zeros((B, H, c, dh), np.int32),
         np.zeros((B, H, dh), np.int8), np.zeros((B, H), np.float32), np.zeros((H, c), np.float32),
-        np.ones(5, np.float64), np.zeros((B, H, dh), np.float64))
+        np.ones(5, np.float64), np.zeros((B, H * dh), np.float32), np.zeros((B, 1)))
 
 
-@pytest.mark.parametrize("kernel", [_compiled_gru_cell, _compiled_gru_cell_float_output, _compiled_exp_weights,
-                                    _compiled_transformer_scale, _compiled_attention],
-                         ids=["gru_cell", "gru_cell_f32", "exp_weights", "transformer_scale", "attention"])
+def _compiled_qkv_to_cache():
+    B, H, c, dh = 2, 2, 4, 3
+    return transformer._qkv_to_cache, (
+        np.zeros((B, 3 * H * dh), np.int32), np.ones((B, 1)), np.ones(3 * H * dh), np.float32(0.5), 1,
+        np.zeros((B, H, dh), np.int8), np.zeros((B, H), np.float32), np.zeros((B, H, dh, c), np.int8),
+        np.zeros((B, H, c), np.float32), np.zeros((B, H, c, dh), np.int16), np.zeros((B, H, c), np.bool_),
+        np.zeros((B, H, c, dh), np.int32))
+
+
+def _compiled_residual_add():
+    x = np.zeros((2, 4), np.int64)
+    return transformer._add_scaled_rms, (x, np.zeros((2, 4), np.float32), np.ones((2, 1)), np.ones(4), 1e-6,
+                                         np.zeros((2, 4), np.int8), np.zeros((2, 1)))
+
+
+def _compiled_mlp_hidden():
+    return transformer._relu_sq_quantize, (np.zeros((2, 6), np.int32), np.ones((2, 1)), np.ones(6),
+                                           np.zeros((2, 6), np.float32), np.zeros((2, 1)))
+
+
+def _compiled_embedding():
+    return transformer._embed_rms, (np.zeros(2, np.int64), np.zeros((3, 4), np.int8), np.ones(3), 1e-6,
+                                    np.zeros((2, 4), np.int64), np.zeros((2, 4), np.int8), np.zeros((2, 1)))
+
+
+def _compiled_quantize_rows():
+    return intops._quantize_rows, (np.ones((2, 4)), np.zeros((2, 4), np.int8), np.zeros((2, 1)))
+
+
+def _compiled_rms_quantize():
+    return transformer._rms_quantize, (np.ones((2, 4), np.int64), 4.0, 1e-6, np.zeros((2, 4), np.int8),
+                                       np.zeros((2, 1)))
+
+
+KERNELS = {"gru_cell": _compiled_gru_cell, "gru_cell_f32": _compiled_gru_cell_float_output,
+           "exp_weights": _compiled_exp_weights, "transformer_scale": _compiled_transformer_scale,
+           "attention": _compiled_attention, "qkv_to_cache": _compiled_qkv_to_cache,
+           "residual_add": _compiled_residual_add, "mlp_hidden": _compiled_mlp_hidden,
+           "embedding": _compiled_embedding, "quantize_rows": _compiled_quantize_rows,
+           "rms_quantize": _compiled_rms_quantize}
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS.values()), ids=list(KERNELS))
 def test_compiled_kernels_have_no_fused_multiply_add(kernel):
     """An FMA rounds once where the reference rounds twice: a machine that contracted would code
     different probabilities. numba compiles without fast-math; read the machine code to be sure
@@ -217,23 +258,6 @@ def test_compiled_transformer_linears_equal_the_torch_ops_bit_for_bit(tiny_model
         assert torch.equal(a, b)
     o = x_f[:, :d] * 1e-3
     assert torch.equal(transformer._add_fixed(x_int, o), x_int + torch.round(o * float(1 << 16)).to(torch.int64))
-
-
-@pytest.mark.parametrize("threads", [2, 3])
-def test_attention_split_over_threads_equals_one_thread_bit_for_bit(threads, monkeypatch):
-    """The decoder's attention runs on torch.get_num_threads() threads, each a run of streams; the
-    split (uneven runs included) must give the single-threaded kernel's output exactly."""
-    B, H, c, dh = 7, 2, 16, 8
-    g = np.random.default_rng(1)
-    args = (g.integers(-127, 128, (B, H, dh, c), dtype=np.int8), g.random((B, H, c), dtype=np.float32),
-            g.integers(-(1 << 20), 1 << 20, (B, H, c, dh), dtype=np.int32),
-            g.integers(-127, 128, (B, H, dh), dtype=np.int8), g.random((B, H), dtype=np.float32) * 0.05,
-            np.zeros((H, c), np.float32), (intops.exp_table() >> transformer.ATT_SHIFT).double().numpy())
-    one, split = np.empty((B, H, dh)), np.full((B, H, dh), np.nan)
-    transformer._attend_one(*args, one)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    transformer._attend_streams(*args, split)
-    assert np.array_equal(one, split)
 
 
 @pytest.mark.parametrize("block", [1, 7, 64, 200])
@@ -284,11 +308,44 @@ def test_match_option_is_checked():
     assert registry.make_coder("gru:match=0").options.match == 0
 
 
-def test_transformer_encoder_and_decoder_paths_give_the_same_probabilities(tiny_models):
+@pytest.mark.parametrize("mix", [0, 1])
+def test_transformer_block_and_step_paths_give_the_same_probabilities(tiny_models, monkeypatch, mix):
+    """The coder steps in both directions; the block path (torch ops, many positions at once) is its
+    reference: through the whole coder, with the match model or the mixer, the two must agree."""
     path, _ = tiny_models["transformer"]
-    coder = make("transformer", path, streams=3, min_segment=100)
+    coder = make("transformer", path, streams=3, min_segment=100, mix=mix)
     data = (b"block path == step path; " * 40)[:700] + bytes(range(0, 256, 3))
-    assert coder.probability_digest(data) == coder.probability_digest(data, stepwise=True)
+    stepped = coder.probability_digest(data)
+    monkeypatch.setattr(transformer.IntTransformer, "encode_in_blocks", True)
+    assert coder.probability_digest(data) == stepped == coder.probability_digest(data, stepwise=True)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_transformer_step_split_over_threads_equals_the_block_reference_bit_for_bit(tiny_models, threads):
+    """The decoder step splits its streams into one run per thread, each run on its own thread; with
+    values scaled past int16, the KV cache's wide rows (int32) are read as well. Every logit of every
+    step must equal the torch block reference's, whatever the split."""
+    path, _ = tiny_models["transformer"]
+    _, engine = load_engine(path.read_bytes())
+    g = torch.Generator().manual_seed(threads)
+    B, n, d = 26, 90, engine.cfg.d_model
+    tokens = torch.randint(0, 256, (B, n), generator=g)
+    tokens[:, 0] = gru.BOS
+    # Scale some layer-0 value columns up 4000x (in place: the step's numpy views share the memory)
+    # so that some fixed-point values pass int16 and take the wide path.
+    engine.blocks[0]["qkv"][1][2 * d : 2 * d + d // 2] *= 4000.0
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        state = engine.start(B)
+        assert len(state["runs"]) == min(threads, B // 8)
+        with torch.inference_mode():
+            ref = torch.cat(list(engine.logits_blocks(tokens, 32)), dim=1)
+            for t in range(n):
+                assert torch.equal(engine.step(state, tokens[:, t]), ref[:, t]), f"step {t}"
+    finally:
+        torch.set_num_threads(prev)
+    assert state["vwide"][0].any() and not state["vwide"][0].all()  # both value paths were read
 
 
 def test_artifact_rejects_corruption_and_other_engines(tiny_models):
