@@ -117,7 +117,8 @@ def _cell(gx, rows, acc, s_hh, b_hh, h, sig, tnh, hq):
     integers (int8, or the same integers as float32 for the float GEMM path) into ``hq``. Row
     ``rows[b]`` of ``gx`` is stream b's input gate contribution (layer 0 reads the [257, 3H] input
     table directly, so no [B, 3H] copy is made); ``acc`` [B, 3H] is the exact integer sums of
-    ``q(h) @ w_hh`` (as float32).
+    ``q(h) @ w_hh``, int32 or float32 as the GEMM wrote them (below 2**24, so float32 holds them
+    exactly: the conversion is the torch reference's own).
 
     Exactly the torch ops of :meth:`IntGRU._step_torch`, element by element: every operation is one
     correctly rounded float32 operation, in the same order, and numba compiles without fast-math,
@@ -134,9 +135,9 @@ def _cell(gx, rows, acc, s_hh, b_hh, h, sig, tnh, hq):
     for b in range(B):
         x = gx[rows[b]]
         for j in range(H):
-            ir[j] = _lut_index(x[j] + (acc[b, j] * s_hh[j] + b_hh[j]))
-            iz[j] = _lut_index(x[H + j] + (acc[b, H + j] * s_hh[H + j] + b_hh[H + j]))
-            gn[j] = acc[b, 2 * H + j] * s_hh[2 * H + j] + b_hh[2 * H + j]
+            ir[j] = _lut_index(x[j] + (_F(acc[b, j]) * s_hh[j] + b_hh[j]))
+            iz[j] = _lut_index(x[H + j] + (_F(acc[b, H + j]) * s_hh[H + j] + b_hh[H + j]))
+            gn[j] = _F(acc[b, 2 * H + j]) * s_hh[2 * H + j] + b_hh[2 * H + j]
         for j in range(H):
             r[j] = sig[ir[j]]
         for j in range(H):
@@ -186,11 +187,13 @@ class IntGRU:
         bufs = self._bufs
         if bufs.get("B") != batch:
             self._join()
-            H, f32 = self.cfg.hidden, torch.float32
+            H = self.cfg.hidden
             bufs.clear()
             self._split = 0  # tuned for another batch size: start again from half
-            bufs.update(B=batch, acc=[torch.empty(batch, 3 * H, dtype=f32) for _ in self.layers],
-                        out=torch.empty(batch, 256, dtype=f32))
+            # The GEMMs' sums stay in the dtype they come out in (int32 from the int8 GEMM): the
+            # compiled passes convert them as they read, not a pass of their own.
+            bufs.update(B=batch, acc=[torch.empty(batch, 3 * H, dtype=intops.acc_dtype(p["w_hh"])) for p in self.layers],
+                        out=torch.empty(batch, 256, dtype=intops.acc_dtype(self.w_out)))
         return bufs
 
     def _join(self, state: list[torch.Tensor] | None = None) -> int:
@@ -217,12 +220,11 @@ class IntGRU:
         if len(state) == 2 * L and self._pending is None and torch.get_num_threads() > 1 and B >= 32:
             bufs = self._buffers(B)
             rows = self._split = self._split or B // 2
-            f32 = torch.float32
 
             def work():
                 with torch.inference_mode():  # thread-local: the caller's mode does not reach this thread
                     for layer, p in enumerate(self.layers):
-                        intops.int_matmul(state[L + layer][:rows], p["w_hh"], f32, out=bufs["acc"][layer][:rows])
+                        intops.matmul_into(state[L + layer][:rows], p["w_hh"], bufs["acc"][layer][:rows])
 
             self._pending = (intops.workers().submit(work), rows, state)
 
@@ -252,10 +254,10 @@ class IntGRU:
                 gx = intops.int_matmul(state[L + layer - 1], p["w_ih"], f32) * p["s_ih"] + p["b_ih"]
                 rows = torch.arange(B)
             acc = bufs["acc"][layer]
-            intops.int_matmul(hq[done:], p["w_hh"], f32, out=acc[done:])
+            intops.matmul_into(hq[done:], p["w_hh"], acc[done:])
             _cell(gx.numpy(), rows.numpy(), acc.numpy(), p["s_hh"].numpy(), p["b_hh"].numpy(), h.numpy(), sig, tnh,
                   hq.numpy())
-        return intops.int_matmul(state[-1], self.w_out, f32, out=bufs["out"])
+        return intops.matmul_into(state[-1], self.w_out, bufs["out"])
 
     def step(self, state: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """Consume one input symbol per stream (int64 [B]); update ``state``; return float32 logits."""

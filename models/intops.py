@@ -300,7 +300,7 @@ def _exp_weights_rows(acc, scale, bias, table, out):  # pragma: no cover - compi
     for b in range(B):
         m = np.float32(-np.inf)
         for j in range(N):
-            v = acc[b, j] * scale[j] + bias[j]
+            v = np.float32(acc[b, j]) * scale[j] + bias[j]  # int32 sums: exact in float32 (below 2**24)
             logit[j] = v
             m = v if v > m else m
         for j in range(N):
@@ -309,7 +309,8 @@ def _exp_weights_rows(acc, scale, bias, table, out):  # pragma: no cover - compi
 
 
 def exp_weights_of(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``exp_weights(acc * scale + bias)`` for float32 ``acc`` [B, N], in one compiled pass."""
+    """``exp_weights(acc * scale + bias)`` for the exact sums ``acc`` [B, N] (int32 or float32), in one
+    compiled pass."""
     out = torch.empty(acc.shape, dtype=torch.int64)
     _exp_weights_rows(acc.numpy(), scale.numpy(), bias.numpy(), exp_table().numpy(), out.numpy())
     return out
