@@ -489,8 +489,9 @@ class IntTransformer:
         The numbers are those of n calls to :meth:`step`, bit for bit: every operation is either
         row-wise (the same op on the same row gives the same result whatever else is in the batch)
         or an exact integer sum, so scoring T queries against the window at once, as matrix-matrix
-        products instead of matrix-vector ones, changes nothing but speed. The encoder knows every
-        input up front and uses this; the decoder must step.
+        products instead of matrix-vector ones, changes nothing but speed. It is the torch reference
+        that the compiled :meth:`step` must equal; the coder steps in both directions (see
+        ``encode_in_blocks``).
         """
         cfg = self.cfg
         B, n = tokens.shape
