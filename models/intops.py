@@ -220,15 +220,14 @@ def matmul_into(x: torch.Tensor, w: Int8Matrix, out: torch.Tensor) -> torch.Tens
 
 
 def int_matmul(x: torch.Tensor, w_t: "Int8Matrix | torch.Tensor", dtype=torch.float64, *,
-               use_int_mm: bool | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+               use_int_mm: bool | None = None) -> torch.Tensor:
     """Exact ``x @ w_t`` for int8 ``x`` [M, K] and an int8 ``w_t`` [K, N] (an :class:`Int8Matrix`
     or a tensor), as integers in ``dtype``.
 
     float32 output is allowed only when every sum is below 2**24 (K * 127**2 < 2**24, K <= 1040), so
     the integers are exact in it too. Every path returns the same integers; only speed differs.
-    ``x`` may also hold those integers in float (see :func:`gemm_input_dtype`). ``out``: where the
-    result goes (the float path writes straight into it: no fresh 1 MB tensor, and its page faults,
-    per step); it is returned.
+    ``x`` may also hold those integers in float (see :func:`gemm_input_dtype`). An engine that keeps
+    its buffers from step to step uses :func:`matmul_into` instead.
     """
     w = w_t if isinstance(w_t, Int8Matrix) else Int8Matrix(w_t)
     if dtype == torch.float32 and not w.small:
@@ -236,15 +235,11 @@ def int_matmul(x: torch.Tensor, w_t: "Int8Matrix | torch.Tensor", dtype=torch.fl
     if use_int_mm is None:
         use_int_mm = _int_mm_available()
     if use_int_mm:
-        res = torch._int_mm(x.to(torch.int8).contiguous(), w.i8).to(dtype)
-        return res if out is None else out.copy_(res)
+        return torch._int_mm(x.to(torch.int8).contiguous(), w.i8).to(dtype)
     # small: all partial sums are integers of magnitude < 2**24, which float32 holds exactly, so any
     # blocking, threading or FMA order gives the same result; otherwise float64 (exact below 2**53).
     wf = w.as_float()
-    if out is not None and out.dtype == wf.dtype == dtype:
-        return torch.mm(x.to(wf.dtype), wf, out=out)
-    res = (x.to(wf.dtype) @ wf).to(dtype)
-    return res if out is None else out.copy_(res)
+    return (x.to(wf.dtype) @ wf).to(dtype)
 
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool): a forked child builds its own
@@ -253,7 +248,7 @@ _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
 def workers(n: int = 1) -> ThreadPoolExecutor:
     """A pool of at least ``n`` background threads, each running torch ops on one intra-op thread,
     for work an engine splits or overlaps with the caller's (a GRU's next recurrent matmul while the
-    caller codes this step's bytes; the transformer's attention split by stream). The caller's own
+    caller codes this step's bytes; the transformer's decoder step split into runs of streams). The caller's own
     torch ops keep their thread count. Only speed depends on it: what runs there is exact integer
     sums or row-independent kernels, the same whichever thread computes which rows."""
     global _POOL

@@ -563,13 +563,10 @@ class IntTransformer:
         state["t"] = t + 1
         return logits
 
+    @torch.inference_mode()  # thread-local: a worker thread must enter it too, for buffers made in it
     def _step_run(self, state: dict, run, tokens, slot: int, bias, logits) -> None:
         """One run of streams through every block: compiled passes around the int8 matmuls (see the
         kernels above for which torch operations each one reproduces)."""
-        with torch.inference_mode():  # thread-local: a worker thread must enter it too, for buffers made in it
-            self._step_blocks(state, run, tokens, slot, bias, logits)
-
-    def _step_blocks(self, state: dict, run, tokens, slot: int, bias, logits) -> None:
         rows, b = run
         x, q, qm, qkv, accd, accm, acc2 = b["x"], b["q"], b["qm"], b["qkv"], b["accd"], b["accm"], b["acc2"]
         step, step2 = b["step"], b["step2"]
