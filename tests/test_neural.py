@@ -569,3 +569,12 @@ def test_train_records_the_cli_command_whether_run_as_a_script_or_with_python_m(
     assert cli_command(["/src/compbench/__main__.py", *args]) == "compbench train --model gru --device cuda"
     assert cli_command(["/usr/lib/python3/site-packages/pytest/__main__.py", "-x"]) is None
     assert cli_command(["-c"]) is None and cli_command([]) is None
+
+
+def test_transformer_step_refuses_a_batch_other_than_the_one_it_started_with(tiny_models):
+    """The step's runs of streams are laid out at start(); a batch of another size would leave rows
+    of the logits unwritten, so it is a clear error instead."""
+    _, engine = load_engine(tiny_models["transformer"][0].read_bytes())
+    state = engine.start(20)
+    with pytest.raises(ValueError, match="got 19 inputs for a state started with 20 streams"):
+        engine.step(state, torch.full((19,), gru.BOS))
