@@ -240,13 +240,16 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
     mixer = ContextMixer(streams, seg, n, context)
     log2 = np.log2(np.arange(4097, dtype=np.float64) / 4096.0, where=np.arange(4097) > 0, out=np.zeros(4097))
     bits = 0.0
+    # Decoding wants only the bytes (decode() drops the model bits): it skips the log2 sums, 8 per step.
+    count_bits = digest is not None
 
     def decode_bits(p: np.ndarray, j: int) -> np.ndarray:
         nonlocal bits
         if digest is not None:
             digest.update(p.astype("<i2").tobytes())
         bit = decoder.decode(family, p / 4096.0).astype(np.int64)  # p / 4096 is exact: 12 bits over 2**12
-        bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
+        if count_bits:
+            bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
         return bit
 
     shifts = np.arange(7, -1, -1)[:, None]

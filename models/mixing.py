@@ -99,40 +99,6 @@ def _hash(x, salt, bits):
     return np.int64(((x + np.uint64(salt)) * GOLDEN) >> np.uint64(64 - bits))
 
 
-@njit(**_JIT)
-def _group(keys):
-    """Group equal non-negative keys: (the group of each key, the distinct keys). An open-addressing
-    table, O(len(keys)): which group a key gets never changes what is done with the group's sums."""
-    n = len(keys)
-    cbits = 4
-    while (1 << cbits) < 2 * n:
-        cbits += 1
-    cap = 1 << cbits
-    table = np.full(cap, -1, np.int64)
-    slot_group = np.empty(cap, np.int64)
-    gid = np.empty(n, np.int64)
-    uniq = np.empty(n, np.int64)
-    ng = 0
-    shift = np.uint64(64 - cbits)
-    for e in range(n):
-        key = keys[e]
-        h = np.int64((np.uint64(key) * GOLDEN) >> shift)
-        while True:
-            cur = table[h]
-            if cur == key:
-                gid[e] = slot_group[h]
-                break
-            if cur == -1:
-                table[h] = key
-                slot_group[h] = ng
-                uniq[ng] = key
-                gid[e] = ng
-                ng += 1
-                break
-            h = (h + 1) & (cap - 1)
-    return gid, uniq[:ng]
-
-
 # floor(a / d) as a multiply and a shift: the divisions of the table updates were a third of the
 # mixer's learning time. With k = 36, m = ceil(2**k / d) and e = m * d - 2**k < d, the rounding
 # error of a * m / 2**k is a * e / (d * 2**k) < 1 / d whenever a * e < 2**k, so the shift gives
@@ -150,80 +116,113 @@ def _udiv(a, d):
 
 
 @njit(**_JIT)
-def _adapt(p, n, idx, bit, limit):
-    """Move the 16-bit probabilities ``p[idx]`` toward the bits seen, at rate 1/(count + 1.5).
-
-    Entries hit by several streams at once get one update from all their bits (integer sums, so
-    the order of the streams does not matter); each is a convex combination, so it stays in range."""
-    gid, uniq = _group(idx)
-    m = np.zeros(len(uniq), np.int64)
-    ones = np.zeros(len(uniq), np.int64)
-    for e in range(len(idx)):
-        m[gid[e]] += 1
-        ones[gid[e]] += bit[e]
-    for g in range(len(uniq)):
-        i = uniq[g]
-        old = np.int64(p[i])
-        c = np.int64(n[i])
-        p[i] = _udiv(old * (2 * c + 1) + 131070 * ones[g], 2 * c + 1 + 2 * m[g])
-        n[i] = min(c + m[g], limit)
+def _leaders(words, idx):
+    """Group the entries that share a slot of ``words``, without a hash table: each entry writes its
+    own number into its slot, then reads back the last number written there, its group's leader.
+    Returns the slots' original words (per entry) and the leaders. The caller must rewrite every
+    slot hit (each leader writes its own), so no entry number is left behind. Which entry leads
+    never changes what is done with a group's sums. (A hash table did this grouping before, at
+    about twice the cost: its probes were branches no predictor could learn.)"""
+    n = len(idx)
+    wd = np.empty(n, np.int64)
+    ld = np.empty(n, np.int64)
+    for e in range(n):
+        wd[e] = words[idx[e]]
+    for e in range(n):
+        words[idx[e]] = e
+    for e in range(n):
+        ld[e] = words[idx[e]]
+    return wd, ld
 
 
 @njit(**_JIT)
-def _adapt_checked(p, n, chk, idx, ck, bit, limit):
-    """:func:`_adapt` for hashed slots that carry a check byte of the context that owns them. In
-    each slot hit this step, the updates of the contexts whose check matches the owner's count; if
-    none matches, the slot is taken over (reset to p = 1/2, count 0) by the hitting context with the
-    smallest check, and its updates count. Every rule depends on the set of updates, not on their
-    order, so the result is the same however the streams are visited."""
-    gid, uniq = _group(idx)
-    ng = len(uniq)
-    match = np.zeros(ng, np.bool_)
-    least = np.full(ng, 256, np.int64)
-    for e in range(len(idx)):
-        g = gid[e]
-        if ck[e] == chk[idx[e]]:
+def _adapt(words, idx, bit, limit):
+    """Move the 16-bit probabilities of the slots ``words[idx]`` (32-bit words: probability in bits
+    0-15, count in 16-23, bits 24-31 kept) toward the bits seen, at rate 1/(count + 1.5).
+
+    Entries hit by several streams at once get one update from all their bits (integer sums, so
+    the order of the streams does not matter); each is a convex combination, so it stays in range."""
+    wd, ld = _leaders(words, idx)
+    n = len(idx)
+    m = np.zeros(n, np.int64)
+    ones = np.zeros(n, np.int64)
+    for e in range(n):
+        m[ld[e]] += 1
+        ones[ld[e]] += bit[e]
+    for e in range(n):
+        if ld[e] == e:
+            w = wd[e]
+            old, c = w & 0xFFFF, (w >> 16) & 0xFF
+            p = _udiv(old * (2 * c + 1) + 131070 * ones[e], 2 * c + 1 + 2 * m[e])
+            words[idx[e]] = np.uint32(p | (min(c + m[e], limit) << 16) | (w & 0xFF000000))
+
+
+@njit(**_JIT)
+def _adapt_checked(words, idx, ck, bit, limit):
+    """:func:`_adapt` for hashed slots whose bits 24-31 are a check byte of the context that owns
+    them. In each slot hit this step, the updates of the contexts whose check matches the owner's
+    count; if none matches, the slot is taken over (reset to p = 1/2, count 0) by the hitting
+    context with the smallest check, and its updates count. Every rule depends on the set of
+    updates, not on their order, so the result is the same however the streams are visited."""
+    wd, ld = _leaders(words, idx)
+    n = len(idx)
+    match = np.zeros(n, np.bool_)
+    least = np.full(n, 256, np.int64)
+    for e in range(n):
+        g = ld[e]
+        if ck[e] == (wd[g] >> 24):
             match[g] = True
         least[g] = min(least[g], ck[e])
-    for g in range(ng):
-        if not match[g]:
-            i = uniq[g]
-            if n[i] < EVICT:
-                p[i], n[i], chk[i] = 32768, 0, least[g]
-            else:  # a well-established owner keeps the slot, a little less established
-                n[i] = n[i] >> 1
-    m = np.zeros(ng, np.int64)
-    ones = np.zeros(ng, np.int64)
-    for e in range(len(idx)):
-        g = gid[e]
-        if ck[e] == chk[idx[e]]:
+    pr = np.empty(n, np.int64)
+    cn = np.empty(n, np.int64)
+    ch = np.empty(n, np.int64)
+    for e in range(n):
+        if ld[e] == e:
+            w = wd[e]
+            pr[e], cn[e], ch[e] = w & 0xFFFF, (w >> 16) & 0xFF, w >> 24
+            if not match[e]:
+                if cn[e] < EVICT:
+                    pr[e], cn[e], ch[e] = 32768, 0, least[e]
+                else:  # a well-established owner keeps the slot, a little less established
+                    cn[e] = cn[e] >> 1
+    m = np.zeros(n, np.int64)
+    ones = np.zeros(n, np.int64)
+    for e in range(n):
+        g = ld[e]
+        if ck[e] == ch[g]:
             m[g] += 1
             ones[g] += bit[e]
-    for g in range(ng):
-        i = uniq[g]
-        if m[g]:
-            old = np.int64(p[i])
-            c = np.int64(n[i])
-            p[i] = _udiv(old * (2 * c + 1) + 131070 * ones[g], 2 * c + 1 + 2 * m[g])
-            n[i] = min(c + m[g], limit)
+    for e in range(n):
+        if ld[e] == e:
+            if m[e]:
+                c = cn[e]
+                pr[e] = _udiv(pr[e] * (2 * c + 1) + 131070 * ones[e], 2 * c + 1 + 2 * m[e])
+                cn[e] = min(c + m[e], limit)
+            words[idx[e]] = np.uint32(pr[e] | (cn[e] << 16) | (ch[e] << 24))
 
 
 @njit(**_JIT)
 def _mean_step(w, rows, delta):
     """Add to each row of ``w`` the mean (floored) of the steps ``delta[e]`` of the streams that used
-    it (``rows[e]``): integer sums, so the streams' order does not matter."""
-    gid, uniq = _group(rows)
+    it (``rows[e]``): integer sums, so the streams' order does not matter. Grouped as
+    :func:`_leaders` does, with a scratch array of w's rows as the slots."""
+    n = len(rows)
     n_in = w.shape[1]
-    tot = np.zeros((len(uniq), n_in), np.int64)
-    hits = np.zeros(len(uniq), np.int64)
-    for e in range(len(rows)):
-        g = gid[e]
+    mark = np.empty(w.shape[0], np.int64)
+    for e in range(n):
+        mark[rows[e]] = e
+    tot = np.zeros((n, n_in), np.int64)
+    hits = np.zeros(n, np.int64)
+    for e in range(n):
+        g = mark[rows[e]]
         hits[g] += 1
         for i in range(n_in):
             tot[g, i] += delta[e, i]
-    for g in range(len(uniq)):
-        for i in range(n_in):
-            w[uniq[g], i] += tot[g, i] // hits[g] if hits[g] > 1 else tot[g, i]
+    for e in range(n):
+        if mark[rows[e]] == e:
+            r = rows[e]
+            for i in range(n_in):
+                w[r, i] += tot[e, i] // hits[e] if hits[e] > 1 else tot[e, i]
 
 
 @njit(**_JIT)
@@ -282,7 +281,7 @@ def _index_context(ctx, mtable, mbits):
 
 
 @njit(**_JIT)
-def _prime(ctx, rows, p, cnt, chk, off, mask, bits):
+def _prime(ctx, rows, slot_words, off, mask, bits):
     """Learn the context tables from ``ctx`` as if it had been coded in ``rows`` lockstep rows."""
     size = len(ctx)
     seg = -(-size // rows)
@@ -310,7 +309,7 @@ def _prime(ctx, rows, p, cnt, chk, off, mask, bits):
                 bit[r * N_CTX : (r + 1) * N_CTX] = b
                 ck[r * N_CTX : (r + 1) * N_CTX] = cks[r]
                 c0[r] = (c0[r] << 1) | b
-            _adapt_checked(p, cnt, chk, idx[: k * N_CTX], ck[: k * N_CTX], bit[: k * N_CTX], LIMIT)
+            _adapt_checked(slot_words, idx[: k * N_CTX], ck[: k * N_CTX], bit[: k * N_CTX], LIMIT)
         for r in range(k):
             hist[r] = (hist[r] << np.uint64(8)) | np.uint64(byte[r])
             _next_word(words[r], byte[r])
@@ -343,7 +342,7 @@ def _begin(k, weights, model, streams, sc):
 def _predict(j, k, model, sc, p12):
     """P(bit j = 1) of each of the first k streams, 12-bit, into ``p12``; keeps what learning needs."""
     mp, w, w2, apm = model[2], model[4], model[5], model[6]
-    off, mask, set_off, sq, st, slot_words = model[8], model[9], model[10], model[11], model[12], model[15]
+    off, mask, set_off, sq, st, slot_words = model[8], model[9], model[10], model[11], model[12], model[1]
     cs, base, st8, x, idx, sets, ps, s2, aux, ck = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8], sc[9]
     span = 256 >> j
     # Gather pass: every stream's slots, each read as one 32-bit word (probability, count, check) in
@@ -412,9 +411,8 @@ def _learn(k, bit, model, sc):
     """Learn from bit j of the first k streams: every weight set toward its own error (mean step over
     the streams sharing a set), layer 2 toward the mixed error, the APM point nearer to pm, the
     context tables and the match model's confidence; then extend each partial byte."""
-    p, cnt, mp, mn, w, w2, apm, apm_n = model[0], model[1], model[2], model[3], model[4], model[5], model[6], model[7]
+    slot_words, mp_words, w, w2, apm_words = model[1], model[3], model[4], model[5], model[7]
     st8, x, idx, sets, ps, s2, aux, ck = sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8], sc[9]
-    chk = model[14]
     rows1 = np.empty(k * N_SETS, np.int64)
     d1 = np.empty((k * N_SETS, N_IN), np.int64)
     rows2 = np.empty(k, np.int64)
@@ -455,10 +453,10 @@ def _learn(k, bit, model, sc):
         st8[0, r] = (c << 1) | b
     _mean_step(w, rows1, d1)
     _mean_step(w2, rows2, d2)
-    _adapt(apm, apm_n, ai, ab, APM_LIMIT)
-    _adapt_checked(p, cnt, chk, ti, tc, tb, LIMIT)
+    _adapt(apm_words, ai, ab, APM_LIMIT)
+    _adapt_checked(slot_words, ti, tc, tb, LIMIT)
     if nm:
-        _adapt(mp, mn, mi[:nm], mb[:nm], 255)
+        _adapt(mp_words, mi[:nm], mb[:nm], 255)
 
 
 @njit(**_JIT)
@@ -560,8 +558,7 @@ class ContextMixer:
         self.mtable = np.zeros(1 << self.mbits, dtype=np.int64)  # buf position of the byte after a key, + 1
         self.mpos = np.full(streams, -1, dtype=np.int64)
         self.mlen = np.zeros(streams, dtype=np.int64)
-        self.mp = np.full(64, 32768, dtype=np.uint16)  # P(match predicts the bit) per length bucket
-        self.mn = np.zeros(64, dtype=np.uint8)
+        self.mp, self.mn, _, self.mp_words = _interleaved(64, 32768)  # P(match predicts the bit) per length bucket
         # Layer 1: one weight set per context of each selector (partial byte x match state; bit
         # position x how many context models have seen this node x LM confidence; previous byte).
         sets = np.array([256 * 4, 8 * N_CTX * 8, 256], dtype=np.int64)
@@ -573,10 +570,11 @@ class ContextMixer:
         # Two APM (secondary estimation) stages refine the mixed probability: by partial byte, and
         # by partial byte and previous byte; 33 interpolation points along the stretched probability.
         pts = (squash_table()[np.arange(-2048, 2049, 128).clip(-2047, 2047) + 2047] * 16).astype(np.uint16)
-        self.apm, self.apm_n, _, _ = _interleaved(33 * (256 + 65536), 0)
+        self.apm, self.apm_n, _, self.apm_words = _interleaved(33 * (256 + 65536), 0)
         self.apm[:] = np.tile(pts, 256 + 65536)
-        self._model = (self.p, self.cnt, self.mp, self.mn, self.w, self.w2, self.apm, self.apm_n, self.off,
-                       self.mask, self.set_off, squash_table(), stretch_table(), self.bits, self.chk, self.slot_words)
+        # Tables that learn are updated through their 32-bit word views (see _adapt).
+        self._model = (self.p, self.slot_words, self.mp, self.mp_words, self.w, self.w2, self.apm, self.apm_words,
+                       self.off, self.mask, self.set_off, squash_table(), stretch_table(), self.bits)
         self._streams = (self.buf, self.hist, self.words, self.mpos, self.mlen, self.mtable)
         self._lay = np.array([self.L, seg, n, self.mbits], dtype=np.int64)
         # Per-step scratch: cumulative LM weights, context slots, per-stream byte state (c0, agree,
@@ -591,7 +589,7 @@ class ContextMixer:
         self._p12 = np.empty(streams, np.int64)
         if self.L > MINLEN:
             _index_context(ctx, self.mtable, self.mbits)
-            _prime(ctx, 1024, self.p, self.cnt, self.chk, self.off, self.mask, self.bits)
+            _prime(ctx, 1024, self.slot_words, self.off, self.mask, self.bits)
 
     def step(self, t: int, weights: np.ndarray, k: int, code) -> np.ndarray:
         """Code byte t of the first k streams. ``weights`` [>= k, 256] int64 are the LM's softmax

@@ -48,10 +48,9 @@ def test_adapt_aggregates_streams_in_any_order():
     bit = rng.integers(0, 2, 500)
     results = []
     for perm in (np.arange(500), rng.permutation(500), np.arange(500)[::-1]):
-        p = np.full(40, 32768, dtype=np.uint16)
-        n = np.zeros(40, dtype=np.uint8)
+        p, n, _, words = mixing._interleaved(40, 32768)
         for _ in range(3):
-            mixing._adapt(p, n, idx[perm], bit[perm], 127)
+            mixing._adapt(words, idx[perm], bit[perm], 127)
         results.append((p.copy(), n.copy()))
     for p, n in results[1:]:
         assert np.array_equal(p, results[0][0]) and np.array_equal(n, results[0][1])
@@ -59,6 +58,45 @@ def test_adapt_aggregates_streams_in_any_order():
     seen = np.bincount(idx, minlength=40) > 0
     mostly = seen & (ones > 0.8 * np.bincount(idx, minlength=40))
     assert np.all(results[0][0][mostly] > 40000)  # the probabilities moved toward the bits seen
+
+
+def _checked_reference(p, n, chk, idx, ck, bit, limit):
+    """The rule of ``_adapt_checked`` in plain Python, one slot at a time: what the compiled
+    grouping (entries write their numbers into the slots and read back a leader) must equal."""
+    p, n, chk = p.astype(np.int64), n.astype(np.int64), chk.astype(np.int64)
+    for i in sorted(set(idx.tolist())):
+        hits = [(int(c), int(b)) for j, c, b in zip(idx, ck, bit) if j == i]
+        if all(c != chk[i] for c, _ in hits):
+            if n[i] < mixing.EVICT:
+                p[i], n[i], chk[i] = 32768, 0, min(c for c, _ in hits)
+            else:
+                n[i] >>= 1
+        mine = [b for c, b in hits if c == chk[i]]
+        if mine:
+            c = n[i]
+            p[i] = (p[i] * (2 * c + 1) + 131070 * sum(mine)) // (2 * c + 1 + 2 * len(mine))
+            n[i] = min(c + len(mine), limit)
+    return p, n, chk
+
+
+def test_checked_slots_update_exactly_as_the_plain_rule_says():
+    """Random crowded steps (hundreds of entries on a few dozen slots, several contexts per slot,
+    some slots never hit) from a random starting table: every slot's probability, count and check
+    byte equal the one-slot-at-a-time reference, and no slot that was not hit changes."""
+    rng = np.random.default_rng(3)
+    p, n, chk, words = mixing._interleaved(64, 32768)
+    p[:] = rng.integers(1, 65535, 64)
+    n[:] = rng.integers(0, 5, 64)
+    chk[:] = rng.integers(0, 6, 64)
+    for _ in range(20):
+        m = int(rng.integers(1, 300))
+        idx = rng.integers(0, 48, m)  # slots 48-63 are never hit
+        ck = rng.integers(0, 6, m)
+        bit = rng.integers(0, 2, m)
+        want = _checked_reference(p, n, chk, idx, ck, bit, 127)
+        mixing._adapt_checked(words, idx, ck, bit, 127)
+        for got, ref in zip((p, n, chk), want):
+            assert np.array_equal(got.astype(np.int64), ref)
 
 
 def test_checked_slots_resolve_collisions_the_same_in_any_order_and_keep_established_owners():
@@ -70,20 +108,18 @@ def test_checked_slots_resolve_collisions_the_same_in_any_order_and_keep_establi
     bit = rng.integers(0, 2, 400)
     results = []
     for perm in (np.arange(400), rng.permutation(400), np.arange(400)[::-1]):
-        p = np.full(30, 32768, dtype=np.uint16)
-        n = np.zeros(30, dtype=np.uint8)
-        chk = np.zeros(30, dtype=np.uint8)
+        p, n, chk, words = mixing._interleaved(30, 32768)
+        chk[:] = 0
         for _ in range(3):
-            mixing._adapt_checked(p, n, chk, idx[perm], ck[perm], bit[perm], 127)
+            mixing._adapt_checked(words, idx[perm], ck[perm], bit[perm], 127)
         results.append((p.copy(), n.copy(), chk.copy()))
     for got in results[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(got, results[0]))
     # One slot: an established owner (count >= EVICT) keeps it and halves its count; a new one loses it.
     for count, kept in ((mixing.EVICT, True), (mixing.EVICT - 1, False)):
-        p = np.array([60000], dtype=np.uint16)
-        n = np.array([count], dtype=np.uint8)
-        chk = np.array([7], dtype=np.uint8)
-        mixing._adapt_checked(p, n, chk, np.array([0, 0]), np.array([9, 8]), np.array([0, 0]), 127)
+        p, n, chk, words = mixing._interleaved(1, 60000)
+        n[0], chk[0] = count, 7
+        mixing._adapt_checked(words, np.array([0, 0]), np.array([9, 8]), np.array([0, 0]), 127)
         if kept:
             assert (int(p[0]), int(n[0]), int(chk[0])) == (60000, count >> 1, 7)
         else:  # taken over by the smaller check, from p = 1/2, and learned from its one 0 bit
