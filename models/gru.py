@@ -158,6 +158,11 @@ class IntGRU:
     float32 rather than float64 halves the memory traffic of the elementwise ops, which dominate.
     """
 
+    # In a mixed run, step one group of streams on a helper thread while the mixer codes the other
+    # (lockstep._run_mixed): the GRU's step is a few hundred microseconds of one thread's work, the
+    # mixer's several times that, so the step costs the caller nothing but the hand-off.
+    mixer_overlap = True
+
     def __init__(self, cfg: GRUConfig, t: dict[str, torch.Tensor]):
         self.cfg = cfg
         f32 = lambda name: t[name].to(torch.float32)  # noqa: E731  (fp16 -> f32 is exact)
@@ -173,9 +178,10 @@ class IntGRU:
         self.s_out = f32("w_out_scale") / 127.0
         self.b_out = f32("b_out")
         self.fused = True  # the compiled gate pass (:func:`_cell`); False runs the torch ops it replaces
-        self._bufs: dict = {}  # matmul outputs reused from step to step (scratch within one step)
+        # Matmul outputs reused from step to step (scratch within one step), per batch size: a mixed
+        # run steps two groups of streams, perhaps one row apart in size, turn by turn.
+        self._bufs: dict[int, dict] = {}
         self._pending = None  # (future, rows, state) of a recurrent matmul started by :meth:`prefetch`
-        self._split = 0  # rows the helper computes: tuned so it finishes as the caller's work does
 
     def start(self, batch: int) -> list[torch.Tensor]:
         """Each layer's state h [batch, H]. The compiled path appends, at its first step, each layer's
@@ -184,17 +190,16 @@ class IntGRU:
         return [torch.zeros(batch, self.cfg.hidden, dtype=torch.float32) for _ in range(self.cfg.layers)]
 
     def _buffers(self, batch: int) -> dict:
-        bufs = self._bufs
-        if bufs.get("B") != batch:
+        if batch not in self._bufs:
             self._join()
             H = self.cfg.hidden
-            bufs.clear()
-            self._split = 0  # tuned for another batch size: start again from half
             # The GEMMs' sums stay in the dtype they come out in (int32 from the int8 GEMM): the
-            # compiled passes convert them as they read, not a pass of their own.
-            bufs.update(B=batch, acc=[torch.empty(batch, 3 * H, dtype=intops.acc_dtype(p["w_hh"])) for p in self.layers],
-                        out=torch.empty(batch, 256, dtype=intops.acc_dtype(self.w_out)))
-        return bufs
+            # compiled passes convert them as they read, not a pass of their own. ``split``: the rows
+            # a prefetch computes, tuned so the helper finishes as the caller's work does.
+            self._bufs[batch] = dict(
+                B=batch, split=0, out=torch.empty(batch, 256, dtype=intops.acc_dtype(self.w_out)),
+                acc=[torch.empty(batch, 3 * H, dtype=intops.acc_dtype(p["w_hh"])) for p in self.layers])
+        return self._bufs[batch]
 
     def _join(self, state: list[torch.Tensor] | None = None) -> int:
         """Wait for a prefetched matmul; returns how many rows of ``state``'s next sums it computed
@@ -205,8 +210,9 @@ class IntGRU:
         self._pending = None
         idle = future.done()  # the helper finished first: give it more rows next time, else fewer
         future.result()
-        B = self._bufs["B"]
-        self._split = min(max(self._split + (1 if idle else -1) * max(1, B // 32), B // 8), B - B // 8)
+        bufs = self._bufs[owner[0].shape[0]]
+        B = bufs["B"]
+        bufs["split"] = min(max(bufs["split"] + (1 if idle else -1) * max(1, B // 32), B // 8), B - B // 8)
         return rows if owner is state else 0
 
     def prefetch(self, state: list[torch.Tensor]) -> None:
@@ -219,7 +225,7 @@ class IntGRU:
         B = state[0].shape[0]
         if len(state) == 2 * L and self._pending is None and torch.get_num_threads() > 1 and B >= 32:
             bufs = self._buffers(B)
-            rows = self._split = self._split or B // 2
+            rows = bufs["split"] = bufs["split"] or B // 2
 
             def work():
                 with torch.inference_mode():  # thread-local: the caller's mode does not reach this thread

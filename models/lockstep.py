@@ -224,11 +224,32 @@ class MatchModel:
         self.mlen[a] = np.where(hit, self.mlen[a] + 1, 0)
 
 
+# From this many streams on, a mixed run (mix=1) codes its streams in two groups, one after the
+# other within each step: the context mixer codes (and learns from) the first half's bytes of step t,
+# then the second half's. That order is part of the payload format. It is what lets the engine
+# compute one group's next step on a helper thread while the mixer codes the other group: the mixer
+# learns from every bit, so it cannot start step t of a stream before step t - 1 of every stream
+# that shares its statistics is coded, and in one group every stream shares them.
+MIX_GROUP_MIN = 32
+
+
+def mixed_groups(streams: int) -> list[tuple[int, int]]:
+    """The row ranges a mixed run codes, in order, at every step (see :data:`MIX_GROUP_MIN`)."""
+    if streams < MIX_GROUP_MIN:
+        return [(0, streams)]
+    return [(0, streams // 2), (streams // 2, streams)]
+
+
 def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False,
                progress=None, context: bytes = b"") -> float:
     """:func:`_run` with the byte-LM's prediction mixed bitwise with shared context models
     (:class:`~.mixing.ContextMixer`): every byte is 8 binary decisions, each coded with a 12-bit
-    probability."""
+    probability, group by group (:func:`mixed_groups`).
+
+    Schedule (speed only; the probabilities are the same either way): an engine with
+    ``mixer_overlap`` gets a state per group and steps on a helper thread (one torch thread), group
+    by group, while this thread mixes the other group; the helper's queue is in order, so its
+    steps never overlap each other. Other engines step all streams at once, here."""
     import constriction
 
     from .mixing import ContextMixer
@@ -236,8 +257,11 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
     family = constriction.stream.model.Bernoulli(perfect=False)
     streams, seg = arr.shape
     last_len = n - (streams - 1) * seg
+    groups = mixed_groups(streams)
     blocks = decoder is None and not stepwise and getattr(engine, "encode_in_blocks", False)
-    mixer = ContextMixer(streams, seg, n, context)
+    overlap = (not blocks and len(groups) > 1 and getattr(engine, "mixer_overlap", False)
+               and torch.get_num_threads() > 1)
+    mixer = ContextMixer(streams, seg, n, context, len(groups))
     log2 = np.log2(np.arange(4097, dtype=np.float64) / 4096.0, where=np.arange(4097) > 0, out=np.zeros(4097))
     bits = 0.0
     # Decoding wants only the bytes (decode() drops the model bits): it skips the log2 sums, 8 per step.
@@ -252,26 +276,55 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
             bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
         return bit
 
+    fused = getattr(engine, "step_weights", None)
+
+    def weights(state, rows: slice, t: int) -> np.ndarray:
+        """The LM's integer softmax weights for step t of the streams in ``rows``."""
+        with torch.inference_mode():  # thread-local: a helper thread must enter it too
+            inputs = torch.full((rows.stop - rows.start,), BOS, dtype=torch.int64) if t == 0 else \
+                torch.from_numpy(arr[rows, t - 1].astype(np.int64))
+            w = fused(state, inputs) if fused is not None else intops.exp_weights(engine.step(state, inputs))
+            return w.numpy()
+
     shifts = np.arange(7, -1, -1)[:, None]
+    if blocks:
+        source = _block_probs(engine, arr, intops.exp_weights)
+    elif overlap:
+        pool = intops.workers()
+        states = [engine.start(hi - lo) for lo, hi in groups]
+        pending = [pool.submit(weights, states[g], slice(lo, hi), 0) for g, (lo, hi) in enumerate(groups)]
+    else:
+        state = engine.start(streams)
     with torch.inference_mode():
-        source = _block_probs(engine, arr, intops.exp_weights) if blocks else \
-            _step_probs(engine, arr, intops.exp_weights, overlap=True)
-        for t, weights in enumerate(source):
-            k = streams if t < last_len else streams - 1
-            if decoder is not None:
-                arr[:k, t] = mixer.step(t, weights, k, decode_bits)
-            else:
-                # Bytes known: one compiled call for the whole step, then its 8 x k bits coded in the
-                # order the decoder decodes them (bit 0 of every stream, then bit 1, ...).
-                p = mixer.step_known(t, weights, k, arr[:k, t])
-                bit = (arr[:k, t].astype(np.int64) >> shifts) & 1
-                if digest is not None:
-                    digest.update(p.astype("<i2").tobytes())
-                if encoder is not None:
-                    encoder.encode(bit.astype(np.int32).ravel(), family, p.ravel() / 4096.0)
-                bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
-            if progress is not None and t % 256 == 255:
-                progress(min(n, (t + 1) * streams))
+        try:
+            for t in range(seg):
+                if blocks:
+                    w_all = next(source)
+                elif not overlap:
+                    w_all = weights(state, slice(0, streams), t)
+                for g, (lo, hi) in enumerate(groups):
+                    k = hi - lo if t < last_len or hi < streams else hi - lo - 1  # the last stream may have ended
+                    w = pending[g].result() if overlap else w_all[lo:hi]
+                    if decoder is not None:
+                        arr[lo:lo + k, t] = mixer.step(t, w, k, decode_bits, lo)
+                    else:
+                        # Bytes known: one compiled call for the group's step, then its 8 x k bits coded in
+                        # the order the decoder decodes them (bit 0 of every stream, then bit 1, ...).
+                        p = mixer.step_known(t, w, k, arr[lo:lo + k, t], lo)
+                        bit = (arr[lo:lo + k, t].astype(np.int64) >> shifts) & 1
+                        if digest is not None:
+                            digest.update(p.astype("<i2").tobytes())
+                        if encoder is not None:
+                            encoder.encode(bit.astype(np.int32).ravel(), family, p.ravel() / 4096.0)
+                        bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
+                    if overlap and t + 1 < seg:
+                        pending[g] = pool.submit(weights, states[g], slice(lo, hi), t + 1)
+                if progress is not None and t % 256 == 255:
+                    progress(min(n, (t + 1) * streams))
+        finally:
+            if overlap:  # never leave a step running on the engine (a corrupt payload raises mid-step)
+                for f in pending:
+                    f.exception()
     return bits
 
 

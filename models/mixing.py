@@ -411,7 +411,7 @@ def _learn(k, bit, model, sc):
     """Learn from bit j of the first k streams: every weight set toward its own error (mean step over
     the streams sharing a set), layer 2 toward the mixed error, the APM point nearer to pm, the
     context tables and the match model's confidence; then extend each partial byte."""
-    slot_words, mp_words, w, w2, apm_words = model[1], model[3], model[4], model[5], model[7]
+    slot_words, mp_words, w, w2, apm_words, lr = model[1], model[3], model[4], model[5], model[7], model[14]
     st8, x, idx, sets, ps, s2, aux, ck = sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8], sc[9]
     rows1 = np.empty(k * N_SETS, np.int64)
     d1 = np.empty((k * N_SETS, N_IN), np.int64)
@@ -428,12 +428,12 @@ def _learn(k, bit, model, sc):
     for r in range(k):
         b = bit[r]
         for s in range(N_SETS):
-            err = ((b << 12) - ps[r, s]) * LR
+            err = ((b << 12) - ps[r, s]) * lr[0]
             e = r * N_SETS + s
             rows1[e] = sets[r, s]
             for i in range(N_IN):
                 d1[e, i] = (x[r, i] * err) >> 14
-        err2 = ((b << 12) - aux[r, 0]) * LR2
+        err2 = ((b << 12) - aux[r, 0]) * lr[1]
         c = st8[0, r]
         rows2[r] = c
         for s in range(N_SETS):
@@ -462,13 +462,14 @@ def _learn(k, bit, model, sc):
 @njit(**_JIT)
 def _end_byte(t, k, byte, lay, streams):
     """Store the k coded bytes, extend histories and words, and move the match model: follow or drop
-    current matches, look up new ones, then index this position."""
-    L, S, n, mbits = lay[0], lay[1], lay[2], lay[3]
+    current matches, look up new ones, then index this position. The k streams are rows r0 .. r0 +
+    k - 1 of the grid (``lay[4]``); ``streams``' per-stream arrays start at row r0."""
+    L, S, n, mbits, r0 = lay[0], lay[1], lay[2], lay[3], lay[4]
     buf, hist, words, mpos, mlen, mtable = streams
     end = L + n
     for r in range(k):
         b = byte[r]
-        buf[L + r * S + t] = b
+        buf[L + (r0 + r) * S + t] = b
         hist[r] = (hist[r] << np.uint64(8)) | np.uint64(b)
         _next_word(words[r], b)
     for r in range(k):
@@ -491,11 +492,11 @@ def _end_byte(t, k, byte, lay, streams):
         cand = mtable[slot[r]] - 1
         if cand < MINLEN:
             continue
-        at = L + r * S + t
+        at = L + (r0 + r) * S + t
         length = 0
         for i in range(32):  # verify the key, then measure how far back the match reaches
             mine, theirs = at - i, cand - 1 - i
-            if mine >= L + r * S and theirs >= 0 and buf[theirs] == buf[mine]:
+            if mine >= L + (r0 + r) * S and theirs >= 0 and buf[theirs] == buf[mine]:
                 length += 1
             else:
                 break
@@ -503,7 +504,7 @@ def _end_byte(t, k, byte, lay, streams):
             mpos[r] = cand
             mlen[r] = length
     for r in range(k):  # in stream order: the latest stream's position wins a shared slot
-        nxt = L + r * S + t + 1
+        nxt = L + (r0 + r) * S + t + 1
         if nxt < end:
             mtable[slot[r]] = nxt + 1
 
@@ -533,11 +534,12 @@ def _interleaved(n: int, p0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 class ContextMixer:
     """Bitwise context mixing for ``streams`` lockstep segments of ``seg`` bytes (``n`` bytes in
-    all), optionally primed with ``context`` bytes that both sides know before coding."""
+    all), optionally primed with ``context`` bytes that both sides know before coding. ``groups``:
+    how many groups of streams take turns at each step (see ``lockstep.mixed_groups``)."""
 
     N_IN = N_IN
 
-    def __init__(self, streams: int, seg: int, n: int, context: bytes = b""):
+    def __init__(self, streams: int, seg: int, n: int, context: bytes = b"", groups: int = 1):
         self.B, self.S, self.n = streams, seg, n
         ctx = np.frombuffer(context, dtype=np.uint8)
         self.L = len(ctx)
@@ -574,9 +576,12 @@ class ContextMixer:
         self.apm[:] = np.tile(pts, 256 + 65536)
         # Tables that learn are updated through their 32-bit word views (see _adapt).
         self._model = (self.p, self.slot_words, self.mp, self.mp_words, self.w, self.w2, self.apm, self.apm_words,
-                       self.off, self.mask, self.set_off, squash_table(), stretch_table(), self.bits)
-        self._streams = (self.buf, self.hist, self.words, self.mpos, self.mlen, self.mtable)
-        self._lay = np.array([self.L, seg, n, self.mbits], dtype=np.int64)
+                       self.off, self.mask, self.set_off, squash_table(), stretch_table(), self.bits,
+                       # Each group's turn moves a shared weight by the mean step of its streams, so
+                       # with g groups a weight takes g steps where one group took one: the learning
+                       # rates are divided by g to keep the step per byte what it was tuned to be.
+                       np.array([LR // groups, LR2 // groups], dtype=np.int64))
+        self._rows: dict = {}  # first row -> (the per-stream arrays from that row on, the layout)
         # Per-step scratch: cumulative LM weights, context slots, per-stream byte state (c0, agree,
         # predicted byte, length bucket, match state, previous byte), then per-bit inputs and outputs,
         # and the slot words the gather pass of _predict reads.
@@ -591,25 +596,34 @@ class ContextMixer:
             _index_context(ctx, self.mtable, self.mbits)
             _prime(ctx, 1024, self.slot_words, self.off, self.mask, self.bits)
 
-    def step(self, t: int, weights: np.ndarray, k: int, code) -> np.ndarray:
-        """Code byte t of the first k streams. ``weights`` [>= k, 256] int64 are the LM's softmax
-        weights; ``code(p12, j)`` codes (or decodes) bit j of every stream with P(1) = p12 / 4096 and
-        returns the bits. Returns the k bytes."""
+    def _from(self, lo: int) -> tuple:
+        """The per-stream state from row ``lo`` on (views, no copies) and the layout with that row."""
+        if lo not in self._rows:
+            streams = (self.buf, self.hist[lo:], self.words[lo:], self.mpos[lo:], self.mlen[lo:], self.mtable)
+            self._rows[lo] = (streams, np.array([self.L, self.S, self.n, self.mbits, lo], dtype=np.int64))
+        return self._rows[lo]
+
+    def step(self, t: int, weights: np.ndarray, k: int, code, lo: int = 0) -> np.ndarray:
+        """Code byte t of streams ``lo`` .. ``lo + k - 1``. ``weights`` [>= k, 256] int64 are their LM
+        softmax weights; ``code(p12, j)`` codes (or decodes) bit j of each of them with P(1) = p12 /
+        4096 and returns the bits. Returns the k bytes."""
+        streams, lay = self._from(lo)
         weights = np.ascontiguousarray(weights[:k], dtype=np.int64)
-        _begin(k, weights, self._model, self._streams, self._sc)
+        _begin(k, weights, self._model, streams, self._sc)
         for j in range(8):
             _predict(j, k, self._model, self._sc, self._p12)
             bit = np.ascontiguousarray(code(self._p12[:k].copy(), j), dtype=np.int64)
             _learn(k, bit, self._model, self._sc)
         byte = self._sc[2][0, :k] - 256
-        _end_byte(t, k, byte, self._lay, self._streams)
+        _end_byte(t, k, byte, lay, streams)
         return byte
 
-    def step_known(self, t: int, weights: np.ndarray, k: int, byte: np.ndarray) -> np.ndarray:
-        """Code byte t of the first k streams when the bytes are known (the encoder): returns the
-        12-bit probability of each bit, [8, k] int64, exactly as :meth:`step` would give them."""
+    def step_known(self, t: int, weights: np.ndarray, k: int, byte: np.ndarray, lo: int = 0) -> np.ndarray:
+        """:meth:`step` when the bytes are known (the encoder): returns the 12-bit probability of each
+        bit, [8, k] int64, exactly as :meth:`step` would give them."""
+        streams, lay = self._from(lo)
         weights = np.ascontiguousarray(weights[:k], dtype=np.int64)
         p = np.empty((8, k), np.int64)
-        _code_byte(t, k, weights, np.ascontiguousarray(byte[:k], dtype=np.int64), self._model, self._streams,
-                   self._sc, self._lay, p)
+        _code_byte(t, k, weights, np.ascontiguousarray(byte[:k], dtype=np.int64), self._model, streams,
+                   self._sc, lay, p)
         return p

@@ -76,6 +76,35 @@ def test_payload_decodes_bit_exactly_on_other_machines(tiny_models, arch, mix, t
             assert got["isa"] == "DEFAULT"
 
 
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_a_two_group_mixed_payload_decodes_bit_exactly_whoever_steps_the_engine(tiny_models, arch, tmp_path):
+    """From MIX_GROUP_MIN streams on, mix=1 codes two groups of streams in turn; with two threads
+    the GRU steps one group on a helper thread while the mixer codes the other, with one thread it
+    steps them in line. 41 streams: unequal groups, and a last stream that ends early."""
+    from compbench.models import lockstep
+
+    path, _ = tiny_models[arch]
+    coder = registry.make_coder(f"{arch}:model='{path}':streams=41:min_segment=100")
+    rng = np.random.default_rng(8)
+    data = (b"Determinism is the product: " * 160) + rng.integers(0, 256, 320, dtype=np.uint8).tobytes()
+    streams, seg = lockstep.layout(len(data), 41, 100)
+    assert streams == 41 and len(lockstep.mixed_groups(streams)) == 2 and len(data) < streams * seg
+    payload = coder.encode(data)
+    want = {"decoded": hashlib.sha256(data).hexdigest(), "probs": coder.probability_digest(data)}
+    files = {"art": path, "payload": tmp_path / "p.cbp", "data": tmp_path / "d.bin"}
+    files["payload"].write_bytes(payload)
+    files["data"].write_bytes(data)
+    for machine in ("1-thread", "2-threads", "oldest"):
+        res = subprocess.run(
+            [sys.executable, "-c", PROBE, arch, str(files["art"]), str(files["payload"]), str(files["data"]),
+             json.dumps(coder.options_dict())],
+            env={**os.environ, **MACHINES[machine]}, capture_output=True, text=True, timeout=300,
+        )
+        assert res.returncode == 0, f"{machine}: {res.stderr[-2000:]}"
+        got = json.loads(res.stdout.strip().splitlines()[-1])
+        assert {k: got[k] for k in want} == want, f"{arch} differs on {machine}"
+
+
 PRIMED_PROBE = r"""
 import hashlib, json, sys
 from compbench import registry
