@@ -23,7 +23,6 @@ import lzma
 import math
 import struct
 import dataclasses
-from pathlib import Path
 
 import brotli
 import numpy as np

@@ -181,58 +181,21 @@ class IntGRU:
         # Matmul outputs reused from step to step (scratch within one step), per batch size: a mixed
         # run steps two groups of streams, perhaps one row apart in size, turn by turn.
         self._bufs: dict[int, dict] = {}
-        self._pending = None  # (future, rows, state) of a recurrent matmul started by :meth:`prefetch`
 
     def start(self, batch: int) -> list[torch.Tensor]:
         """Each layer's state h [batch, H]. The compiled path appends, at its first step, each layer's
         h rounded for the next matmul (see :meth:`step`); callers may set h before that step."""
-        self._join()
         return [torch.zeros(batch, self.cfg.hidden, dtype=torch.float32) for _ in range(self.cfg.layers)]
 
     def _buffers(self, batch: int) -> dict:
         if batch not in self._bufs:
-            self._join()
             H = self.cfg.hidden
             # The GEMMs' sums stay in the dtype they come out in (int32 from the int8 GEMM): the
-            # compiled passes convert them as they read, not a pass of their own. ``split``: the rows
-            # a prefetch computes, tuned so the helper finishes as the caller's work does.
+            # compiled passes convert them as they read, not a pass of their own.
             self._bufs[batch] = dict(
-                B=batch, split=0, out=torch.empty(batch, 256, dtype=intops.acc_dtype(self.w_out)),
+                out=torch.empty(batch, 256, dtype=intops.acc_dtype(self.w_out)),
                 acc=[torch.empty(batch, 3 * H, dtype=intops.acc_dtype(p["w_hh"])) for p in self.layers])
         return self._bufs[batch]
-
-    def _join(self, state: list[torch.Tensor] | None = None) -> int:
-        """Wait for a prefetched matmul; returns how many rows of ``state``'s next sums it computed
-        (0: none was running, or it was started for another state, whose sums are then dropped)."""
-        if self._pending is None:
-            return 0
-        future, rows, owner = self._pending
-        self._pending = None
-        idle = future.done()  # the helper finished first: give it more rows next time, else fewer
-        future.result()
-        bufs = self._bufs[owner[0].shape[0]]
-        B = bufs["B"]
-        bufs["split"] = min(max(bufs["split"] + (1 if idle else -1) * max(1, B // 32), B // 8), B - B // 8)
-        return rows if owner is state else 0
-
-    def prefetch(self, state: list[torch.Tensor]) -> None:
-        """Start the next step's recurrent matmuls (``q(h) @ w_hh``: they need this step's h, not the
-        next input) for the first rows, on a :func:`~compbench.models.intops.workers` thread, so they
-        run while the caller codes this step's bytes; the next :meth:`step` computes the other rows and
-        the gates. Exact integer sums, so the split changes no bit. A no-op before the first step,
-        with one torch thread (no second core to use) or a batch too small to be worth a hand-off."""
-        L = self.cfg.layers
-        B = state[0].shape[0]
-        if len(state) == 2 * L and self._pending is None and torch.get_num_threads() > 1 and B >= 32:
-            bufs = self._buffers(B)
-            rows = bufs["split"] = bufs["split"] or B // 2
-
-            def work():
-                with torch.inference_mode():  # thread-local: the caller's mode does not reach this thread
-                    for layer, p in enumerate(self.layers):
-                        intops.matmul_into(state[L + layer][:rows], p["w_hh"], bufs["acc"][layer][:rows])
-
-            self._pending = (intops.workers().submit(work), rows, state)
 
     @staticmethod
     def _q(h: torch.Tensor) -> torch.Tensor:
@@ -251,7 +214,6 @@ class IntGRU:
             state.extend(self._q(h).to(dt) for h in state[:L])
         sig, tnh = intops.sigmoid_table().numpy(), intops.tanh_table().numpy()
         bufs = self._buffers(B)
-        done = self._join(state)  # rows whose recurrent sums a prefetch computed for this state
         for layer, p in enumerate(self.layers):
             h, hq = state[layer], state[L + layer]
             if layer == 0:
@@ -260,7 +222,7 @@ class IntGRU:
                 gx = intops.int_matmul(state[L + layer - 1], p["w_ih"], f32) * p["s_ih"] + p["b_ih"]
                 rows = torch.arange(B)
             acc = bufs["acc"][layer]
-            intops.matmul_into(hq[done:], p["w_hh"], acc[done:])
+            intops.matmul_into(hq, p["w_hh"], acc)
             _cell(gx.numpy(), rows.numpy(), acc.numpy(), p["s_hh"].numpy(), p["b_hh"].numpy(), h.numpy(), sig, tnh,
                   hq.numpy())
         return intops.matmul_into(state[-1], self.w_out, bufs["out"])

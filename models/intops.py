@@ -247,8 +247,8 @@ _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
 
 def workers(n: int = 1) -> ThreadPoolExecutor:
     """A pool of at least ``n`` background threads, each running torch ops on one intra-op thread,
-    for work an engine splits or overlaps with the caller's (a GRU's next recurrent matmul while the
-    caller codes this step's bytes; the transformer's decoder step split into runs of streams). The caller's own
+    for work an engine splits across threads (the transformer's decoder step split into runs of
+    streams; steps that must run one at a time go to :func:`helper`). The caller's own
     torch ops keep their thread count. Only speed depends on it: what runs there is exact integer
     sums or row-independent kernels, the same whichever thread computes which rows."""
     global _POOL
@@ -258,6 +258,21 @@ def workers(n: int = 1) -> ThreadPoolExecutor:
         _POOL = (os.getpid(), n, ThreadPoolExecutor(n, thread_name_prefix="compbench-worker",
                                                      initializer=torch.set_num_threads, initargs=(1,)))
     return _POOL[2]
+
+
+_HELPER: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def helper() -> ThreadPoolExecutor:
+    """One background thread, with one torch intra-op thread, whose tasks run one at a time in the
+    order submitted: for an engine's steps that overlap the caller's work but must never overlap
+    each other (they share the engine's scratch buffers). Not :func:`workers`, whose pool can be
+    wider: two GRU group steps running there at once once corrupted each other's sums."""
+    global _HELPER
+    if _HELPER is None or _HELPER[0] != os.getpid():
+        _HELPER = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="compbench-helper",
+                                                   initializer=torch.set_num_threads, initargs=(1,)))
+    return _HELPER[1]
 
 
 def exp_weights(logits: torch.Tensor) -> torch.Tensor:

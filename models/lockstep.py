@@ -33,29 +33,21 @@ def layout(n: int, max_streams: int, min_segment: int) -> tuple[int, int]:
     return -(-n // seg), seg
 
 
-def _step_probs(engine, arr: np.ndarray, fn=intops.probabilities, overlap: bool = False):
+def _step_probs(engine, arr: np.ndarray, fn=intops.probabilities):
     """Probabilities (or, with ``fn=intops.exp_weights``, integer weights) for step t of every
     stream, one step at a time: the decoder's path. The caller fills ``arr[:, t]`` (decoded bytes)
-    before asking for step t + 1.
-
-    ``overlap``: an engine with ``prefetch`` starts the next step's input-independent work on another
-    thread before the caller codes this step's bytes (speed only: the same integers whichever thread
-    sums them). Worth it where the caller's work releases the GIL (the compiled mixer); where it is
-    many small numpy calls (``mix=0``) the helper waits for the GIL and the step was measured slower."""
+    before asking for step t + 1."""
     state = engine.start(arr.shape[0])
     inputs = torch.full((arr.shape[0],), BOS, dtype=torch.int64)
     # An engine with step_weights fuses its output layer into the softmax weights; probabilities are
     # those weights normalised, by definition (intops.probabilities), so both routes give the same bits.
     fused = getattr(engine, "step_weights", None) if fn in (intops.exp_weights, intops.probabilities) else None
-    prefetch = getattr(engine, "prefetch", None) if overlap else None
     for t in range(arr.shape[1]):
         if fused is None:
             out = fn(engine.step(state, inputs)).numpy()
         else:
             w = fused(state, inputs)
             out = (w if fn is intops.exp_weights else intops.normalize(w)).numpy()
-        if prefetch is not None and t + 1 < arr.shape[1]:
-            prefetch(state)
         yield out
         inputs = torch.from_numpy(arr[:, t].astype(np.int64))
 
@@ -290,7 +282,7 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
     if blocks:
         source = _block_probs(engine, arr, intops.exp_weights)
     elif overlap:
-        pool = intops.workers()
+        pool = intops.helper()  # one thread: the group steps run one at a time, in order
         states = [engine.start(hi - lo) for lo, hi in groups]
         pending = [pool.submit(weights, states[g], slice(lo, hi), 0) for g, (lo, hi) in enumerate(groups)]
     else:

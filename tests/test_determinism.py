@@ -105,6 +105,32 @@ def test_a_two_group_mixed_payload_decodes_bit_exactly_whoever_steps_the_engine(
         assert {k: got[k] for k in want} == want, f"{arch} differs on {machine}"
 
 
+def test_two_group_steps_never_overlap_even_when_the_worker_pool_is_wide(tiny_models, monkeypatch):
+    """The GRU's group steps share its scratch buffers, so they must run one at a time, in order,
+    even after something in the process (the transformer's runs, at 3 threads) widened the shared
+    worker pool: a payload coded then must decode, with the probabilities of a one-thread run."""
+    import torch
+
+    from compbench.decoding import decode_payload
+    from compbench.models import intops
+
+    path, _ = tiny_models["gru"]
+    coder = registry.make_coder(f"gru:model='{path}':streams=64:min_segment=100")
+    rng = np.random.default_rng(9)
+    data = (b"Determinism is the product: " * 300) + rng.integers(0, 256, 600, dtype=np.uint8).tobytes()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        want = coder.probability_digest(data)
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # as on a 2-core machine, whatever xdist set
+    intops.workers(3)
+    payload = coder.encode(data)
+    assert decode_payload(payload, path.read_bytes()) == data
+    assert coder.probability_digest(data) == want
+
+
 PRIMED_PROBE = r"""
 import hashlib, json, sys
 from compbench import registry
