@@ -232,6 +232,12 @@ def mixed_groups(streams: int) -> list[tuple[int, int]]:
     return [(0, streams // 2), (streams // 2, streams)]
 
 
+def _next_inference(source):
+    """``next(source)`` under inference mode, which is per thread: a helper thread enters it itself."""
+    with torch.inference_mode():
+        return next(source)
+
+
 def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False,
                progress=None, context: bytes = b"") -> float:
     """:func:`_run` with the byte-LM's prediction mixed bitwise with shared context models
@@ -239,9 +245,9 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
     probability, group by group (:func:`mixed_groups`).
 
     Schedule (speed only; the probabilities are the same either way): an engine with
-    ``mixer_overlap`` gets a state per group and steps on a helper thread (one torch thread), group
-    by group, while this thread mixes the other group; the helper's queue is in order, so its
-    steps never overlap each other. Other engines step all streams at once, here."""
+    ``mixer_overlap`` gets a state per group and steps on :func:`intops.helper`'s thread (one torch
+    thread), group by group, while this thread mixes the other group; that thread runs its tasks in
+    order, so the steps never overlap each other. Other engines step all streams at once, here."""
     import constriction
 
     from .mixing import ContextMixer
@@ -268,32 +274,21 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
             bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
         return bit
 
-    fused = getattr(engine, "step_weights", None)
-
-    def weights(state, rows: slice, t: int) -> np.ndarray:
-        """The LM's integer softmax weights for step t of the streams in ``rows``."""
-        with torch.inference_mode():  # thread-local: a helper thread must enter it too
-            inputs = torch.full((rows.stop - rows.start,), BOS, dtype=torch.int64) if t == 0 else \
-                torch.from_numpy(arr[rows, t - 1].astype(np.int64))
-            w = fused(state, inputs) if fused is not None else intops.exp_weights(engine.step(state, inputs))
-            return w.numpy()
-
     shifts = np.arange(7, -1, -1)[:, None]
-    if blocks:
-        source = _block_probs(engine, arr, intops.exp_weights)
-    elif overlap:
+    if overlap:
+        # A step generator per group, over its rows of arr (a view: it reads the bytes the mixer
+        # writes there), advanced on the helper thread.
         pool = intops.helper()  # one thread: the group steps run one at a time, in order
-        states = [engine.start(hi - lo) for lo, hi in groups]
-        pending = [pool.submit(weights, states[g], slice(lo, hi), 0) for g, (lo, hi) in enumerate(groups)]
+        sources = [_step_probs(engine, arr[lo:hi], intops.exp_weights) for lo, hi in groups]
+        pending = [pool.submit(_next_inference, src) for src in sources]
     else:
-        state = engine.start(streams)
+        source = _block_probs(engine, arr, intops.exp_weights) if blocks else \
+            _step_probs(engine, arr, intops.exp_weights)
     with torch.inference_mode():
         try:
             for t in range(seg):
-                if blocks:
+                if not overlap:
                     w_all = next(source)
-                elif not overlap:
-                    w_all = weights(state, slice(0, streams), t)
                 for g, (lo, hi) in enumerate(groups):
                     k = hi - lo if t < last_len or hi < streams else hi - lo - 1  # the last stream may have ended
                     w = pending[g].result() if overlap else w_all[lo:hi]
@@ -310,7 +305,7 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
                             encoder.encode(bit.astype(np.int32).ravel(), family, p.ravel() / 4096.0)
                         bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
                     if overlap and t + 1 < seg:
-                        pending[g] = pool.submit(weights, states[g], slice(lo, hi), t + 1)
+                        pending[g] = pool.submit(_next_inference, sources[g])
                 if progress is not None and t % 256 == 255:
                     progress(min(n, (t + 1) * streams))
         finally:

@@ -319,7 +319,7 @@ def _prime(ctx, rows, slot_words, off, mask, bits):
 def _begin(k, weights, model, streams, sc):
     """Per-byte set-up of the first k streams: the LM's cumulative weights, context slots, match state."""
     buf, hist, words, mpos, mlen = streams[0], streams[1], streams[2], streams[3], streams[4]
-    bits = model[13]
+    bits = model[12]
     cs, base, st8, ck = sc[0], sc[1], sc[2], sc[9]
     for r in range(k):
         acc = np.int64(0)
@@ -341,8 +341,8 @@ def _begin(k, weights, model, streams, sc):
 @njit(**_JIT)
 def _predict(j, k, model, sc, p12):
     """P(bit j = 1) of each of the first k streams, 12-bit, into ``p12``; keeps what learning needs."""
-    mp, w, w2, apm = model[2], model[4], model[5], model[6]
-    off, mask, set_off, sq, st, slot_words = model[8], model[9], model[10], model[11], model[12], model[1]
+    slot_words, mp, w, w2, apm = model[0], model[1], model[3], model[4], model[5]
+    off, mask, set_off, sq, st = model[7], model[8], model[9], model[10], model[11]
     cs, base, st8, x, idx, sets, ps, s2, aux, ck = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8], sc[9]
     span = 256 >> j
     # Gather pass: every stream's slots, each read as one 32-bit word (probability, count, check) in
@@ -411,7 +411,7 @@ def _learn(k, bit, model, sc):
     """Learn from bit j of the first k streams: every weight set toward its own error (mean step over
     the streams sharing a set), layer 2 toward the mixed error, the APM point nearer to pm, the
     context tables and the match model's confidence; then extend each partial byte."""
-    slot_words, mp_words, w, w2, apm_words, lr = model[1], model[3], model[4], model[5], model[7], model[14]
+    slot_words, mp_words, w, w2, apm_words, lr = model[0], model[2], model[3], model[4], model[6], model[13]
     st8, x, idx, sets, ps, s2, aux, ck = sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8], sc[9]
     rows1 = np.empty(k * N_SETS, np.int64)
     d1 = np.empty((k * N_SETS, N_IN), np.int64)
@@ -554,13 +554,13 @@ class ContextMixer:
         # A slot's probability (16 bits), count and check byte (the context that owns it) share 4
         # bytes, so reading a slot costs one cache miss, not three: the tables are far larger than
         # the caches, and these misses were most of the mixer's time.
-        self.p, self.cnt, self.chk, self.slot_words = _interleaved(sum(sizes), 32768)
+        self.slot_words = _interleaved(sum(sizes), 32768)[3]
         self.hist = np.zeros(streams, dtype=np.uint64)  # the last 8 bytes of each stream
         self.words = np.zeros((streams, 3), dtype=np.uint64)  # hashes of the current word and the two before
         self.mtable = np.zeros(1 << self.mbits, dtype=np.int64)  # buf position of the byte after a key, + 1
         self.mpos = np.full(streams, -1, dtype=np.int64)
         self.mlen = np.zeros(streams, dtype=np.int64)
-        self.mp, self.mn, _, self.mp_words = _interleaved(64, 32768)  # P(match predicts the bit) per length bucket
+        self.mp, _, _, self.mp_words = _interleaved(64, 32768)  # P(match predicts the bit) per length bucket
         # Layer 1: one weight set per context of each selector (partial byte x match state; bit
         # position x how many context models have seen this node x LM confidence; previous byte).
         sets = np.array([256 * 4, 8 * N_CTX * 8, 256], dtype=np.int64)
@@ -572,10 +572,10 @@ class ContextMixer:
         # Two APM (secondary estimation) stages refine the mixed probability: by partial byte, and
         # by partial byte and previous byte; 33 interpolation points along the stretched probability.
         pts = (squash_table()[np.arange(-2048, 2049, 128).clip(-2047, 2047) + 2047] * 16).astype(np.uint16)
-        self.apm, self.apm_n, _, self.apm_words = _interleaved(33 * (256 + 65536), 0)
+        self.apm, _, _, self.apm_words = _interleaved(33 * (256 + 65536), 0)
         self.apm[:] = np.tile(pts, 256 + 65536)
         # Tables that learn are updated through their 32-bit word views (see _adapt).
-        self._model = (self.p, self.slot_words, self.mp, self.mp_words, self.w, self.w2, self.apm, self.apm_words,
+        self._model = (self.slot_words, self.mp, self.mp_words, self.w, self.w2, self.apm, self.apm_words,
                        self.off, self.mask, self.set_off, squash_table(), stretch_table(), self.bits,
                        # Each group's turn moves a shared weight by the mean step of its streams, so
                        # with g groups a weight takes g steps where one group took one: the learning
