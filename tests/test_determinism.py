@@ -131,6 +131,23 @@ def test_two_group_steps_never_overlap_even_when_the_worker_pool_is_wide(tiny_mo
     assert coder.probability_digest(data) == want
 
 
+def test_a_two_group_decode_that_fails_midway_leaves_the_coder_usable(tiny_models, monkeypatch):
+    """A body cut short makes the range decoder fail while the helper thread holds the other group's
+    next step. The failure surfaces (the payload layer turns it into a one-line PayloadError, see
+    test_hostile), and the next decode in the same process, on the same coder, is exact."""
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the overlapped schedule, whatever xdist set
+    path, _ = tiny_models["gru"]
+    coder = registry.make_coder(f"gru:model='{path}':streams=64:min_segment=100")
+    rng = np.random.default_rng(10)
+    data = (b"Determinism is the product: " * 300) + rng.integers(0, 256, 600, dtype=np.uint8).tobytes()
+    body = coder.encode_body(data)
+    with pytest.raises(Exception, match="invalid|truncated|corrupt"):
+        coder.decode_body(body[: len(body) // 3], len(data))
+    assert coder.decode_body(body, len(data)) == data
+
+
 PRIMED_PROBE = r"""
 import hashlib, json, sys
 from compbench import registry
