@@ -8,7 +8,9 @@ In the same run it measures the int8 GEMM peak (``torch._int_mm`` on a large squ
 oneDNN runs on AMX where present) and the bf16 peak, and reports what share of the int8 peak the
 coder's own int8 multiply-accumulates reach; also the float32 GEMM peak, and the share of the peak of
 the matrix path the engine actually uses on this machine (float32 where int8 has no fast exact
-kernel). Results go to .compbench/bench/neural_speed.json.
+kernel). For a transformer, whose decoder step reads every stream's key/value window once per byte,
+it also reports those bytes, the memory read bandwidth measured in the same run, and the KB/s that
+bandwidth allows (the memory roof). Results go to .compbench/bench/neural_speed.json.
 """
 
 from __future__ import annotations
@@ -39,6 +41,18 @@ def macs_per_byte(coder) -> int:
     return L * (3 * d * d + d * d + 2 * m * d + 2 * cfg["ctx"] * d) + 256 * d
 
 
+def kv_bytes_per_byte(coder) -> int:
+    """Bytes of key/value cache a transformer's decoder step reads per coded byte, at most: per layer
+    and window slot, the int8 key (d), its float32 scale per head, the int16 value (2 d) and its
+    width flag per head (see ``IntTransformer.start``). Values of slots whose attention weight is 0
+    are skipped, so the real figure is lower. 0 for an engine without such a cache."""
+    info = coder.model_info
+    cfg = info["config"]
+    if info["arch"] != "transformer":
+        return 0
+    return cfg["layers"] * cfg["ctx"] * (3 * cfg["d_model"] + 5 * cfg["heads"])
+
+
 def main() -> None:
     from compbench import corpus, registry
     from compbench.decoding import decode_payload
@@ -54,16 +68,17 @@ def main() -> None:
 
     data = corpus.load_corpus(args.corpus, "test").joined()[: args.bytes]
     from compbench.models import intops
-    from compbench.models.peak import gemm_peak
+    from compbench.models.peak import gemm_peak, read_bandwidth
 
     int8_peak, bf16_peak, fp32_peak = gemm_peak("int8"), gemm_peak("bf16"), gemm_peak("fp32")
+    bandwidth = read_bandwidth(torch.get_num_threads())
     # The engine's exact matrix path on this machine: int8 GEMMs where the CPU has VNNI/AMX, else
     # float32 GEMMs of small integers (see intops). Its peak is the fair denominator here.
     path = "int8" if intops._int_mm_available() else "fp32"
     path_peak = int8_peak if path == "int8" else fp32_peak
     print(f"{len(data):,} bytes of {args.corpus} test; {torch.get_num_threads()} threads; "
           f"peak int8 {int8_peak / 1e12:.2f} TOPS, bf16 {bf16_peak / 1e12:.2f} TFLOPS, fp32 {fp32_peak / 1e12:.2f} "
-          f"TFLOPS; the engine's matrix path here: {path}", file=sys.stderr)
+          f"TFLOPS, memory read {bandwidth / 1e9:.1f} GB/s; the engine's matrix path here: {path}", file=sys.stderr)
     rows = []
     for spec in args.coders.split(","):
         coder = registry.make_coder(spec)
@@ -90,19 +105,25 @@ def main() -> None:
             "encode_path_peak_fraction": round(enc * ops / path_peak, 5),
             "decode_path_peak_fraction": round(dec * ops / path_peak, 5),
         }
+        kv = kv_bytes_per_byte(coder)
+        if kv:
+            # The memory roof: KB/s at which reading the key/value windows alone takes all the time.
+            row.update({"kv_bytes_per_byte": kv, "memory_roof_KBps": round(bandwidth / kv / 1e3, 1),
+                        "decode_memory_fraction": round(dec * kv / bandwidth, 4)})
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     result = {"corpus": args.corpus, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
               "int8_peak_ops": int8_peak, "bf16_peak_flops": bf16_peak, "fp32_peak_flops": fp32_peak,
-              "matrix_path": path, "repeat": args.repeat, "rows": rows}
+              "read_bandwidth_bytes_per_s": bandwidth, "matrix_path": path, "repeat": args.repeat, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     from tabulate import tabulate
 
-    print(tabulate([{k: r[k] for k in ("coder", "bpb", "encode_KBps", "decode_KBps", "encode_peak_fraction",
-                                       "decode_peak_fraction", "encode_path_peak_fraction",
-                                       "decode_path_peak_fraction", "artifact_bytes")} for r in rows], headers="keys",
-                   tablefmt="github"))
+    cols = ["coder", "bpb", "encode_KBps", "decode_KBps", "encode_peak_fraction", "decode_peak_fraction",
+            "encode_path_peak_fraction", "decode_path_peak_fraction", "artifact_bytes"]
+    if any("memory_roof_KBps" in r for r in rows):
+        cols += ["memory_roof_KBps", "decode_memory_fraction"]
+    print(tabulate([{k: r.get(k, "") for k in cols} for r in rows], headers="keys", tablefmt="github"))
     if path != "int8":
         print(f"\nThis CPU has no fast exact int8 GEMM (its int8 peak measured {int8_peak / 1e12:.3f} TOPS, a reference "
               "kernel), so the *_peak_fraction columns (against it) can exceed 1. The engine runs exact float32 "

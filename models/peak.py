@@ -1,4 +1,5 @@
-"""Matrix-unit peak of this machine, measured: the throughput of one large GEMM per dtype.
+"""Peaks of this machine, measured: the throughput of one large GEMM per dtype (matrix units), and
+of reading a large array (memory).
 
 Speed figures are reported as a share of this peak, measured in the same process (the speed
 benchmark's coding, ``compbench train``'s training), because a figure from another machine, or
@@ -60,6 +61,28 @@ def gemm_peak(dtype: str, device: str = "cpu", n: int | None = None, repeat: int
     one = _timed(fn, device)
     reps = max(1, math.ceil(0.05 / max(one, 1e-9)))
     return 2 * n**3 / statistics.median(_timed(fn, device, reps) for _ in range(repeat))
+
+
+@functools.lru_cache(maxsize=None)
+def read_bandwidth(threads: int = 1, mib: int = 256, repeat: int = 5) -> float:
+    """Bytes per second that ``threads`` threads read from memory together, each summing its share of
+    a ``mib`` MiB float64 array (far larger than any cache, so it comes from DRAM), median of
+    ``repeat`` samples. numpy's sum releases the GIL and vectorises, so it runs at the memory's pace:
+    the roof for an engine that streams a cache per coded byte (the transformer's keys and values)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    a = np.ones(mib * (1 << 20) // 8)
+    parts = np.array_split(a, threads)
+    with ThreadPoolExecutor(threads) as pool:
+        def once() -> float:
+            t = time.perf_counter()
+            list(pool.map(np.sum, parts))
+            return time.perf_counter() - t
+
+        once()  # page faults
+        return a.nbytes / statistics.median(once() for _ in range(repeat))
 
 
 def matmul_flops_per_byte(model: torch.nn.Module, seq: int) -> int:

@@ -455,6 +455,35 @@ def test_a_peak_sample_spans_many_short_products_and_reports_time_per_product():
     assert 1e8 < ops < 1e15  # a real fp32 rate: above 0.1 GFLOP/s, below any CPU's peak
 
 
+def test_the_memory_roof_counts_the_bytes_the_transformer_cache_reads_per_byte():
+    """The speed benchmark's memory roof divides a measured read bandwidth by the key/value bytes a
+    decoder step reads per stream; the count must be what the engine's cache actually holds."""
+    import importlib.util
+    from pathlib import Path
+
+    from compbench.models import peak
+
+    spec = importlib.util.spec_from_file_location(
+        "neural_speed", Path(__file__).resolve().parents[1] / "benchmarks" / "neural_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cfg = transformer.TransformerConfig(d_model=32, layers=2, heads=2, ctx=64)
+    with torch.no_grad():
+        eng = transformer.IntTransformer(cfg, transformer.export(transformer.TransformerLM(cfg)))
+    state = eng.start(3)
+    # v32 holds a value row only where it does not fit int16 (np.zeros leaves its pages unmapped)
+    held = sum(state[k].nbytes for k in ("k", "ks", "v16", "vwide"))
+
+    class Coder:
+        model_info = {"arch": "transformer", "config": dataclasses.asdict(cfg)}
+
+    assert bench.kv_bytes_per_byte(Coder()) * 3 == held
+    Coder.model_info = {"arch": "gru", "config": {"hidden": 8, "layers": 1, "embed": 8}}
+    assert bench.kv_bytes_per_byte(Coder()) == 0
+    for threads in (1, 2):
+        assert 1e8 < peak.read_bandwidth(threads, mib=16, repeat=2) < 1e13  # a real rate in bytes/s
+
+
 @pytest.mark.parametrize("arch", ["gru", "transformer"])
 def test_dropout_acts_in_training_only(arch):
     cfg = ARCHS[arch].load().Config(**TINY[arch])
