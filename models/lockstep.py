@@ -372,7 +372,8 @@ def encode(engine, data: bytes, max_streams: int, min_segment: int, match: int,
 def decode(engine, words: bytes, size: int, streams: int, seg: int, match: int, progress=None,
            context: bytes = b"", mix: int = 0) -> bytes:
     """Invert :func:`encode`. The caller has checked that ``streams x seg`` fits ``size``; a body that
-    is not a valid range-coder stream raises ValueError or RuntimeError (from constriction)."""
+    is not a valid range-coder stream raises whatever constriction raises (it can be an
+    AssertionError); the payload layer turns any exception into a one-line PayloadError."""
     import constriction
 
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
