@@ -37,8 +37,13 @@ def macs_per_byte(coder) -> int:
         h, layers = cfg["hidden"], cfg["layers"]
         return 3 * h * h * layers + 3 * h * h * (layers - 1) + 256 * h
     d, m, L = cfg["d_model"], cfg["mlp_mult"] * cfg["d_model"], cfg["layers"]
-    # q.k and weights.v over the full window are exact integer products too
-    return L * (3 * d * d + d * d + 2 * m * d + 2 * cfg["ctx"] * d) + 256 * d
+    # q.k and weights.v over the window the coder attends to are exact integer products too
+    return L * (3 * d * d + d * d + 2 * m * d + 2 * window(coder) * d) + 256 * d
+
+
+def window(coder) -> int:
+    """Positions a transformer coder attends to: its ``window`` option, at most the model's ctx."""
+    return min(getattr(coder.options, "window", 1 << 30), coder.model_info["config"]["ctx"])
 
 
 def kv_bytes_per_byte(coder) -> int:
@@ -50,7 +55,7 @@ def kv_bytes_per_byte(coder) -> int:
     cfg = info["config"]
     if info["arch"] != "transformer":
         return 0
-    return cfg["layers"] * cfg["ctx"] * (3 * cfg["d_model"] + 5 * cfg["heads"])
+    return cfg["layers"] * window(coder) * (3 * cfg["d_model"] + 5 * cfg["heads"])
 
 
 def main() -> None:

@@ -96,6 +96,7 @@ class NeuralCoder(Coder):
 
     family = "neural"
     arch = "?"
+    arch_options: tuple = ()  # the architecture's CodingOptions (models/archs.py)
     max_ratio = MAX_RATIO
     # Context (a prefix coder's stored text) is searched by the match model; the LM itself starts
     # every stream from BOS, so priming helps only where the evaluated text repeats the context.
@@ -144,6 +145,8 @@ class NeuralCoder(Coder):
             raise _engine_error(err) from None
         if header["arch"] != self.arch:
             raise ArtifactError(f"{self.name} was given a {header['arch']} artifact")
+        if self.arch_options:  # the architecture's own options (the transformer's window)
+            engine = engine.for_coding(**{o.name: getattr(self.options, o.name) for o in self.arch_options})
         self._header, self._engine = header, engine
 
     def artifact(self) -> bytes:
@@ -236,13 +239,23 @@ class NeuralCoder(Coder):
 
 
 def coder_class(info: ArchInfo) -> type[NeuralCoder]:
-    """The coder class of one architecture record, registered under the architecture's name."""
+    """The coder class of one architecture record, registered under the architecture's name: the
+    shared options with the architecture's own ``streams`` default, then its own options."""
+
+    def check(self):
+        NeuralOptions.__post_init__(self)
+        for o in info.options:
+            if not o.lo <= getattr(self, o.name) <= o.hi:
+                raise ValueError(f"{o.name}={getattr(self, o.name)} is out of range [{o.lo}, {o.hi}]")
+
     options = dataclass(frozen=True)(type("Options", (NeuralOptions,), {
-        "__annotations__": {"streams": int}, "streams": info.streams, "__module__": __name__,
-        "__qualname__": f"{info.name}.Options",
+        "__annotations__": {"streams": int, **{o.name: int for o in info.options}},
+        "streams": info.streams, **{o.name: o.default for o in info.options}, "__post_init__": check,
+        "__module__": __name__, "__qualname__": f"{info.name}.Options",
     }))
     cls = type(f"{info.name.title().replace('-', '')}Coder", (NeuralCoder,), {
         "arch": info.name, "description": info.description, "Options": options, "__module__": __name__,
+        "arch_options": info.options,
     })
     return register_coder(info.name, groups=NEURAL)(cls)
 

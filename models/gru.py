@@ -159,8 +159,9 @@ class IntGRU:
     """
 
     # In a mixed run, step one group of streams on a helper thread while the mixer codes the other
-    # (lockstep._run_mixed): the GRU's step is a few hundred microseconds of one thread's work, the
-    # mixer's several times that, so the step costs the caller nothing but the hand-off.
+    # (lockstep._run_mixed), so the two share the two cores. Where the int8 GEMM runs, a group's step
+    # takes a little less time than the mixer's turn and is hidden; on the float32 path it takes
+    # about twice as long, and the helper's steps set the pace (see the README's speed notes).
     mixer_overlap = True
 
     def __init__(self, cfg: GRUConfig, t: dict[str, torch.Tensor]):

@@ -13,6 +13,7 @@ integer exp table and multiply fixed-point values in float64 GEMMs whose partial
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -349,7 +350,8 @@ def _attend_quantize(kt, ks, v16, vwide, v32, qq, qscale, bias, att_exp, q, step
 
 
 class IntTransformer:
-    """Integer-arithmetic transformer with a sliding KV cache of ``ctx`` positions per stream."""
+    """Integer-arithmetic transformer with a sliding KV cache of ``self.ctx`` positions per stream
+    (the model's ctx, or a coder's shorter window: :meth:`for_coding`)."""
 
     # The encoder knows every input up front and could score 64 positions at once
     # (:meth:`logits_blocks`, torch ops); the compiled decoder step (:meth:`step`) was measured twice
@@ -359,6 +361,7 @@ class IntTransformer:
 
     def __init__(self, cfg: TransformerConfig, t: dict[str, torch.Tensor]):
         self.cfg = cfg
+        self.ctx = cfg.ctx  # positions attended to (the KV window); see for_coding
         f64 = lambda name: t[name].to(torch.float64)  # noqa: E731
         self.emb = t["emb"]
         self.emb_scale = f64("emb_scale")
@@ -379,8 +382,17 @@ class IntTransformer:
         self.head_scale_np, self.att_exp_np = self.head_w[1].numpy(), self.att_exp.numpy()
         self.inv_sqrt_dh32 = np.float32(self.inv_sqrt_dh)
 
+    def for_coding(self, window: int) -> "IntTransformer":
+        """This engine attending to the last ``min(window, ctx)`` positions (a coder's ``window``
+        option), sharing its weights. ALiBi needs nothing else: each position in the window keeps
+        its distance bias, and positions further back leave it just as those beyond ctx always did.
+        The KV cache, and so the bytes each decoder step reads, shrink with the window."""
+        eng = copy.copy(self)
+        eng.ctx = min(window, self.cfg.ctx)
+        return eng
+
     def start(self, batch: int) -> dict:
-        c, L, H, dh = self.cfg.ctx, self.cfg.layers, self.cfg.heads, self.cfg.d_model // self.cfg.heads
+        c, L, H, dh = self.ctx, self.cfg.layers, self.cfg.heads, self.cfg.d_model // self.cfg.heads
         # The streams are split into runs, one per thread, each stepped on its own (every operation is
         # row-wise or an exact sum, so the split changes no bit); fewer than 8 streams a run is not
         # worth a thread's hand-off.
@@ -495,7 +507,7 @@ class IntTransformer:
         """
         cfg = self.cfg
         B, n = tokens.shape
-        H, d, c = cfg.heads, cfg.d_model, cfg.ctx
+        H, d, c = cfg.heads, cfg.d_model, self.ctx
         dh = d // H
         block = block or 64  # queries per block: the key window is 64 + ctx - 1, little wasted
         # Per layer: the previous c - 1 positions' keys (int8 values as float32), key scales and
@@ -530,8 +542,7 @@ class IntTransformer:
     def step(self, state: dict, inputs: torch.Tensor) -> torch.Tensor:
         """The logits [B, 256] (float64) of the next byte of every stream, given each stream's last
         input; the same numbers as :meth:`logits_blocks`, bit for bit (a test holds them equal)."""
-        cfg = self.cfg
-        c, B = cfg.ctx, inputs.shape[0]
+        c, B = self.ctx, inputs.shape[0]
         t = state["t"]
         slot = t % c
         state["pos"][slot] = t

@@ -37,8 +37,12 @@ GOLDEN = {  # spec: (sha256 of every probability coded, sha256 of the coded body
                                 "efcf522475234f4ae29b05dbc8caa4ba5b90ce787f8ae0e72f35eeb10b9bf454"),
     "gru:model=ptb:mix=0": ("58fdcd54222b4b35224246a44f7e663b958e5e9750d45584f4a6cec6d8603f78",
                             "25fb8807a94b465cc73ac0fc373d759efe209a0b47728e3c4e087b5a76d25382"),
-    "transformer:mix=0": ("f7d20d05f08617505cc15fb434c1dd4a8808359e4ee578c4116d2087199c31bc",
-                          "218caa5418d8c14c72daeb3f3766e82da38e0220a58cc1b83fb1c037daac7cb0"),
+    # The transformer's values until it got the window option (default 256): window=512, the
+    # shipped model's whole context, codes exactly as the transformer always did.
+    "transformer:mix=0:window=512": ("f7d20d05f08617505cc15fb434c1dd4a8808359e4ee578c4116d2087199c31bc",
+                                     "218caa5418d8c14c72daeb3f3766e82da38e0220a58cc1b83fb1c037daac7cb0"),
+    "transformer:mix=0": ("176419c64cf2ae9d42588b4a11b79b6cc8c991d516151786fbca4cad955821eb",
+                          "6c02b3e97cc451e3161b4a0ea533de23021a8cc94f534efed53b4091851d06fe"),
     "gru:model=ptb-small:mix=0": ("75c06c9856b7131c9fd98b1daa06ef77387fa54fb97977c6e74771f6160c09cf",
                                   "9f447640e7ba961543f61b36e7d4ad6c14de90984b134b66a2503b67e5a769ba"),
     # mix=1 (the default): context mixing, 12-bit probabilities per bit. Changed by the release that
@@ -54,8 +58,14 @@ GOLDEN = {  # spec: (sha256 of every probability coded, sha256 of the coded body
                       "9c214277fdb10972999050ef85f7312ef02c532fd0938bd2aa9d148499de403c"),
     "gru:model=ptb-small": ("2be59efe81c2e9cff9c15323e195e963f74a4603084837f4681257dab677fc05",
                             "cc15f733e904fd12484e12ce0e09592f6efb3aaf13d9a6f97702a5110c6bdff6"),
-    "transformer": ("03baea04f30e63e6bc36a5a1dd9c2c6cf56691cb82ce6dc0e4fbc9e10e7d53c5",
-                    "f4184fe4a5d8fa357f9710310f85a986580d8e1a2f2ba96ead6d5ec0358e37e1"),
+    "transformer:window=512": ("03baea04f30e63e6bc36a5a1dd9c2c6cf56691cb82ce6dc0e4fbc9e10e7d53c5",
+                               "f4184fe4a5d8fa357f9710310f85a986580d8e1a2f2ba96ead6d5ec0358e37e1"),
+    # The default window (256 of the model's 512), and one short enough that the 921 bytes wrap the
+    # KV ring many times.
+    "transformer": ("215339e056d1ed704b4fada791c364b617dae9e9c7b0be7741292c40508717cc",
+                    "7c00e12b976196c2610860086bc12f5060b9f92a87594f78316f007b7fa868df"),
+    "transformer:window=16": ("265a89efc70066e3396cce9953743dad6dd808fd2a01a129e669d053c7f37979",
+                              "132013b5a11d229a297b07fafe9b8d02957f5a64d2047bceaafdb5937600d2f7"),
     # mix=1 over 55 streams of 17 bytes: two groups of streams take turns at each step
     # (lockstep.mixed_groups), the layout every default run of 32 streams or more codes with.
     "gru:min_segment=16": ("cb59a9b0063b50c8ff86bbb829c2af51335d3ec6c79a88dabcfba02481f004d8",

@@ -244,6 +244,44 @@ def test_transformer_block_logits_equal_the_step_engine_bit_for_bit(tiny_models,
     assert torch.equal(blocks, steps)
 
 
+@pytest.mark.parametrize("window", [16, 40])
+def test_transformer_window_codes_exactly_as_the_model_with_that_context(tiny_models, window):
+    """``window=W`` is the trained model with ctx W, bit for bit: its compiled step (ring of W slots)
+    equals the torch block reference of an engine built with ctx = W, well past the window."""
+    path, _ = tiny_models["transformer"]
+    header, tensors = artifact.unpack(path.read_bytes())
+    _, engine = load_engine(path.read_bytes())
+    windowed = engine.for_coding(window)
+    assert (windowed.ctx, engine.ctx) == (window, engine.cfg.ctx) and windowed.blocks is engine.blocks
+    built = transformer.IntTransformer(dataclasses.replace(engine.cfg, ctx=window), tensors)
+    g = torch.Generator().manual_seed(window)
+    tokens = torch.randint(0, 256, (9, 130), generator=g)
+    tokens[:, 0] = gru.BOS
+    tokens[2, 10:60] = ord("e")
+    with torch.inference_mode():
+        ref = torch.cat(list(built.logits_blocks(tokens, 32)), dim=1)
+        state = windowed.start(9)
+        steps = torch.stack([windowed.step(state, tokens[:, t]) for t in range(130)], 1)
+        full = torch.cat(list(engine.logits_blocks(tokens, 32)), dim=1)
+    assert torch.equal(steps, ref)
+    assert torch.equal(steps[:, :window], full[:, :window])  # the same model until the window fills
+    assert not torch.equal(steps, full)
+
+
+def test_transformer_window_option_is_a_format_option_checked_and_capped_at_ctx(tiny_models):
+    path, _ = tiny_models["transformer"]
+    data = (b"the window option: how far back the transformer attends. " * 30)[:1500]
+    digests = {w: make("transformer", path, streams=2, window=w).probability_digest(data) for w in (16, 64, 4096)}
+    assert digests[64] == digests[4096] != digests[16]  # the tiny model's ctx is 64
+    coder = make("transformer", path, streams=2, window=16)
+    assert coder.header_spec.endswith("window=16")  # in the payload header: the decoder must use it
+    assert decode_payload(coder.encode(data), coder.artifact()) == data
+    with pytest.raises(registry.SpecError, match=r"window=8 is out of range \[16, 4096\]"):
+        registry.make_coder("transformer:window=8")
+    with pytest.raises(registry.SpecError, match="unknown option"):
+        registry.make_coder("gru:window=256")
+
+
 @pytest.mark.parametrize("mix", [0, 1])
 @pytest.mark.parametrize("arch", ["gru", "transformer"])
 def test_match_model_codes_a_repeat_beyond_the_window_almost_free(tiny_models, arch, mix):
