@@ -4,6 +4,7 @@ trips with seconds-long trained models, artifacts that reject bad bytes, and tra
 import dataclasses
 import math
 import time
+import types
 
 import numpy as np
 import pytest
@@ -508,14 +509,18 @@ def test_the_memory_roof_counts_the_bytes_the_transformer_cache_reads_per_byte()
     cfg = transformer.TransformerConfig(d_model=32, layers=2, heads=2, ctx=64)
     with torch.no_grad():
         eng = transformer.IntTransformer(cfg, transformer.export(transformer.TransformerLM(cfg)))
-    state = eng.start(3)
-    # v32 holds a value row only where it does not fit int16 (np.zeros leaves its pages unmapped)
-    held = sum(state[k].nbytes for k in ("k", "ks", "v16", "vwide"))
+
+    def held(engine):  # v32 holds a value row only where it does not fit int16 (np.zeros leaves its pages unmapped)
+        state = engine.start(3)
+        return sum(state[k].nbytes for k in ("k", "ks", "v16", "vwide"))
 
     class Coder:
         model_info = {"arch": "transformer", "config": dataclasses.asdict(cfg)}
+        options = types.SimpleNamespace(window=4096)  # more than the model's ctx: the whole ctx
 
-    assert bench.kv_bytes_per_byte(Coder()) * 3 == held
+    assert bench.kv_bytes_per_byte(Coder()) * 3 == held(eng)
+    Coder.options = types.SimpleNamespace(window=16)  # the coder's window: the cache it keeps
+    assert bench.kv_bytes_per_byte(Coder()) * 3 == held(eng.for_coding(16)) < held(eng)
     Coder.model_info = {"arch": "gru", "config": {"hidden": 8, "layers": 1, "embed": 8}}
     assert bench.kv_bytes_per_byte(Coder()) == 0
     for threads in (1, 2):
