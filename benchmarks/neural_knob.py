@@ -111,6 +111,8 @@ def plot(rows: list[dict], path: Path, cpu: str, n: int, tn: int = 65536) -> Non
                 linestyle=(":" if sweep == "window" else "-") if mix else (0, (1, 3)) if sweep == "window" else "--",
                 label=f"{model} mix={mix}" + (" (window)" if sweep == "window" else ""))
         for r in pts:
+            if sweep == "window" and r.get("sweep") != "window":
+                continue  # the default point: labelled by the stream sweep
             text = f"w{r['window']}" if sweep == "window" else str(r["streams"])
             ax.annotate(text, (r["decode_kb_s"], r["bpb"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     from matplotlib.ticker import FixedLocator, NullFormatter
@@ -122,8 +124,9 @@ def plot(rows: list[dict], path: Path, cpu: str, n: int, tn: int = 65536) -> Non
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("decode KB/s (log scale; labels: streams, or wN: the transformer's window at 64 streams)")
     ax.set_ylabel("bits per byte (payload)")
-    ax.set_title(f"quality/speed knob: mix (solid 1, dashed 0) and streams (labels), first {n:,} bytes of each "
-                 f"test split\n(transformer: {tn:,} bytes) {cpu}, 2 cores", fontsize=9)
+    ax.set_title(f"quality/speed knob: mix (solid 1, dashed 0), streams (labels) and the transformer's window "
+                 f"(dotted, wN),\nfirst {n:,} bytes of each test split (transformer: {tn:,} bytes), {cpu}, 2 cores",
+                 fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
