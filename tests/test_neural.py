@@ -353,6 +353,33 @@ def test_transformer_step_split_over_threads_equals_the_block_reference_bit_for_
     assert state["vwide"][0].any() and not state["vwide"][0].all()  # both value paths were read
 
 
+def test_artifact_config_claiming_more_than_its_tensors_is_refused_before_building_anything(tiny_models):
+    blob = tiny_models["gru"][0].read_bytes()
+    header, tensors = artifact.unpack(blob)
+    huge = artifact.pack("gru", {**header["config"], "hidden": 4096, "layers": 8}, tensors)
+    with pytest.raises(artifact.ArtifactError, match="claims more parameters than it holds"):
+        load_engine(huge)
+
+
+def test_loading_a_model_leaves_torch_s_generator_alone_and_does_not_import_dynamo(tiny_models):
+    """The loader builds the config's model to learn its tensor shapes: on the CPU (the meta device's
+    initialisers import torch._dynamo, 1.5 s of every decoder's start-up), with torch's random state
+    restored afterwards (decoding must not change a caller's random stream)."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    load_engine(tiny_models["transformer"][0].read_bytes())
+    assert torch.equal(torch.rand(3), expected)
+    code = ("import sys; from compbench.models.artifact import load_engine; "
+            f"load_engine(open({str(tiny_models['gru'][0])!r}, 'rb').read()); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_artifact_rejects_corruption_and_other_engines(tiny_models):
     blob = tiny_models["gru"][0].read_bytes()
     header, tensors = artifact.unpack(blob)
