@@ -2,7 +2,7 @@
 
     python benchmarks/neural_knob.py [--bytes 262144] [--streams 64,256,1024] [--mix 0,1]
         [--models gru-enwik8,gru-sagas,gru-dickens,gru-ptb,transformer-enwik8] [--transformer-bytes 65536]
-        [--transformer-streams 16,32,64] [--transformer-windows 128,512]
+        [--transformer-streams 16,32,64,128] [--transformer-windows 128,512]
 
 Two settings trade speed for compression. ``mix=1`` (the default) mixes the LM bit by bit with
 context models shared by every stream; ``mix=0`` codes with the LM and a per-stream match model.
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--models", default="gru-enwik8,gru-sagas,gru-dickens,gru-ptb,transformer-enwik8")
     ap.add_argument("--transformer-bytes", type=int, default=65536,
                     help="the transformer decodes at about 10 KB/s: it is timed on this many bytes")
-    ap.add_argument("--transformer-streams", default="16,32,64",
+    ap.add_argument("--transformer-streams", default="16,32,64,128",
                     help="the transformer's stream counts, at its default window (each stream keeps a "
                          "key/value cache of 1.6 KB per position attended to)")
     ap.add_argument("--transformer-windows", default="128,512",
