@@ -36,6 +36,7 @@ VERSION = 1
 ENGINE_VERSION = 1  # bump whenever integer inference changes the probabilities it computes
 DTYPES = {"int8": torch.int8, "float16": torch.float16}
 INNER_LIMIT = 1 << 26  # 64 MiB: far above any 16 MB-budget model; a blob claiming more is refused
+CPU_BUILD_PARAMS = 1 << 24  # the shape check builds models up to this size for real (expected_shapes)
 
 
 class ArtifactError(ValueError):
@@ -161,15 +162,18 @@ def expected_shapes(arch: str, cfg, limit: int) -> dict[str, tuple[str, list[int
     """Names, dtypes and shapes an artifact of this config must contain (checked on load), from the
     architecture's own ``export`` of a freshly built model, so there is one definition of them.
 
-    The model is built on the CPU, and only when its config claims at most ``limit`` parameters
-    (:meth:`artifact_params`): a header must not make the loader allocate what the artifact's bytes
-    do not hold. Not on the meta device: there torch's initialisers run as Python references, whose
-    first call imports ``torch._dynamo``, about 1.5 s of every decoder's start-up, where building a
-    1 MB model takes about 25 ms. The initialisers draw from torch's generator: it is restored."""
-    if sum(cfg.artifact_params()) > limit:
+    Refused outright when the config claims more than ``limit`` parameters (:meth:`artifact_params`).
+    A model of up to CPU_BUILD_PARAMS parameters (every model a 16 MB budget holds) is built on the
+    CPU: about 25 ms for a 1 MB model, at most 64 MB of float32. A larger one is built on the meta
+    device, which allocates nothing but whose initialisers run as Python references: their first
+    call imports ``torch._dynamo``, about 1.5 s, which is why the CPU is the usual path. The
+    initialisers draw from torch's generator: its state is restored."""
+    params = sum(cfg.artifact_params())
+    if params > limit:
         raise ArtifactError("neural artifact tensors do not match its config (it claims more parameters than it holds)")
     mod = ARCHS[arch].load()
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.device("cpu" if params <= CPU_BUILD_PARAMS else "meta"), torch.random.fork_rng(devices=[]), \
+            torch.no_grad():
         tensors = mod.export(mod.LM(cfg))
     return {k: (str(v.dtype).removeprefix("torch."), list(v.shape)) for k, v in tensors.items()}
 

@@ -380,6 +380,17 @@ def test_loading_a_model_leaves_torch_s_generator_alone_and_does_not_import_dyna
     assert out.strip() == "False"
 
 
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_shape_check_builds_the_same_shapes_on_the_cpu_and_on_the_meta_device(tiny_models, monkeypatch, arch):
+    """Models too large to build for real (artifact.CPU_BUILD_PARAMS) are built on the meta device."""
+    header, tensors = artifact.unpack(tiny_models[arch][0].read_bytes())
+    cfg = artifact.make_config(arch, header["config"])
+    on_cpu = artifact.expected_shapes(arch, cfg, limit=1 << 30)
+    monkeypatch.setattr(artifact, "CPU_BUILD_PARAMS", 0)
+    assert artifact.expected_shapes(arch, cfg, limit=1 << 30) == on_cpu
+    assert on_cpu == {k: (str(v.dtype).removeprefix("torch."), list(v.shape)) for k, v in tensors.items()}
+
+
 def test_artifact_rejects_corruption_and_other_engines(tiny_models):
     blob = tiny_models["gru"][0].read_bytes()
     header, tensors = artifact.unpack(blob)
