@@ -42,8 +42,9 @@ def macs_per_byte(coder) -> int:
 
 
 def window(coder) -> int:
-    """Positions a transformer coder attends to: its ``window`` option, at most the model's ctx."""
-    return min(getattr(coder.options, "window", 1 << 30), coder.model_info["config"]["ctx"])
+    """Positions a transformer coder attends to: its engine's (the ``window`` option, at most the
+    model's ctx, as ``IntTransformer.for_coding`` decides)."""
+    return coder.engine.ctx
 
 
 def kv_bytes_per_byte(coder) -> int:

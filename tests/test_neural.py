@@ -4,7 +4,6 @@ trips with seconds-long trained models, artifacts that reject bad bytes, and tra
 import dataclasses
 import math
 import time
-import types
 
 import numpy as np
 import pytest
@@ -554,10 +553,10 @@ def test_the_memory_roof_counts_the_bytes_the_transformer_cache_reads_per_byte()
 
     class Coder:
         model_info = {"arch": "transformer", "config": dataclasses.asdict(cfg)}
-        options = types.SimpleNamespace(window=4096)  # more than the model's ctx: the whole ctx
+        engine = eng.for_coding(4096)  # more than the model's ctx: the whole ctx
 
     assert bench.kv_bytes_per_byte(Coder()) * 3 == held(eng)
-    Coder.options = types.SimpleNamespace(window=16)  # the coder's window: the cache it keeps
+    Coder.engine = eng.for_coding(16)  # the coder's window: the cache it keeps
     assert bench.kv_bytes_per_byte(Coder()) * 3 == held(eng.for_coding(16)) < held(eng)
     Coder.model_info = {"arch": "gru", "config": {"hidden": 8, "layers": 1, "embed": 8}}
     assert bench.kv_bytes_per_byte(Coder()) == 0
