@@ -110,9 +110,20 @@ class Pool:
             broken = False
             try:
                 while pending or running:
-                    while pending and len(running) < self.jobs:
+                    while pending and len(running) < self.jobs and not broken:
                         cell = pending.pop(0)
-                        fut = pool.submit(_pool_item, work, cell)
+                        try:
+                            fut = pool.submit(_pool_item, work, cell)
+                        except BrokenProcessPool:
+                            # A worker died after the last wait() and before this submit: the pool
+                            # refuses new work. This cell never ran, so it goes back unblamed; the
+                            # cells that were running are failed below (or by wait()) and retried.
+                            if running:
+                                pending.insert(0, cell)
+                            else:  # nothing ran, yet the pool broke: blame this cell, so retries bound the loop
+                                self._fault(cell, attempts, pending, "its worker process died", done, say)
+                            broken = True
+                            break
                         running[fut], started[fut] = cell, time.monotonic()
                     finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
                     for fut in finished:

@@ -92,6 +92,37 @@ def test_a_cell_whose_worker_is_killed_is_retried_and_recorded_once(corpus, tmp_
         assert any("worker process died; retrying" in line for line in lines), lines
 
 
+def test_a_worker_that_dies_just_before_the_next_submit_loses_no_cell(corpus, tmp_path, monkeypatch):
+    """The race CI once hit: a worker dies after the driver's last wait() and before its next
+    submit(), so the pool refuses the submit. Forced here: the third submit first kills a worker and
+    waits until the pool knows it is broken."""
+    import signal
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    real_submit = ProcessPoolExecutor.submit
+    calls = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(next(iter(self._processes.values())).pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while not self._broken and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert self._broken
+        return real_submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", submit)
+    store = Store(tmp_path / "s.sqlite")
+    lines = []
+    result = run(_cfg(corpus, "zlib,bz2", jobs=2), progress=lines.append, store=store)
+    assert len(calls) > 3  # the refused submit happened, and the sweep went on in a new pool
+    assert result.ok, result.failures
+    keys = [(r["coder"], r["file"]) for r in store.records()]
+    assert len(keys) == len(set(keys)) == 6  # every cell once: none lost, none twice
+
+
 def test_a_cell_that_keeps_killing_its_worker_is_recorded_as_failed(corpus, tmp_path):
     script = tmp_path / "kill.py"
     script.write_text("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n")
