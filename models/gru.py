@@ -158,10 +158,13 @@ class IntGRU:
     float32 rather than float64 halves the memory traffic of the elementwise ops, which dominate.
     """
 
-    # In a mixed run, step one group of streams on a helper thread while the mixer codes the other
-    # (lockstep._run_mixed), so the two share the two cores. Where the int8 GEMM runs, a group's step
-    # takes a little less time than the mixer's turn and is hidden; on the float32 path it takes
-    # about twice as long, and the helper's steps set the pace (see the README's speed notes).
+    # In a mixed run the engine's work shares the two cores with the mixer (lockstep._run_mixed).
+    # Where the int8 GEMM runs, a group's whole step takes a little less time than the mixer's turn,
+    # so the helper thread runs it and it is hidden. On the float32 path the step takes about 2.4
+    # times the mixer's turn, 70% of it the w_hh GEMM, so the helper runs only that GEMM
+    # (recurrent_sums: it needs the state, not the byte being coded, so it overlaps that byte's
+    # coding) and this thread the gates, the output GEMM and the softmax weights; measured on one
+    # thread, 1.75 ms against 1.62 ms a group of 128 streams (see the README's speed notes).
     mixer_overlap = True
 
     def __init__(self, cfg: GRUConfig, t: dict[str, torch.Tensor]):
@@ -179,54 +182,83 @@ class IntGRU:
         self.s_out = f32("w_out_scale") / 127.0
         self.b_out = f32("b_out")
         self.fused = True  # the compiled gate pass (:func:`_cell`); False runs the torch ops it replaces
-        # Matmul outputs reused from step to step (scratch within one step), per batch size: a mixed
-        # run steps two groups of streams, perhaps one row apart in size, turn by turn.
-        self._bufs: dict[int, dict] = {}
+        # Which thread of a mixed run does what (speed only: the same ops either way, see above).
+        self.helper_runs = "recurrent_sums" if not intops._int_mm_available() else "step"
+        self._bufs: dict[int, torch.Tensor] = {}  # output sums by batch size (see _out)
 
     def start(self, batch: int) -> list[torch.Tensor]:
         """Each layer's state h [batch, H]. The compiled path appends, at its first step, each layer's
-        h rounded for the next matmul (see :meth:`step`); callers may set h before that step."""
+        h rounded for the next matmul and its recurrent sums (see :meth:`_ready`); callers may set h
+        before that step."""
         return [torch.zeros(batch, self.cfg.hidden, dtype=torch.float32) for _ in range(self.cfg.layers)]
 
-    def _buffers(self, batch: int) -> dict:
+    def _out(self, batch: int) -> torch.Tensor:
+        # The output matmul's sums, reused from step to step per batch size (a mixed run steps two
+        # groups, perhaps one row apart in size). They stay in the dtype they come out in (int32 from
+        # the int8 GEMM): the compiled pass converts them as it reads, not a pass of its own.
         if batch not in self._bufs:
-            H = self.cfg.hidden
-            # The GEMMs' sums stay in the dtype they come out in (int32 from the int8 GEMM): the
-            # compiled passes convert them as they read, not a pass of their own.
-            self._bufs[batch] = dict(
-                out=torch.empty(batch, 256, dtype=intops.acc_dtype(self.w_out)),
-                acc=[torch.empty(batch, 3 * H, dtype=intops.acc_dtype(p["w_hh"])) for p in self.layers])
+            self._bufs[batch] = torch.empty(batch, 256, dtype=intops.acc_dtype(self.w_out))
         return self._bufs[batch]
 
     @staticmethod
     def _q(h: torch.Tensor) -> torch.Tensor:
         return torch.round(h * 127.0).to(torch.int8)  # |h| <= 1, so no clamp is needed
 
-    def _advance(self, state: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
-        """The compiled step up to the output matmul: returns its exact integer sums [B, 256] (float32).
+    def _ready(self, state: list[torch.Tensor]) -> None:
+        """At a state's first step, append what the compiled path carries after the h's: each layer's
+        h rounded to integers (``q(h)``, the next matmul's input, in the dtype the matmul takes on this
+        machine; :func:`_cell` rewrites it in place, so no step rounds or converts h again), then each
+        layer's recurrent sums [B, 3H]. The sums live in the state, not in the engine, because a mixed
+        run computes one group's while this thread reads the other's (:meth:`recurrent_sums`)."""
+        L = self.cfg.layers
+        if len(state) == L:  # round the (perhaps caller-set) states once
+            dt = intops.gemm_input_dtype(self.layers[0]["w_hh"])
+            B, H = state[0].shape[0], self.cfg.hidden
+            state.extend([self._q(h).to(dt) for h in state[:L]])
+            state.extend([torch.empty(B, 3 * H, dtype=intops.acc_dtype(p["w_hh"])) for p in self.layers])
 
-        Each layer's h rounded to integers (``q(h)``, the next step's matmul input) is written by
-        :func:`_cell` in the dtype the matmul takes on this machine and kept in ``state`` after the
-        h's, so no step rounds or converts h again. The matmul sums land in reused buffers."""
+    def recurrent_sums(self, state: list[torch.Tensor]) -> None:
+        """The part of the next step that depends on the state alone: every layer's exact integer sums
+        ``q(h) @ w_hh``, into the state. The next input enters only through :meth:`cells` (the input
+        table, and a deeper layer's ``w_ih`` matmul of the layer below's new h), so a mixed run can
+        compute these on the helper thread while this thread is still coding the current byte."""
+        self._ready(state)
+        L = self.cfg.layers
+        for layer, p in enumerate(self.layers):
+            intops.matmul_into(state[L + layer], p["w_hh"], state[2 * L + layer])
+
+    def cells(self, state: list[torch.Tensor], inputs: torch.Tensor) -> None:
+        """The rest of the recurrence, after :meth:`recurrent_sums`: each layer's gates and new h for
+        one input symbol per stream (int64 [B]), by :func:`_cell`, in place on ``state``."""
         L, f32 = self.cfg.layers, torch.float32
         B = inputs.shape[0]
-        if len(state) == L:  # first step: round the (perhaps caller-set) states once
-            dt = intops.gemm_input_dtype(self.layers[0]["w_hh"])
-            state.extend(self._q(h).to(dt) for h in state[:L])
         sig, tnh = intops.sigmoid_table().numpy(), intops.tanh_table().numpy()
-        bufs = self._buffers(B)
         for layer, p in enumerate(self.layers):
-            h, hq = state[layer], state[L + layer]
+            h, hq, acc = state[layer], state[L + layer], state[2 * L + layer]
             if layer == 0:
                 gx, rows = self.table, inputs
             else:
                 gx = intops.int_matmul(state[L + layer - 1], p["w_ih"], f32) * p["s_ih"] + p["b_ih"]
                 rows = torch.arange(B)
-            acc = bufs["acc"][layer]
-            intops.matmul_into(hq, p["w_hh"], acc)
             _cell(gx.numpy(), rows.numpy(), acc.numpy(), p["s_hh"].numpy(), p["b_hh"].numpy(), h.numpy(), sig, tnh,
                   hq.numpy())
-        return intops.matmul_into(state[-1], self.w_out, bufs["out"])
+
+    def out_sums(self, state: list[torch.Tensor]) -> torch.Tensor:
+        """The output matmul's exact integer sums [B, 256] of the current state (a reused buffer)."""
+        L = self.cfg.layers
+        hq = state[2 * L - 1]
+        return intops.matmul_into(hq, self.w_out, self._out(hq.shape[0]))
+
+    def out_weights(self, state: list[torch.Tensor]) -> torch.Tensor:
+        """The integer softmax weights (int64 [B, 256]) of the current state: :meth:`out_sums`, then
+        :func:`~compbench.models.intops.exp_weights_of` (the output scale, bias and softmax in one pass)."""
+        return intops.exp_weights_of(self.out_sums(state), self.s_out, self.b_out)
+
+    def _advance(self, state: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        """The compiled step up to the output matmul: returns its exact integer sums [B, 256]."""
+        self.recurrent_sums(state)
+        self.cells(state, inputs)
+        return self.out_sums(state)
 
     def step(self, state: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """Consume one input symbol per stream (int64 [B]); update ``state``; return float32 logits."""
@@ -239,7 +271,9 @@ class IntGRU:
         scale, bias and softmax weights fused into one compiled pass (int64 [B, 256])."""
         if not self.fused:
             return intops.exp_weights(self._step_torch(state, inputs))
-        return intops.exp_weights_of(self._advance(state, inputs), self.s_out, self.b_out)
+        self.recurrent_sums(state)
+        self.cells(state, inputs)
+        return self.out_weights(state)
 
     def _step_torch(self, state: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """:meth:`step` as tensor-wide torch ops: the reference the compiled pass must equal bit for bit."""

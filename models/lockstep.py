@@ -232,10 +232,38 @@ def mixed_groups(streams: int) -> list[tuple[int, int]]:
     return [(0, streams // 2), (streams // 2, streams)]
 
 
-def _next_inference(source):
-    """``next(source)`` under inference mode, which is per thread: a helper thread enters it itself."""
+def _in_inference(fn, *args):
+    """``fn(*args)`` under inference mode, which is per thread: a helper thread enters it itself."""
     with torch.inference_mode():
-        return next(source)
+        return fn(*args)
+
+
+class _SplitSteps:
+    """Integer weights per group and step, as :func:`_step_probs` gives them, from an engine whose
+    ``helper_runs`` is ``"recurrent_sums"``. ``pool`` (one thread) computes a group's
+    ``recurrent_sums`` for its next step while the caller codes this one; the caller's thread runs
+    the gates (``cells``, which need the byte just coded) and ``out_weights``."""
+
+    def __init__(self, engine, arr: np.ndarray, groups: list[tuple[int, int]], pool):
+        self.engine, self.arr, self.groups, self.pool = engine, arr, groups, pool
+        self.states = [engine.start(hi - lo) for lo, hi in groups]
+        self.pending = [pool.submit(_in_inference, engine.recurrent_sums, s) for s in self.states]
+
+    def weights(self, t: int, g: int) -> np.ndarray:
+        """Group g's weights for step t; the caller has filled its ``arr[lo:hi, t - 1]``."""
+        lo, hi = self.groups[g]
+        prev = np.full(hi - lo, BOS) if t == 0 else self.arr[lo:hi, t - 1]
+        self.pending[g].result()
+        self.engine.cells(self.states[g], torch.from_numpy(prev.astype(np.int64)))
+        if t + 1 < self.arr.shape[1]:
+            # The helper reads the new q(h) while this thread's output GEMM reads it too: both only read.
+            self.pending[g] = self.pool.submit(_in_inference, self.engine.recurrent_sums, self.states[g])
+        return self.engine.out_weights(self.states[g]).numpy()
+
+    def close(self) -> None:
+        """Wait for the helper: never leave a task running on the engine (a corrupt payload raises mid-run)."""
+        for f in self.pending:
+            f.exception()
 
 
 def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False,
@@ -245,9 +273,12 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
     probability, group by group (:func:`mixed_groups`).
 
     Schedule (speed only; the probabilities are the same either way): an engine with
-    ``mixer_overlap`` gets a state per group and steps on :func:`intops.helper`'s thread (one torch
-    thread), group by group, while this thread mixes the other group; that thread runs its tasks in
-    order, so the steps never overlap each other. Other engines step all streams at once, here."""
+    ``mixer_overlap`` gets a state per group and works on :func:`intops.helper`'s thread (one torch
+    thread) while this thread mixes; that thread runs its tasks in order, so they never overlap each
+    other. What it runs is the engine's ``helper_runs``: ``"step"``, a group's whole step, while this
+    thread mixes the other group; ``"recurrent_sums"``, only the part of a group's next step that
+    does not need the byte being coded (:class:`_SplitSteps`), while this thread runs the rest on one
+    torch thread and mixes. Other engines step all streams at once, here."""
     import constriction
 
     from .mixing import ContextMixer
@@ -275,12 +306,19 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
         return bit
 
     shifts = np.arange(7, -1, -1)[:, None]
-    if overlap:
+    split = overlap and getattr(engine, "helper_runs", "step") == "recurrent_sums"
+    threads = torch.get_num_threads()
+    if split:
+        splits = _SplitSteps(engine, arr, groups, intops.helper())
+        # This thread's own torch ops (the output GEMM) on one torch thread: the other core is the
+        # helper's. Thread counts are per thread in torch; restored below.
+        torch.set_num_threads(1)
+    elif overlap:
         # A step generator per group, over its rows of arr (a view: it reads the bytes the mixer
         # writes there), advanced on the helper thread.
         pool = intops.helper()  # one thread: the group steps run one at a time, in order
         sources = [_step_probs(engine, arr[lo:hi], intops.exp_weights) for lo, hi in groups]
-        pending = [pool.submit(_next_inference, src) for src in sources]
+        pending = [pool.submit(_in_inference, next, src) for src in sources]
     else:
         source = _block_probs(engine, arr, intops.exp_weights) if blocks else \
             _step_probs(engine, arr, intops.exp_weights)
@@ -291,7 +329,7 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
                     w_all = next(source)
                 for g, (lo, hi) in enumerate(groups):
                     k = hi - lo if t < last_len or hi < streams else hi - lo - 1  # the last stream may have ended
-                    w = pending[g].result() if overlap else w_all[lo:hi]
+                    w = splits.weights(t, g) if split else pending[g].result() if overlap else w_all[lo:hi]
                     if decoder is not None:
                         arr[lo:lo + k, t] = mixer.step(t, w, k, decode_bits, lo)
                     else:
@@ -304,12 +342,15 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
                         if encoder is not None:
                             encoder.encode(bit.astype(np.int32).ravel(), family, p.ravel() / 4096.0)
                         bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
-                    if overlap and t + 1 < seg:
-                        pending[g] = pool.submit(_next_inference, sources[g])
+                    if overlap and not split and t + 1 < seg:
+                        pending[g] = pool.submit(_in_inference, next, sources[g])
                 if progress is not None and t % 256 == 255:
                     progress(min(n, (t + 1) * streams))
         finally:
-            if overlap:  # never leave a step running on the engine (a corrupt payload raises mid-step)
+            if split:
+                splits.close()
+                torch.set_num_threads(threads)
+            elif overlap:  # never leave a step running on the engine (a corrupt payload raises mid-step)
                 for f in pending:
                     f.exception()
     return bits

@@ -33,6 +33,8 @@ MACHINES = {
     "numpy-baseline-simd": {"NPY_DISABLE_CPU_FEATURES": _numpy_dispatch_off()},
     "oldest": {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
                "COMPBENCH_NO_INT_MM": "1"},
+    # Two threads and the float32 GEMM path: the GRU's helper thread runs only its recurrent sums.
+    "2-threads-no-int8-gemm": {"OMP_NUM_THREADS": "2", "COMPBENCH_NO_INT_MM": "1"},
 }
 
 PROBE = r"""
@@ -94,7 +96,7 @@ def test_a_two_group_mixed_payload_decodes_bit_exactly_whoever_steps_the_engine(
     files = {"art": path, "payload": tmp_path / "p.cbp", "data": tmp_path / "d.bin"}
     files["payload"].write_bytes(payload)
     files["data"].write_bytes(data)
-    for machine in ("1-thread", "2-threads", "oldest"):
+    for machine in ("1-thread", "2-threads", "oldest", "2-threads-no-int8-gemm"):
         res = subprocess.run(
             [sys.executable, "-c", PROBE, arch, str(files["art"]), str(files["payload"]), str(files["data"]),
              json.dumps(coder.options_dict())],
@@ -131,15 +133,58 @@ def test_two_group_steps_never_overlap_even_when_the_worker_pool_is_wide(tiny_mo
     assert coder.probability_digest(data) == want
 
 
-def test_a_two_group_decode_that_fails_midway_leaves_the_coder_usable(tiny_models, monkeypatch):
-    """A body cut short makes the range decoder fail while the helper thread holds the other group's
-    next step. The failure surfaces (the payload layer turns it into a one-line PayloadError, see
-    test_hostile), and the next decode in the same process, on the same coder, is exact."""
+@pytest.fixture
+def two_threads():
+    """Two torch threads in this test's thread, whatever xdist set: the overlapped schedules."""
     import torch
 
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the overlapped schedule, whatever xdist set
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_both_gru_helper_schedules_give_the_same_payload_and_probabilities(tiny_models, two_threads, monkeypatch):
+    """A mixed run's helper thread runs a group's whole step ("step", where the int8 GEMM is fast)
+    or only its recurrent sums while this thread runs the rest ("recurrent_sums", the float32 path).
+    Both, on one machine, must give the same payload, decode and probabilities; the split one must
+    really have run, and leave this thread's torch thread count as it found it."""
+    import torch
+
+    from compbench.models import lockstep
+
+    path, _ = tiny_models["gru"]
+    coder = registry.make_coder(f"gru:model='{path}':streams=41:min_segment=100")
+    rng = np.random.default_rng(11)
+    data = (b"Determinism is the product: " * 160) + rng.integers(0, 256, 320, dtype=np.uint8).tobytes()
+    built, split = [], lockstep._SplitSteps
+
+    class Counted(split):
+        def __init__(self, *args):
+            built.append(1)
+            split.__init__(self, *args)
+
+    monkeypatch.setattr(lockstep, "_SplitSteps", Counted)
+    got = {}
+    for schedule in ("step", "recurrent_sums"):
+        coder.engine.helper_runs = schedule
+        body = coder.encode_body(data)
+        assert coder.decode_body(body, len(data)) == data
+        got[schedule] = (body, coder.probability_digest(data))
+        assert torch.get_num_threads() == 2  # the split schedule ran its own ops on one thread, then restored 2
+    assert built  # the split schedule ran
+    assert got["step"] == got["recurrent_sums"]
+
+
+@pytest.mark.parametrize("schedule", ["step", "recurrent_sums"])
+def test_a_two_group_decode_that_fails_midway_leaves_the_coder_usable(tiny_models, two_threads, schedule):
+    """A body cut short makes the range decoder fail while the helper thread holds the other group's
+    next step (or a group's recurrent sums). The failure surfaces (the payload layer turns it into a
+    one-line PayloadError, see test_hostile), and the next decode in the same process, on the same
+    coder, is exact."""
     path, _ = tiny_models["gru"]
     coder = registry.make_coder(f"gru:model='{path}':streams=64:min_segment=100")
+    coder.engine.helper_runs = schedule
     rng = np.random.default_rng(10)
     data = (b"Determinism is the product: " * 300) + rng.integers(0, 256, 600, dtype=np.uint8).tobytes()
     body = coder.encode_body(data)
