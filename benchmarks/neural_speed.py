@@ -1,6 +1,7 @@
 """Neural coder speed: encode and decode KB/s, and the fraction of the machine's int8 matrix-unit peak.
 
     python benchmarks/neural_speed.py [--corpus enwik8] [--bytes 1000000] [--repeat 3] [--coders gru,transformer]
+                                      [--emulate-avx2]
 
 For each coder it encodes the first ``--bytes`` of the corpus's test split, decodes in the same
 process from the artifact alone, checks the bytes, and reports median KB/s over ``--repeat`` runs.
@@ -11,6 +12,9 @@ the matrix path the engine actually uses on this machine (float32 where int8 has
 kernel). For a transformer, whose decoder step reads every stream's key/value window once per byte,
 it also reports those bytes, the memory read bandwidth measured in the same run, and the KB/s that
 bandwidth allows (the memory roof). Results go to .compbench/bench/neural_speed.json.
+
+``--emulate-avx2`` runs the same measurement as an AVX2-only machine would on this one (see
+:func:`avx2_env`): float32 GEMMs, and no AVX-512 or VNNI instructions in torch's, MKL's or numba's code.
 """
 
 from __future__ import annotations
@@ -59,6 +63,27 @@ def kv_bytes_per_byte(coder) -> int:
     return cfg["layers"] * window(coder) * (3 * cfg["d_model"] + 5 * cfg["heads"])
 
 
+# An AVX2-only machine, emulated on a newer one: no int8 GEMM (COMPBENCH_NO_INT_MM), ATen, oneDNN and
+# MKL capped at AVX2, and numba told the host's CPU features with every AVX-512, AVX10, AMX and VNNI
+# feature off. NUMBA_CPU_NAME alone is not enough: numba still takes the host's features unless
+# NUMBA_CPU_FEATURES is given, and emits AVX-512 code. It is the same machine otherwise (caches,
+# memory, clock), so its figures stand in for an AVX2-only machine's; they are not one's.
+_AVX2_OFF = ("avx512", "avx10", "amx", "avxvnni", "avxifma", "avxneconvert")
+_AVX2_OFF_EXACT = ("evex512", "vaes", "vpclmulqdq", "gfni")
+
+
+def avx2_env() -> dict[str, str]:
+    """The environment variables of the AVX2 emulation (read at import by numba, torch and MKL)."""
+    import llvmlite.binding as ll
+
+    feats = ll.get_host_cpu_features()
+    numba = ",".join(("+" if on and not (f.startswith(_AVX2_OFF) or f in _AVX2_OFF_EXACT) else "-") + f
+                     for f, on in sorted(feats.items()))
+    return {"COMPBENCH_NO_INT_MM": "1", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX2", "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": numba,
+            "COMPBENCH_EMULATED": "avx2"}
+
+
 def main() -> None:
     from compbench import corpus, registry
     from compbench.decoding import decode_payload
@@ -70,7 +95,12 @@ def main() -> None:
     ap.add_argument("--coders", default="gru,transformer",
                     help='comma-separated coder specs, e.g. "gru:model=enwik8:streams=256,gru:mix=0"')
     ap.add_argument("--out", default=".compbench/bench/neural_speed.json", help="where the JSON results go")
+    ap.add_argument("--emulate-avx2", action="store_true",
+                    help="run as an AVX2-only machine would: float32 GEMMs, no AVX-512 or VNNI code (see avx2_env)")
     args = ap.parse_args()
+    if args.emulate_avx2 and os.environ.get("COMPBENCH_EMULATED") != "avx2":
+        # numba, torch and MKL read these once, at import: start again with them set.
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **avx2_env()})
 
     data = corpus.load_corpus(args.corpus, "test").joined()[: args.bytes]
     from compbench.models import intops
@@ -82,7 +112,9 @@ def main() -> None:
     # float32 GEMMs of small integers (see intops). Its peak is the fair denominator here.
     path = "int8" if intops._int_mm_available() else "fp32"
     path_peak = int8_peak if path == "int8" else fp32_peak
+    emulated = os.environ.get("COMPBENCH_EMULATED") == "avx2"
     print(f"{len(data):,} bytes of {args.corpus} test; {torch.get_num_threads()} threads; "
+          f"{'emulating an AVX2-only machine; ' if emulated else ''}"
           f"peak int8 {int8_peak / 1e12:.2f} TOPS, bf16 {bf16_peak / 1e12:.2f} TFLOPS, fp32 {fp32_peak / 1e12:.2f} "
           f"TFLOPS, memory read {bandwidth / 1e9:.1f} GB/s; the engine's matrix path here: {path}", file=sys.stderr)
     rows = []
@@ -119,6 +151,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     result = {"corpus": args.corpus, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+              "emulated": "avx2" if emulated else None,
               "int8_peak_ops": int8_peak, "bf16_peak_flops": bf16_peak, "fp32_peak_flops": fp32_peak,
               "read_bandwidth_bytes_per_s": bandwidth, "matrix_path": path, "repeat": args.repeat, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,9 @@ trips with seconds-long trained models, artifacts that reject bad bytes, and tra
 
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -166,6 +169,46 @@ def _compiled_quantize_rows():
 def _compiled_rms_quantize():
     return transformer._rms_quantize, (np.ones((2, 4), np.int64), 4.0, 1e-6, np.zeros((2, 4), np.int8),
                                        np.zeros((2, 1)))
+
+
+def _speed_bench():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "neural_speed", Path(__file__).resolve().parents[1] / "benchmarks" / "neural_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+EMULATED_ASM = r"""
+import numpy as np
+from numba import njit
+@njit
+def dot(a, b):
+    s = np.float32(0.0)
+    for i in range(a.size):
+        s += a[i] * b[i]
+    return s
+x = np.ones(4096, np.float32)
+dot(x, x)
+print("\n".join(dot.inspect_asm().values()).lower())
+"""
+
+
+def test_the_avx2_emulation_keeps_avx512_out_of_numba_code():
+    """The speed benchmark's --emulate-avx2 stands in for an AVX2-only machine. NUMBA_CPU_NAME alone
+    once let numba emit AVX-512 code on an AVX-512 host (it takes the host's features unless told
+    them): compiled under the emulation's environment, a vectorisable loop uses 256-bit registers
+    and no 512-bit ones, whatever this host has."""
+    env = _speed_bench().avx2_env()
+    assert env["COMPBENCH_NO_INT_MM"] == "1" and "+avx2" in env["NUMBA_CPU_FEATURES"].split(",")
+    assert not [f for f in env["NUMBA_CPU_FEATURES"].split(",") if f.startswith("+avx512")]
+    res = subprocess.run([sys.executable, "-c", EMULATED_ASM], env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "ymm" in res.stdout and "zmm" not in res.stdout
 
 
 KERNELS = {"gru_cell": _compiled_gru_cell, "gru_cell_f32": _compiled_gru_cell_float_output,
@@ -364,9 +407,6 @@ def test_loading_a_model_leaves_torch_s_generator_alone_and_does_not_import_dyna
     """The loader builds the config's model to learn its tensor shapes: on the CPU (the meta device's
     initialisers import torch._dynamo, 1.5 s of every decoder's start-up), with torch's random state
     restored afterwards (decoding must not change a caller's random stream)."""
-    import subprocess
-    import sys
-
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
@@ -534,15 +574,9 @@ def test_a_peak_sample_spans_many_short_products_and_reports_time_per_product():
 def test_the_memory_roof_counts_the_bytes_the_transformer_cache_reads_per_byte():
     """The speed benchmark's memory roof divides a measured read bandwidth by the key/value bytes a
     decoder step reads per stream; the count must be what the engine's cache actually holds."""
-    import importlib.util
-    from pathlib import Path
-
     from compbench.models import peak
 
-    spec = importlib.util.spec_from_file_location(
-        "neural_speed", Path(__file__).resolve().parents[1] / "benchmarks" / "neural_speed.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _speed_bench()
     cfg = transformer.TransformerConfig(d_model=32, layers=2, heads=2, ctx=64)
     with torch.no_grad():
         eng = transformer.IntTransformer(cfg, transformer.export(transformer.TransformerLM(cfg)))
