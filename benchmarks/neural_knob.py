@@ -10,7 +10,8 @@ context models shared by every stream; ``mix=0`` codes with the LM and a per-str
 asked), coded in lockstep. More streams put more rows into every matrix product (faster) but start
 more segments cold (worse bpb). The transformer has a third: ``window``, how many of the last bytes
 it attends to (default 256 of the shipped model's 512): a shorter window reads less key/value cache
-every step. It is swept at the default stream count. For each shipped model, on the head of its corpus's test
+every step. It is swept at 64 streams: on the knob's 65,536 transformer bytes that is what the
+default (128 streams, ``min_segment=1024``) codes with. For each shipped model, on the head of its corpus's test
 split, every point is a real encode and a decode from the artifact alone, compared byte for byte,
 each timed once (wall clock, this process's threads). Time it on an idle machine. Writes
 .compbench/bench/neural_knob.json and reports/knob/knob.png.
@@ -38,8 +39,9 @@ def main() -> None:
                     help="the transformer's stream counts, at its default window (each stream keeps a "
                          "key/value cache of 1.6 KB per position attended to)")
     ap.add_argument("--transformer-windows", default="128,512",
-                    help="the transformer's other windows, timed at 64 streams (the default, 256, is "
-                         "the 64-stream point of the stream sweep)")
+                    help="the transformer's other windows, timed at 64 streams, what its default codes "
+                         "65,536 bytes with (the default window, 256, is the 64-stream point of the "
+                         "stream sweep)")
     ap.add_argument("--out", default="reports/knob")
     ap.add_argument("--plot-only", action="store_true", help="redraw OUT/knob.png from OUT/knob.json")
     args = ap.parse_args()
@@ -102,7 +104,7 @@ def plot(rows: list[dict], path: Path, cpu: str, n: int, tn: int = 65536) -> Non
     colors = {}
     for model, mix, sweep in dict.fromkeys((r["model"], r.get("mix", 0), r.get("sweep", "streams")) for r in rows):
         pts = [r for r in rows if (r["model"], r.get("mix", 0), r.get("sweep", "streams")) == (model, mix, sweep)]
-        if sweep == "window":  # the window line passes through the default: the 64-stream point
+        if sweep == "window":  # the window line passes through the default window: its 64-stream point
             pts += [r for r in rows if (r["model"], r.get("mix", 0), r.get("sweep")) == (model, mix, "streams")
                     and r["streams"] == pts[0]["streams"]]
             pts.sort(key=lambda r: r["window"])
