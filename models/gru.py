@@ -271,9 +271,7 @@ class IntGRU:
         scale, bias and softmax weights fused into one compiled pass (int64 [B, 256])."""
         if not self.fused:
             return intops.exp_weights(self._step_torch(state, inputs))
-        self.recurrent_sums(state)
-        self.cells(state, inputs)
-        return self.out_weights(state)
+        return intops.exp_weights_of(self._advance(state, inputs), self.s_out, self.b_out)
 
     def _step_torch(self, state: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """:meth:`step` as tensor-wide torch ops: the reference the compiled pass must equal bit for bit."""

@@ -242,12 +242,16 @@ class _SplitSteps:
     """Integer weights per group and step, as :func:`_step_probs` gives them, from an engine whose
     ``helper_runs`` is ``"recurrent_sums"``. ``pool`` (one thread) computes a group's
     ``recurrent_sums`` for its next step while the caller codes this one; the caller's thread runs
-    the gates (``cells``, which need the byte just coded) and ``out_weights``."""
+    the gates (``cells``, which need the byte just coded) and ``out_weights``, on one torch thread:
+    the other core is the helper's. Thread counts are per thread in torch; :meth:`close` restores
+    the caller's."""
 
     def __init__(self, engine, arr: np.ndarray, groups: list[tuple[int, int]], pool):
         self.engine, self.arr, self.groups, self.pool = engine, arr, groups, pool
         self.states = [engine.start(hi - lo) for lo, hi in groups]
         self.pending = [pool.submit(_in_inference, engine.recurrent_sums, s) for s in self.states]
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
 
     def weights(self, t: int, g: int) -> np.ndarray:
         """Group g's weights for step t; the caller has filled its ``arr[lo:hi, t - 1]``."""
@@ -261,9 +265,11 @@ class _SplitSteps:
         return self.engine.out_weights(self.states[g]).numpy()
 
     def close(self) -> None:
-        """Wait for the helper: never leave a task running on the engine (a corrupt payload raises mid-run)."""
+        """Wait for the helper: never leave a task running on the engine (a corrupt payload raises
+        mid-run); then give the caller back its torch thread count."""
         for f in self.pending:
             f.exception()
+        torch.set_num_threads(self.threads)
 
 
 def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False,
@@ -307,12 +313,8 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
 
     shifts = np.arange(7, -1, -1)[:, None]
     split = overlap and getattr(engine, "helper_runs", "step") == "recurrent_sums"
-    threads = torch.get_num_threads()
     if split:
         splits = _SplitSteps(engine, arr, groups, intops.helper())
-        # This thread's own torch ops (the output GEMM) on one torch thread: the other core is the
-        # helper's. Thread counts are per thread in torch; restored below.
-        torch.set_num_threads(1)
     elif overlap:
         # A step generator per group, over its rows of arr (a view: it reads the bytes the mixer
         # writes there), advanced on the helper thread.
@@ -349,7 +351,6 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
         finally:
             if split:
                 splits.close()
-                torch.set_num_threads(threads)
             elif overlap:  # never leave a step running on the engine (a corrupt payload raises mid-step)
                 for f in pending:
                     f.exception()
