@@ -132,6 +132,8 @@ def _cell(gx, rows, acc, s_hh, b_hh, h, sig, tnh, hq):
     i_n = np.empty(H, np.int32)
     gn = np.empty(H, np.float32)
     r = np.empty(H, np.float32)
+    nn = np.empty(H, np.float32)
+    z = np.empty(H, np.float32)
     for b in range(B):
         x = gx[rows[b]]
         for j in range(H):
@@ -142,9 +144,12 @@ def _cell(gx, rows, acc, s_hh, b_hh, h, sig, tnh, hq):
             r[j] = sig[ir[j]]
         for j in range(H):
             i_n[j] = _lut_index(x[2 * H + j] + r[j] * gn[j])
+        for j in range(H):  # the lookups alone: with them in the loop below, it was not vectorised
+            nn[j] = tnh[i_n[j]]
+            z[j] = sig[iz[j]]
         for j in range(H):
-            n = tnh[i_n[j]]
-            v = n + sig[iz[j]] * (h[b, j] - n)  # = (1 - z) * n + z * h
+            n = nn[j]
+            v = n + z[j] * (h[b, j] - n)  # = (1 - z) * n + z * h
             h[b, j] = v
             hq[b, j] = np.rint(v * _F(127.0))  # round half to even, as torch.round; exact in int8 or float32
 
