@@ -116,23 +116,29 @@ def _udiv(a, d):
 
 
 @njit(**_JIT)
+def _read(words, idx):
+    """The words of the slots ``words[idx]``, per entry (int64)."""
+    wd = np.empty(len(idx), np.int64)
+    for e in range(len(idx)):
+        wd[e] = words[idx[e]]
+    return wd
+
+
+@njit(**_JIT)
 def _leaders(words, idx):
     """Group the entries that share a slot of ``words``, without a hash table: each entry writes its
     own number into its slot, then reads back the last number written there, its group's leader.
-    Returns the slots' original words (per entry) and the leaders. The caller must rewrite every
-    slot hit (each leader writes its own), so no entry number is left behind. Which entry leads
-    never changes what is done with a group's sums. (A hash table did this grouping before, at
-    about twice the cost: its probes were branches no predictor could learn.)"""
+    Returns the leaders; the caller has read the slots' words before (:func:`_read`) and must
+    rewrite every slot hit (each leader writes its own), so no entry number is left behind. Which
+    entry leads never changes what is done with a group's sums. (A hash table did this grouping
+    before, at about twice the cost: its probes were branches no predictor could learn.)"""
     n = len(idx)
-    wd = np.empty(n, np.int64)
     ld = np.empty(n, np.int64)
-    for e in range(n):
-        wd[e] = words[idx[e]]
     for e in range(n):
         words[idx[e]] = e
     for e in range(n):
         ld[e] = words[idx[e]]
-    return wd, ld
+    return ld
 
 
 @njit(**_JIT)
@@ -142,7 +148,8 @@ def _adapt(words, idx, bit, limit):
 
     Entries hit by several streams at once get one update from all their bits (integer sums, so
     the order of the streams does not matter); each is a convex combination, so it stays in range."""
-    wd, ld = _leaders(words, idx)
+    wd = _read(words, idx)
+    ld = _leaders(words, idx)
     n = len(idx)
     m = np.zeros(n, np.int64)
     ones = np.zeros(n, np.int64)
@@ -158,13 +165,15 @@ def _adapt(words, idx, bit, limit):
 
 
 @njit(**_JIT)
-def _adapt_checked(words, idx, ck, bit, limit):
+def _adapt_checked(words, idx, ck, bit, limit, wd):
     """:func:`_adapt` for hashed slots whose bits 24-31 are a check byte of the context that owns
     them. In each slot hit this step, the updates of the contexts whose check matches the owner's
     count; if none matches, the slot is taken over (reset to p = 1/2, count 0) by the hitting
     context with the smallest check, and its updates count. Every rule depends on the set of
-    updates, not on their order, so the result is the same however the streams are visited."""
-    wd, ld = _leaders(words, idx)
+    updates, not on their order, so the result is the same however the streams are visited.
+    ``wd``: the slots' words as they are now, per entry (:func:`_read`, or a copy of what the
+    caller read before)."""
+    ld = _leaders(words, idx)
     n = len(idx)
     match = np.zeros(n, np.bool_)
     least = np.full(n, 256, np.int64)
@@ -309,7 +318,8 @@ def _prime(ctx, rows, slot_words, off, mask, bits):
                 bit[r * N_CTX : (r + 1) * N_CTX] = b
                 ck[r * N_CTX : (r + 1) * N_CTX] = cks[r]
                 c0[r] = (c0[r] << 1) | b
-            _adapt_checked(slot_words, idx[: k * N_CTX], ck[: k * N_CTX], bit[: k * N_CTX], LIMIT)
+            _adapt_checked(slot_words, idx[: k * N_CTX], ck[: k * N_CTX], bit[: k * N_CTX], LIMIT,
+                           _read(slot_words, idx[: k * N_CTX]))
         for r in range(k):
             hist[r] = (hist[r] << np.uint64(8)) | np.uint64(byte[r])
             _next_word(words[r], byte[r])
@@ -425,7 +435,10 @@ def _learn(k, bit, model, sc):
     rows1, d1 = ls[0, : k * N_SETS], sc[13][: k * N_SETS]
     rows2, d2 = ls[1, :k], sc[14][:k]
     ai, ab = ls[2, : 2 * k], ls[3, : 2 * k]
-    ti, tc, tb = ls[4, : k * N_CTX], ls[5, : k * N_CTX], ls[6, : k * N_CTX]
+    ti, tc, tb, tw = ls[4, : k * N_CTX], ls[5, : k * N_CTX], ls[6, : k * N_CTX], ls[9, : k * N_CTX]
+    # The slots' words as _predict gathered them for this bit (nothing has written them since): the
+    # table update starts from these instead of reading the slots again, a second round of misses.
+    seen = sc[10]
     mi, mb = ls[7, :k], ls[8, :k]
     nm = 0
     for r in range(k):
@@ -448,6 +461,7 @@ def _learn(k, bit, model, sc):
             ti[r * N_CTX + i] = idx[r, i]
             tc[r * N_CTX + i] = ck[r, i]
             tb[r * N_CTX + i] = b
+            tw[r * N_CTX + i] = seen[r, i]
         if st8[1, r]:
             hit = 1 if b == aux[r, 4] else 0
             mi[nm], mb[nm] = st8[3, r], hit
@@ -457,7 +471,7 @@ def _learn(k, bit, model, sc):
     _mean_step(w, rows1, d1)
     _mean_step(w2, rows2, d2)
     _adapt(apm_words, ai, ab, APM_LIMIT)
-    _adapt_checked(slot_words, ti, tc, tb, LIMIT)
+    _adapt_checked(slot_words, ti, tc, tb, LIMIT, tw)
     if nm:
         _adapt(mp_words, mi[:nm], mb[:nm], 255)
 
@@ -606,7 +620,7 @@ class ContextMixer:
                     np.empty((streams, N_SETS), np.int64), np.empty((streams, N_SETS), np.int64),
                     np.empty((streams, 5), np.int64), np.empty((streams, N_CTX), np.int64),
                     np.empty((streams, N_CTX), np.uint32), np.empty(streams, np.uint16),
-                    np.empty((9, streams * N_CTX), np.int64), np.empty((streams * N_SETS, N_IN), np.int64),
+                    np.empty((10, streams * N_CTX), np.int64), np.empty((streams * N_SETS, N_IN), np.int64),
                     np.empty((streams, N_SETS), np.int64))
         self._p12 = np.empty(streams, np.int64)
         if self.L > MINLEN:

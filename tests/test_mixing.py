@@ -94,7 +94,7 @@ def test_checked_slots_update_exactly_as_the_plain_rule_says():
         ck = rng.integers(0, 6, m)
         bit = rng.integers(0, 2, m)
         want = _checked_reference(p, n, chk, idx, ck, bit, 127)
-        mixing._adapt_checked(words, idx, ck, bit, 127)
+        mixing._adapt_checked(words, idx, ck, bit, 127, mixing._read(words, idx))
         for got, ref in zip((p, n, chk), want):
             assert np.array_equal(got.astype(np.int64), ref)
 
@@ -111,7 +111,7 @@ def test_checked_slots_resolve_collisions_the_same_in_any_order_and_keep_establi
         p, n, chk, words = mixing._interleaved(30, 32768)
         chk[:] = 0
         for _ in range(3):
-            mixing._adapt_checked(words, idx[perm], ck[perm], bit[perm], 127)
+            mixing._adapt_checked(words, idx[perm], ck[perm], bit[perm], 127, mixing._read(words, idx[perm]))
         results.append((p.copy(), n.copy(), chk.copy()))
     for got in results[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(got, results[0]))
@@ -119,7 +119,8 @@ def test_checked_slots_resolve_collisions_the_same_in_any_order_and_keep_establi
     for count, kept in ((mixing.EVICT, True), (mixing.EVICT - 1, False)):
         p, n, chk, words = mixing._interleaved(1, 60000)
         n[0], chk[0] = count, 7
-        mixing._adapt_checked(words, np.array([0, 0]), np.array([9, 8]), np.array([0, 0]), 127)
+        slots = np.array([0, 0])
+        mixing._adapt_checked(words, slots, np.array([9, 8]), np.array([0, 0]), 127, mixing._read(words, slots))
         if kept:
             assert (int(p[0]), int(n[0]), int(chk[0])) == (60000, count >> 1, 7)
         else:  # taken over by the smaller check, from p = 1/2, and learned from its one 0 bit
