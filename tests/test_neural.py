@@ -2,11 +2,13 @@
 trips with seconds-long trained models, artifacts that reject bad bytes, and training that resumes."""
 
 import dataclasses
+import json
 import math
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,6 +211,25 @@ def test_the_avx2_emulation_keeps_avx512_out_of_numba_code():
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "ymm" in res.stdout and "zmm" not in res.stdout
+
+
+def test_the_pipeline_timers_see_every_part_of_a_two_group_decode(tiny_models, tmp_path):
+    """benchmarks/pipeline_timers.py wraps the engine's parts by name (the mixer's step, the range
+    decoder, the helper's tasks, the matmuls, the GRU's gates). On a two-group decode of a tiny GRU
+    each wrapper must have fired: a renamed part would otherwise drop out of the report silently."""
+    path, _ = tiny_models["gru"]
+    out = tmp_path / "timers.json"
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline_timers.py"
+    res = subprocess.run([sys.executable, str(bench), "--coder", f"gru:model='{path}':streams=64:min_segment=100",
+                          "--corpus", "pystdlib", "--bytes", "20000", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "2"})  # two groups overlap only with 2 threads
+    assert res.returncode == 0, res.stderr[-2000:]
+    row = json.loads(out.read_text())
+    assert row["bytes"] == 20000 and row["decode_s"] > 0
+    assert 0 < row["range_decoder"] < row["mixing_and_decoding"] < row["decode_s"]
+    assert row["gru_gates"] > 0 and row["helper_tasks"] > 0
+    assert row.get("helper_matmuls", 0) + row.get("coding_thread_matmuls", 0) > 0
 
 
 KERNELS = {"gru_cell": _compiled_gru_cell, "gru_cell_f32": _compiled_gru_cell_float_output,
