@@ -62,8 +62,7 @@ def main() -> None:
     if args.emulate_avx2 and os.environ.get("COMPBENCH_EMULATED") != "avx2":
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **neural_speed.avx2_env()})
 
-    import compbench  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
-    import torch
+    import torch  # after neural_speed, which imports compbench first (it sets OMP_WAIT_POLICY)
     from compbench import corpus, registry
     from compbench.decoding import decode_payload
     from compbench.models import gru, intops, lockstep, mixing
@@ -84,19 +83,17 @@ def main() -> None:
         return step(self, t, weights, k, _timed(stats, "range_decoder", code), lo)
 
     mixing.ContextMixer.step = _timed(stats, "mixing_and_decoding", timed_step)
-    result = cf.Future.result
+    result, waited = cf.Future.result, _timed(stats, "coding_thread_waits", cf.Future.result)
 
-    def timed_result(self, timeout=None):
-        if threading.current_thread() is not main_thread:
-            return result(self, timeout)
-        return _timed(stats, "coding_thread_waits", result)(self, timeout)
+    def timed_result(self, timeout=None):  # only the coding thread's waits: the helper's are its idle time
+        return (waited if threading.current_thread() is main_thread else result)(self, timeout)
 
     cf.Future.result = timed_result
-    matmul = intops.matmul_into
+    mine = _timed(stats, "coding_thread_matmuls", intops.matmul_into, cpu=True)
+    helpers = _timed(stats, "helper_matmuls", intops.matmul_into, cpu=True)
 
     def timed_matmul(x, w, out):
-        key = "coding_thread_matmuls" if threading.current_thread() is main_thread else "helper_matmuls"
-        return _timed(stats, key, matmul, cpu=True)(x, w, out)
+        return (mine if threading.current_thread() is main_thread else helpers)(x, w, out)
 
     intops.matmul_into = timed_matmul
     gru.IntGRU.cells = _timed(stats, "gru_gates", gru.IntGRU.cells, cpu=True)
