@@ -27,6 +27,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_isa() -> str:
+    """The widest matrix instructions this CPU has, as a label for records: "AMX", "AVX-512 VNNI",
+    "AVX-512", "AVX2", or "" where /proc/cpuinfo says none of these (or cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((set(line.split(":", 1)[1].split()) for line in fh if line.startswith("flags")), set())
+    except OSError:
+        return ""
+    for flag, label in (("amx_bf16", "AMX"), ("avx512_vnni", "AVX-512 VNNI"), ("avx512f", "AVX-512"), ("avx2", "AVX2")):
+        if flag in flags:
+            return label
+    return ""
+
+
 def machine() -> dict:
     return {
         "hostname": platform.node(),

@@ -80,7 +80,7 @@ def train_on(tc: TrainConfig, train_b: bytes, val_b: bytes, say=print) -> dict:
     path = str(out / "model.cbnm").replace("'", "")
     int8_bpb, coder_bpb = bpb(f"{tc.model}:model='{path}':match=0:mix=0"), bpb(f"{tc.model}:model='{path}'")
     result.update(corpus=tc.corpus, split="train", artifact_sha256=hashlib.sha256(blob).hexdigest(),
-                  val_bpb_int8=int8_bpb, val_bpb_coder=coder_bpb,
+                  val_bpb_int8=int8_bpb, val_bpb_coder=coder_bpb, device=device_record(result),
                   command=cli_command())
     atomic_write(out / "train.json", (json.dumps(result, indent=2) + "\n").encode())
     say(f"done: {result['steps']:,} steps in {result['minutes']:.1f} min ({result['train_bytes_per_s'] / 1e3:.1f} KB/s, "
@@ -89,6 +89,19 @@ def train_on(tc: TrainConfig, train_b: bytes, val_b: bytes, say=print) -> dict:
         f"val bpb float {result['val_bpb_float']:.4f}, int8 engine {int8_bpb:.4f}, coder (context mixing) "
         f"{coder_bpb:.4f}; artifact {len(blob):,} bytes sha256 {result['artifact_sha256'][:16]}")
     return result
+
+
+def device_record(result: dict) -> str:
+    """Which device trained a model, for its record: the GPU's name, or the CPU's model name, its
+    widest matrix instructions and the threads used; then the precision trained in."""
+    from . import environment
+
+    if result.get("gpu"):
+        return f"GPU: {result['gpu']}, {result['precision']}"
+    isa = environment.cpu_isa()
+    threads = result["threads"]
+    return (f"CPU: {environment.cpu_model()}{f' ({isa})' if isa else ''}, {threads} thread{'s' if threads != 1 else ''}, "
+            f"{result['precision']}")
 
 
 def cli_command(argv: list[str] | None = None) -> str | None:

@@ -280,6 +280,7 @@ def train(ts: TrainSettings, train_bytes: bytes, val_bytes: bytes, say=print) ->
         "peak_dtype": precision, "peak_flops_per_s": round(peak_flops),
         "peak_fraction": round(train_flops / peak_flops, 5),
         "threads": torch.get_num_threads(), "seed": ts.seed, "dropout": ts.dropout,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "weight_decay": ts.weight_decay, "history": history,
     }
 

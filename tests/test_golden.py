@@ -98,3 +98,12 @@ def test_shipped_artifacts_carry_this_release_s_decoder_code(path):
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["artifact_sha256"] == hashlib.sha256(blob).hexdigest()
     assert record["artifact_bytes"] == len(blob)
+
+
+@pytest.mark.parametrize("path", sorted(WEIGHTS_DIR.glob("*.json")), ids=lambda p: p.stem)
+def test_every_shipped_model_s_record_says_which_device_trained_it(path):
+    """A shipped model's record names the device that trained it (a CPU, or a GPU where one was
+    lent), as ``compbench train`` writes it, and how long it trained."""
+    record = json.loads(path.read_text())
+    assert record["device"].startswith(("CPU: ", "GPU: ")), f"{path.name}: say which device trained it"
+    assert record["minutes"] > 0

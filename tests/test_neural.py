@@ -564,6 +564,9 @@ def test_tiny_training_learns_and_reports(tiny_models):
                                                          rel=0.01)
         assert res["peak_fraction"] == pytest.approx(res["train_flops_per_s"] / res["peak_flops_per_s"], rel=1e-3)
         assert res["dropout"] == 0.1 and res["weight_decay"] == 0.1  # the training defaults, recorded
+        # which device trained it (no GPU here): the CPU, its threads and the precision
+        assert res["gpu"] is None and res["device"].startswith("CPU: ") and res["device"].endswith(res["precision"])
+        assert f"{res['threads']} thread" in res["device"]
 
 
 def test_training_flops_count_every_matrix_product_once():
