@@ -43,30 +43,51 @@ EXP_ONE = 1 << 30  # weight of the most likely symbol; the sum of 257 weights st
 _INT_MM_OK: bool | None = None
 
 
-def _decimal_table(fn) -> torch.Tensor:
+# The tables are defined by 40-digit decimal arithmetic: entry i is float32(float(D_i)), the same on
+# every machine. All in decimal took 0.85 s a process, so they are computed in float64 (within 1e-15
+# of D_i, relative) and rounded; the few entries within _GUARD of a rounding boundary (a float32
+# midpoint; an integer's half) are recomputed in decimal. Which ones may vary; the tables never do.
+_GUARD = 2.0**-40
+
+
+def _decimal(fn, i):
     with localcontext() as ctx:
         ctx.prec = 40
-        vals = [float(fn(Decimal(i) / RES - LIM)) for i in range(2 * LIM * RES + 1)]
-    return torch.tensor(vals, dtype=torch.float32)  # Decimal -> float is correctly rounded
+        return fn(i)
+
+
+def _float32_table(approx: np.ndarray, fn) -> torch.Tensor:
+    f = approx.astype(np.float32)
+    mids = [(f.astype(np.float64) + np.nextafter(f, np.float32(s)).astype(np.float64)) / 2 for s in (np.inf, -np.inf)]
+    for i in np.flatnonzero(np.minimum(*[np.abs(approx - m) for m in mids]) <= _GUARD * np.abs(approx)):
+        f[i] = float(_decimal(fn, Decimal(int(i)) / RES - LIM))  # Decimal -> float is correctly rounded
+    return torch.from_numpy(f)
+
+
+def _tanh(x):
+    e = (-2 * x).exp()
+    return (1 - e) / (1 + e)
 
 
 @functools.lru_cache(maxsize=None)
 def sigmoid_table() -> torch.Tensor:
-    return _decimal_table(lambda x: 1 / (1 + (-x).exp()))
+    x = np.arange(2 * LIM * RES + 1) / RES - LIM  # exact
+    return _float32_table(1 / (1 + np.exp(-x)), lambda d: 1 / (1 + (-d).exp()))
 
 
 @functools.lru_cache(maxsize=None)
 def tanh_table() -> torch.Tensor:
-    return _decimal_table(lambda x: (1 - (-2 * x).exp()) / (1 + (-2 * x).exp()))
+    return _float32_table(np.tanh(np.arange(2 * LIM * RES + 1) / RES - LIM), _tanh)
 
 
 @functools.lru_cache(maxsize=None)
 def exp_table() -> torch.Tensor:
-    """int64 weights round(EXP_ONE * exp(-i/ERES)) for i = 0 .. EMAX*ERES."""
-    with localcontext() as ctx:
-        ctx.prec = 40
-        vals = [int((Decimal(-i) / ERES).exp() * EXP_ONE + Decimal("0.5")) for i in range(EMAX * ERES + 1)]
-    return torch.tensor(vals, dtype=torch.int64)
+    """int64 weights round(EXP_ONE * exp(-i/ERES)) for i = 0 .. EMAX*ERES (see _GUARD)."""
+    t = np.exp(-np.arange(EMAX * ERES + 1) / ERES) * EXP_ONE + 0.5
+    vals = np.floor(t).astype(np.int64)
+    for i in np.flatnonzero(np.abs(t - vals - 0.5) >= 0.5 - _GUARD * t):
+        vals[i] = int(_decimal(lambda j: (Decimal(-j) / ERES).exp() * EXP_ONE + Decimal("0.5"), int(i)))
+    return torch.from_numpy(vals)
 
 
 def lut(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -58,6 +58,39 @@ def test_tables_are_correctly_rounded_functions():
     assert (intops.tanh(inner) - torch.tanh(inner)).abs().max() < 1e-3  # nearest of 1/1024 steps
 
 
+def _decimal_tables():
+    """The tables as 40-digit decimal arithmetic defines them, every entry computed in decimal."""
+    from decimal import Decimal, localcontext
+
+    with localcontext() as ctx:
+        ctx.prec = 40
+        xs = [Decimal(i) / intops.RES - intops.LIM for i in range(2 * intops.LIM * intops.RES + 1)]
+        sig = [float(1 / (1 + (-x).exp())) for x in xs]
+        tnh = [float((1 - (-2 * x).exp()) / (1 + (-2 * x).exp())) for x in xs]
+        exp = [int((Decimal(-i) / intops.ERES).exp() * intops.EXP_ONE + Decimal("0.5"))
+               for i in range(intops.EMAX * intops.ERES + 1)]
+    return torch.tensor(sig, dtype=torch.float32), torch.tensor(tnh, dtype=torch.float32), torch.tensor(exp)
+
+
+@pytest.mark.parametrize("guard", [None, 2.0**-20, 1.0])
+def test_tables_equal_their_decimal_definition_entry_for_entry(guard, monkeypatch):
+    """The float64-then-decimal-fallback tables equal the all-decimal ones bit for bit: as built
+    (no entry near a boundary here), with a wide guard (some entries from decimal), and with every
+    entry from decimal."""
+    if guard is not None:
+        monkeypatch.setattr(intops, "_GUARD", guard)
+    tables = (intops.sigmoid_table, intops.tanh_table, intops.exp_table)
+    for t in tables:
+        t.cache_clear()
+    try:
+        got = [t() for t in tables]
+        for g, want in zip(got, _decimal_tables()):
+            assert g.dtype == want.dtype and torch.equal(g, want)
+    finally:
+        for t in tables:
+            t.cache_clear()  # the next caller rebuilds them with the real guard
+
+
 def test_probabilities_are_normalized_softmax():
     logits = torch.randn(17, 256, dtype=torch.float64) * 4
     p = intops.probabilities(logits)
