@@ -83,7 +83,8 @@ def train_on(tc: TrainConfig, train_b: bytes, val_b: bytes, say=print) -> dict:
                   val_bpb_int8=int8_bpb, val_bpb_coder=coder_bpb, device=device_record(result),
                   command=cli_command())
     atomic_write(out / "train.json", (json.dumps(result, indent=2) + "\n").encode())
-    say(f"done: {result['steps']:,} steps in {result['minutes']:.1f} min ({result['train_bytes_per_s'] / 1e3:.1f} KB/s, "
+    say(f"done: {result['steps']:,} steps in {result['minutes']:.1f} min on {result['device']} "
+        f"({result['train_bytes_per_s'] / 1e3:.1f} KB/s, "
         f"{result['train_flops_per_s'] / 1e9:.1f} GFLOP/s: {result['peak_fraction']:.1%} of the "
         f"{result['peak_dtype']} matrix peak, {result['peak_flops_per_s'] / 1e9:.1f} GFLOP/s, measured now); "
         f"val bpb float {result['val_bpb_float']:.4f}, int8 engine {int8_bpb:.4f}, coder (context mixing) "
