@@ -8,8 +8,9 @@ Everything here is therefore either
   int64 sums), or
 * a single IEEE-754 operation that is correctly rounded by definition (``+ - * /`` and ``sqrt`` on
   float64, elementwise, never fused into an FMA because each is its own torch kernel), or
-* a table lookup whose table is computed with :mod:`decimal` (correctly rounded software arithmetic)
-  and not with ``exp``/``tanh`` from libm or SVML, which differ in the last bit between machines.
+* a table lookup whose table is defined by :mod:`decimal` (correctly rounded software arithmetic),
+  not by ``exp``/``tanh`` from libm or SVML, which differ in the last bit between machines (those
+  compute it only where their last bits cannot change an entry: see ``_GUARD``).
 
 ``torch._int_mm`` runs int8 GEMMs where the CPU has AMX or VNNI, after a probe has shown that
 this process's kernel is exact (non-VNNI int8 kernels saturate int16 pair sums); otherwise the
