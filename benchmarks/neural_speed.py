@@ -8,13 +8,15 @@ process from the artifact alone, checks the bytes, and reports median KB/s over 
 In the same run it measures the int8 GEMM peak (``torch._int_mm`` on a large square product, which
 oneDNN runs on AMX where present) and the bf16 peak, and reports what share of the int8 peak the
 coder's own int8 multiply-accumulates reach; also the float32 GEMM peak, and the share of the peak of
-the matrix path the engine actually uses on this machine (float32 where int8 has no fast exact
-kernel). For a transformer, whose decoder step reads every stream's key/value window once per byte,
+the matrix path the engine actually uses on this machine (``intops.matrix_path``: int8, or where int8
+has no fast exact kernel the int16-pair kernel of ``models/gemm16.py`` on AVX2, else float32; its
+peak is measured the same way). For a transformer, whose decoder step reads every stream's key/value window once per byte,
 it also reports those bytes, the memory read bandwidth measured in the same run, and the KB/s that
 bandwidth allows (the memory roof). Results go to .compbench/bench/neural_speed.json.
 
 ``--emulate-avx2`` runs the same measurement as an AVX2-only machine would on this one (see
-:func:`avx2_env`): float32 GEMMs, and no AVX-512 or VNNI instructions in torch's, MKL's or numba's code.
+:func:`avx2_env`): no int8 GEMM, and no AVX-512 or VNNI instructions in torch's, MKL's or numba's code
+(the int16 kernel is compiled for AVX2).
 """
 
 from __future__ import annotations
@@ -108,15 +110,17 @@ def main() -> None:
 
     int8_peak, bf16_peak, fp32_peak = gemm_peak("int8"), gemm_peak("bf16"), gemm_peak("fp32")
     bandwidth = read_bandwidth(torch.get_num_threads())
-    # The engine's exact matrix path on this machine: int8 GEMMs where the CPU has VNNI/AMX, else
-    # float32 GEMMs of small integers (see intops). Its peak is the fair denominator here.
-    path = "int8" if intops._int_mm_available() else "fp32"
-    path_peak = int8_peak if path == "int8" else fp32_peak
+    # The engine's exact matrix path on this machine: int8 GEMMs where the CPU has VNNI/AMX, else the
+    # int16-pair kernel on AVX2, else float32 GEMMs of small integers (see intops). Its peak is the
+    # fair denominator here.
+    path = {"float": "fp32"}.get(intops.matrix_path(), intops.matrix_path())
+    path_peak = {"int8": int8_peak, "fp32": fp32_peak}.get(path) or gemm_peak("int16")
     emulated = os.environ.get("COMPBENCH_EMULATED") == "avx2"
     print(f"{len(data):,} bytes of {args.corpus} test; {torch.get_num_threads()} threads; "
           f"{'emulating an AVX2-only machine; ' if emulated else ''}"
           f"peak int8 {int8_peak / 1e12:.2f} TOPS, bf16 {bf16_peak / 1e12:.2f} TFLOPS, fp32 {fp32_peak / 1e12:.2f} "
-          f"TFLOPS, memory read {bandwidth / 1e9:.1f} GB/s; the engine's matrix path here: {path}", file=sys.stderr)
+          f"TFLOPS, memory read {bandwidth / 1e9:.1f} GB/s; the engine's matrix path here: {path}"
+          + (f" ({path_peak / 1e12:.2f} TOPS)" if path == "int16" else ""), file=sys.stderr)
     rows = []
     for spec in args.coders.split(","):
         coder = registry.make_coder(spec)
@@ -153,7 +157,8 @@ def main() -> None:
     result = {"corpus": args.corpus, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
               "emulated": "avx2" if emulated else None,
               "int8_peak_ops": int8_peak, "bf16_peak_flops": bf16_peak, "fp32_peak_flops": fp32_peak,
-              "read_bandwidth_bytes_per_s": bandwidth, "matrix_path": path, "repeat": args.repeat, "rows": rows}
+              "read_bandwidth_bytes_per_s": bandwidth, "matrix_path": path, "matrix_path_peak_ops": path_peak,
+              "repeat": args.repeat, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     from tabulate import tabulate
@@ -168,8 +173,9 @@ def main() -> None:
                f"{int8_peak / 1e12:.3f} TOPS here" if os.environ.get("COMPBENCH_NO_INT_MM") else
                f"this CPU has no fast exact int8 GEMM (its int8 peak measured {int8_peak / 1e12:.3f} TOPS, a "
                "reference kernel), so the *_peak_fraction columns (against it) can exceed 1")
-        print(f"\nThe engine runs exact float32 GEMMs here: {why}. The *_path_peak_fraction columns are against "
-              "the float32 peak.")
+        kernel = "int16-pair GEMMs (models/gemm16.py)" if path == "int16" else "float32 GEMMs"
+        print(f"\nThe engine runs exact {kernel} here: {why}. The *_path_peak_fraction columns are against "
+              f"that kernel's peak ({path_peak / 1e12:.2f} TOPS).")
 
 
 if __name__ == "__main__":

@@ -63,9 +63,10 @@ class ArchInfo:
         return [*shared, *(HERE / c for c in self.code), mod_file]
 
 
-# The engine files every architecture's decoder runs (the artifact reader, exact integer ops, lockstep
-# coding with the match model); an architecture adds its own module.
-SHARED_CODE = ("artifact.py", "intops.py", "lockstep.py", "mixing.py")
+# The engine files every architecture's decoder runs (the artifact reader, exact integer ops and the
+# int16 GEMM kernel, lockstep coding with the match model, context mixing); an architecture adds its
+# own module.
+SHARED_CODE = ("artifact.py", "intops.py", "gemm16.py", "lockstep.py", "mixing.py")
 
 ARCHS: dict[str, ArchInfo] = {}
 _LISTENERS: list[Callable[[ArchInfo], None]] = []

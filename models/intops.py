@@ -12,11 +12,13 @@ Everything here is therefore either
   not by ``exp``/``tanh`` from libm or SVML, which differ in the last bit between machines (those
   compute it only where their last bits cannot change an entry: see ``_GUARD``).
 
-``torch._int_mm`` runs int8 GEMMs where the CPU has AMX or VNNI, after a probe has shown that
-this process's kernel is exact (non-VNNI int8 kernels saturate int16 pair sums); otherwise the
-same integers come from a float32 GEMM whose partial sums are all integers below 2**24 (exact in any
-order) or, for longer dot products, a float64 GEMM (exact below 2**53). The tests check that every
-path gives identical integers.
+Matrix products take one of three paths, by machine (:func:`matrix_path`), all giving the same
+integers: ``torch._int_mm`` runs int8 GEMMs where the CPU has AMX or VNNI, after a probe has shown
+that this process's kernel is exact (non-VNNI int8 kernels saturate int16 pair sums); on other x86
+CPUs with AVX2, :mod:`.gemm16` multiplies the int8 values as int16 pairs (``vpmaddwd``, exact int32
+sums); elsewhere a float32 GEMM whose partial sums are all integers below 2**24 (exact in any order)
+or, for longer dot products, a float64 GEMM (exact below 2**53). The tests check that every path
+gives identical integers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from decimal import Decimal, localcontext
 import numpy as np
 import torch
 from numba import njit
+
+from . import gemm16
 
 BOS = 256  # the input symbol that starts every coded stream (byte values are 0..255)
 
@@ -177,12 +181,35 @@ def _int_mm_is_exact() -> bool:
 def _cpu_has_int8_dot() -> bool:
     """Does the CPU have int8 dot-product units (VNNI or AMX)? Without them oneDNN's int8 GEMM runs a
     reference kernel that was measured 8-30x slower than the exact float32 GEMM on an AVX2 EPYC."""
+    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def _cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as fh:
-            flags = set(fh.read().split())
+            return set(fh.read().split())
     except OSError:
+        return set()
+
+
+@functools.lru_cache(maxsize=None)
+def _gemm16_available() -> bool:
+    """Is :mod:`.gemm16` the fast exact path here? On x86-64 with AVX2 its ``vpmaddwd`` kernel ran
+    1.5-1.9x as fast as MKL's float32 GEMM on the engines' products (an EPYC restricted to AVX2).
+    Elsewhere (an ARM CPU, whose float GEMM may run on a matrix unit) the float path stays; the int16
+    kernel would give the same integers there too. ``COMPBENCH_NO_GEMM16`` stands in for a machine
+    without it."""
+    import platform
+
+    if os.environ.get("COMPBENCH_NO_GEMM16"):
         return False
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return platform.machine().lower() in ("x86_64", "amd64") and "avx2" in _cpu_flags()
+
+
+def matrix_path() -> str:
+    """The exact GEMM the engines use on this machine: ``"int8"`` (``torch._int_mm``), ``"int16"``
+    (:mod:`.gemm16`) or ``"float"`` (float32 GEMMs of small integers). Only speed depends on it."""
+    return "int8" if _int_mm_available() else "int16" if _gemm16_available() else "float"
 
 
 def _int_mm_available() -> bool:
@@ -199,8 +226,8 @@ def _int_mm_available() -> bool:
 
 
 class Int8Matrix:
-    """An int8 weight ``w_t`` [K, N] for :func:`int_matmul`, with the float copy that the exact
-    float-GEMM path multiplies by, converted once at load rather than on every step."""
+    """An int8 weight ``w_t`` [K, N] for :func:`int_matmul`, with the copy each GEMM path multiplies
+    by (float, or packed int16 pairs), made once at load rather than on every step."""
 
     def __init__(self, w_t: torch.Tensor):
         if w_t.dtype != torch.int8 or w_t.dim() != 2:
@@ -208,6 +235,7 @@ class Int8Matrix:
         self.i8 = w_t.contiguous()
         self.small = w_t.shape[0] * 127 * 127 < (1 << 24)
         self._float: torch.Tensor | None = None
+        self._pairs: np.ndarray | None = None
 
     @property
     def shape(self):
@@ -218,46 +246,65 @@ class Int8Matrix:
             self._float = self.i8.to(torch.float32 if self.small else torch.float64)
         return self._float
 
+    def as_pairs(self) -> np.ndarray:
+        """The weights packed for :func:`gemm16.gemm`."""
+        if self._pairs is None:
+            self._pairs = gemm16.pack(self.i8.numpy())
+        return self._pairs
+
+    def path(self) -> str:
+        """This matrix's GEMM path here (:func:`matrix_path`; the int16 kernel takes an even K)."""
+        p = matrix_path()
+        return "float" if p == "int16" and (self.shape[0] % 2 or self.shape[0] > gemm16.MAX_K) else p
+
 
 def gemm_input_dtype(w: Int8Matrix) -> torch.dtype:
     """The dtype :func:`int_matmul` multiplies int8 activations in on this machine: int8 where the
-    int8 GEMM is exact and fast, else that of the float copy. An engine that rounds its activations
-    straight into this dtype spares a conversion per step (the values are the same small integers)."""
-    return torch.int8 if _int_mm_available() else w.as_float().dtype
+    int8 GEMM is exact and fast, int16 for :mod:`.gemm16`, else that of the float copy. An engine that
+    rounds its activations straight into this dtype spares a conversion per step (the values are the
+    same small integers)."""
+    return {"int8": torch.int8, "int16": torch.int16}.get(w.path()) or w.as_float().dtype
 
 
 def acc_dtype(w: Int8Matrix) -> torch.dtype:
-    """The dtype of :func:`matmul_into`'s raw sums on this machine: int32 from the int8 GEMM, else
+    """The dtype of :func:`matmul_into`'s raw sums on this machine: int32 from the integer GEMMs, else
     that of the float copy (float32 or float64; either holds the sums exactly)."""
-    return torch.int32 if _int_mm_available() else w.as_float().dtype
+    return torch.int32 if w.path() != "float" else w.as_float().dtype
 
 
 def matmul_into(x: torch.Tensor, w: Int8Matrix, out: torch.Tensor) -> torch.Tensor:
     """Exact ``x @ w`` written into ``out``, for an engine that keeps its buffers: ``x`` holds int8
     values in :func:`gemm_input_dtype`, ``out`` is in :func:`acc_dtype`. No conversion passes and
     no fresh tensors: in a step of small matrices those cost as much as the products."""
+    if x.dtype == torch.int16:
+        gemm16.gemm(x.contiguous().numpy(), w.as_pairs(), out.numpy())
+        return out
     if out.dtype == torch.int32:
         return torch._int_mm(x, w.i8, out=out)
     return torch.mm(x, w.as_float(), out=out)
 
 
 def int_matmul(x: torch.Tensor, w_t: "Int8Matrix | torch.Tensor", dtype=torch.float64, *,
-               use_int_mm: bool | None = None) -> torch.Tensor:
+               path: str | None = None) -> torch.Tensor:
     """Exact ``x @ w_t`` for int8 ``x`` [M, K] and an int8 ``w_t`` [K, N] (an :class:`Int8Matrix`
     or a tensor), as integers in ``dtype``.
 
     float32 output is allowed only when every sum is below 2**24 (K * 127**2 < 2**24, K <= 1040), so
-    the integers are exact in it too. Every path returns the same integers; only speed differs.
+    the integers are exact in it too. Every path (``path``: "int8", "int16" or "float"; by default
+    the matrix's own, :meth:`Int8Matrix.path`) returns the same integers; only speed differs.
     ``x`` may also hold those integers in float (see :func:`gemm_input_dtype`). An engine that keeps
     its buffers from step to step uses :func:`matmul_into` instead.
     """
     w = w_t if isinstance(w_t, Int8Matrix) else Int8Matrix(w_t)
     if dtype == torch.float32 and not w.small:
         raise ValueError(f"an int8 dot product of length {w.shape[0]} can exceed float32's exact integers")
-    if use_int_mm is None:
-        use_int_mm = _int_mm_available()
-    if use_int_mm:
+    path = path or w.path()
+    if path == "int8":
         return torch._int_mm(x.to(torch.int8).contiguous(), w.i8).to(dtype)
+    if path == "int16":
+        out = torch.empty(x.shape[0], w.shape[1], dtype=torch.int32)
+        gemm16.gemm(x.to(torch.int16).contiguous().numpy(), w.as_pairs(), out.numpy())
+        return out.to(dtype)
     # small: all partial sums are integers of magnitude < 2**24, which float32 holds exactly, so any
     # blocking, threading or FMA order gives the same result; otherwise float64 (exact below 2**53).
     wf = w.as_float()

@@ -240,34 +240,56 @@ def _in_inference(fn, *args):
 
 class _SplitSteps:
     """Integer weights per group and step, as :func:`_step_probs` gives them, from an engine whose
-    ``helper_runs`` is ``"recurrent_sums"``. ``pool`` (one thread) computes a group's
-    ``recurrent_sums`` for its next step while the caller codes this one; the caller's thread runs
-    the gates (``cells``, which need the byte just coded) and ``out_weights``, on one torch thread:
-    the other core is the helper's. Thread counts are per thread in torch; :meth:`close` restores
-    the caller's."""
+    ``helper_runs`` is ``"recurrent_sums"`` or ``"sums_and_weights"``. ``pool`` (one thread) computes
+    a group's ``recurrent_sums`` for its next step while the caller codes this one; the caller's thread
+    runs the gates (``cells``, which need the byte just coded) on one torch thread: the other core is
+    the helper's. The output layer (``out_weights``) runs on the caller's thread with
+    ``"recurrent_sums"``; with ``"sums_and_weights"`` the caller runs a group's gates as soon as its
+    byte is coded (:meth:`coded`) and the helper computes the weights while the caller codes the
+    other group. Thread counts are per thread in torch; :meth:`close` restores the caller's."""
 
     def __init__(self, engine, arr: np.ndarray, groups: list[tuple[int, int]], pool):
         self.engine, self.arr, self.groups, self.pool = engine, arr, groups, pool
+        self.ahead = engine.helper_runs == "sums_and_weights"
         self.states = [engine.start(hi - lo) for lo, hi in groups]
         self.pending = [pool.submit(_in_inference, engine.recurrent_sums, s) for s in self.states]
+        self.out: list = [None] * len(groups)
         self.threads = torch.get_num_threads()
         torch.set_num_threads(1)
+        if self.ahead:
+            for g, (lo, hi) in enumerate(groups):
+                self._cells(g, np.full(hi - lo, BOS), 0)
+
+    def _cells(self, g: int, inputs: np.ndarray, t: int) -> None:
+        """Group g consumes the input of step t (BOS, or byte t - 1); the helper is given what it
+        computes next: with ``ahead``, step t's weights, then (if another step follows) the sums for
+        step t + 1."""
+        self.pending[g].result()
+        self.engine.cells(self.states[g], torch.from_numpy(inputs.astype(np.int64)))
+        if self.ahead:
+            self.out[g] = self.pool.submit(_in_inference, self.engine.out_weights, self.states[g])
+        if t + 1 < self.arr.shape[1]:
+            # The helper reads the new q(h) while this thread's output GEMM may read it too: both only read.
+            self.pending[g] = self.pool.submit(_in_inference, self.engine.recurrent_sums, self.states[g])
 
     def weights(self, t: int, g: int) -> np.ndarray:
         """Group g's weights for step t; the caller has filled its ``arr[lo:hi, t - 1]``."""
+        if self.ahead:
+            return self.out[g].result().numpy()
         lo, hi = self.groups[g]
-        prev = np.full(hi - lo, BOS) if t == 0 else self.arr[lo:hi, t - 1]
-        self.pending[g].result()
-        self.engine.cells(self.states[g], torch.from_numpy(prev.astype(np.int64)))
-        if t + 1 < self.arr.shape[1]:
-            # The helper reads the new q(h) while this thread's output GEMM reads it too: both only read.
-            self.pending[g] = self.pool.submit(_in_inference, self.engine.recurrent_sums, self.states[g])
+        self._cells(g, np.full(hi - lo, BOS) if t == 0 else self.arr[lo:hi, t - 1], t)
         return self.engine.out_weights(self.states[g]).numpy()
+
+    def coded(self, t: int, g: int) -> None:
+        """Group g's bytes of step t are in ``arr``: with ``ahead``, start on its step t + 1."""
+        if self.ahead and t + 1 < self.arr.shape[1]:
+            lo, hi = self.groups[g]
+            self._cells(g, self.arr[lo:hi, t], t + 1)
 
     def close(self) -> None:
         """Wait for the helper: never leave a task running on the engine (a corrupt payload raises
         mid-run); then give the caller back its torch thread count."""
-        for f in self.pending:
+        for f in self.pending + [f for f in self.out if f is not None]:
             f.exception()
         torch.set_num_threads(self.threads)
 
@@ -284,7 +306,8 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
     other. What it runs is the engine's ``helper_runs``: ``"step"``, a group's whole step, while this
     thread mixes the other group; ``"recurrent_sums"``, only the part of a group's next step that
     does not need the byte being coded (:class:`_SplitSteps`), while this thread runs the rest on one
-    torch thread and mixes. Other engines step all streams at once, here."""
+    torch thread and mixes; ``"sums_and_weights"``, that part and the output weights, while this
+    thread runs the gates and mixes. Other engines step all streams at once, here."""
     import constriction
 
     from .mixing import ContextMixer
@@ -312,7 +335,7 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
         return bit
 
     shifts = np.arange(7, -1, -1)[:, None]
-    split = overlap and getattr(engine, "helper_runs", "step") == "recurrent_sums"
+    split = overlap and getattr(engine, "helper_runs", "step") in ("recurrent_sums", "sums_and_weights")
     if split:
         splits = _SplitSteps(engine, arr, groups, intops.helper())
     elif overlap:
@@ -344,7 +367,9 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
                         if encoder is not None:
                             encoder.encode(bit.astype(np.int32).ravel(), family, p.ravel() / 4096.0)
                         bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
-                    if overlap and not split and t + 1 < seg:
+                    if split:
+                        splits.coded(t, g)
+                    elif overlap and t + 1 < seg:
                         pending[g] = pool.submit(_in_inference, next, sources[g])
                 if progress is not None and t % 256 == 255:
                     progress(min(n, (t + 1) * streams))

@@ -16,12 +16,29 @@ import time
 import torch
 
 
+def _THREADS() -> int:
+    return torch.get_num_threads()
+
+
 def _gemm(dtype: str, n: int, device: str):
     g = torch.Generator().manual_seed(0)
     if dtype == "int8":
         a = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g).to(device)
         b = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g).to(device)
         return lambda: torch._int_mm(a, b)
+    if dtype == "int16":  # the int16-pair kernel the engines use on AVX2 CPUs (models.gemm16)
+        from concurrent.futures import ThreadPoolExecutor
+
+        from . import gemm16
+
+        a = torch.randint(-127, 128, (n, n), dtype=torch.int16, generator=g).numpy()
+        w = gemm16.pack(torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g).numpy())
+        out = torch.empty(n, n, dtype=torch.int32).numpy()
+        # The kernel is one thread's; the peak is the machine's: a slice of rows per torch thread (it
+        # runs without the GIL).
+        parts = [slice(i * n // _THREADS(), (i + 1) * n // _THREADS()) for i in range(_THREADS())]
+        pool = ThreadPoolExecutor(len(parts))
+        return lambda: list(pool.map(lambda r: gemm16.gemm(a[r], w, out[r]), parts))
     dt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     a = torch.randn(n, n, generator=g).to(device, dt)
     b = torch.randn(n, n, generator=g).to(device, dt)
@@ -42,7 +59,8 @@ def _timed(fn, device: str, reps: int = 1) -> float:
 @functools.lru_cache(maxsize=None)
 def gemm_peak(dtype: str, device: str = "cpu", n: int | None = None, repeat: int = 5) -> float:
     """Operations per second (2 per multiply-accumulate) of an n x n x n GEMM in ``dtype`` ("int8",
-    "bf16" or "fp32"), median of ``repeat`` samples; measured once per process and device.
+    "int16" (:mod:`.gemm16`), "bf16" or "fp32"), median of ``repeat`` samples, on torch's thread
+    count; measured once per process and device.
 
     n is 2048 on a CPU and 8192 on a GPU, where a 2048-cube product takes about 20 microseconds and
     times the launch, not the matrix units (an H100 read 67 TFLOP/s instead of about 800). Each

@@ -32,9 +32,12 @@ MACHINES = {
     "onednn-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
     "numpy-baseline-simd": {"NPY_DISABLE_CPU_FEATURES": _numpy_dispatch_off()},
     "oldest": {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-               "COMPBENCH_NO_INT_MM": "1"},
+               "COMPBENCH_NO_INT_MM": "1", "COMPBENCH_NO_GEMM16": "1"},
+    # Two threads and the int16-pair GEMM (an AVX2 machine without an int8 one): the GRU's helper
+    # runs its recurrent sums and output weights while this thread runs the gates and mixes.
+    "2-threads-int16-gemm": {"OMP_NUM_THREADS": "2", "COMPBENCH_NO_INT_MM": "1"},
     # Two threads and the float32 GEMM path: the GRU's helper thread runs only its recurrent sums.
-    "2-threads-no-int8-gemm": {"OMP_NUM_THREADS": "2", "COMPBENCH_NO_INT_MM": "1"},
+    "2-threads-float-gemm": {"OMP_NUM_THREADS": "2", "COMPBENCH_NO_INT_MM": "1", "COMPBENCH_NO_GEMM16": "1"},
 }
 
 PROBE = r"""
@@ -96,7 +99,7 @@ def test_a_two_group_mixed_payload_decodes_bit_exactly_whoever_steps_the_engine(
     files = {"art": path, "payload": tmp_path / "p.cbp", "data": tmp_path / "d.bin"}
     files["payload"].write_bytes(payload)
     files["data"].write_bytes(data)
-    for machine in ("1-thread", "2-threads", "oldest", "2-threads-no-int8-gemm"):
+    for machine in ("1-thread", "2-threads", "oldest", "2-threads-int16-gemm", "2-threads-float-gemm"):
         res = subprocess.run(
             [sys.executable, "-c", PROBE, arch, str(files["art"]), str(files["payload"]), str(files["data"]),
              json.dumps(coder.options_dict())],
@@ -144,11 +147,16 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-def test_both_gru_helper_schedules_give_the_same_payload_and_probabilities(tiny_models, two_threads, monkeypatch):
-    """A mixed run's helper thread runs a group's whole step ("step", where the int8 GEMM is fast)
-    or only its recurrent sums while this thread runs the rest ("recurrent_sums", the float32 path).
-    Both, on one machine, must give the same payload, decode and probabilities; the split one must
-    really have run, and leave this thread's torch thread count as it found it."""
+SCHEDULES = ("step", "recurrent_sums", "sums_and_weights")
+
+
+def test_every_gru_helper_schedule_gives_the_same_payload_and_probabilities(tiny_models, two_threads, monkeypatch):
+    """A mixed run's helper thread runs a group's whole step ("step", where the int8 GEMM is fast),
+    only its recurrent sums while this thread runs the rest ("recurrent_sums", the float32 path), or
+    its recurrent sums and output weights while this thread runs the gates as soon as a group's
+    bytes are coded ("sums_and_weights", the int16 path). All, on one machine, must give the same
+    payload, decode and probabilities; the split ones must really have run, and leave this thread's
+    torch thread count as they found it."""
     import torch
 
     from compbench.models import lockstep
@@ -166,17 +174,17 @@ def test_both_gru_helper_schedules_give_the_same_payload_and_probabilities(tiny_
 
     monkeypatch.setattr(lockstep, "_SplitSteps", Counted)
     got = {}
-    for schedule in ("step", "recurrent_sums"):
+    for schedule in SCHEDULES:
         coder.engine.helper_runs = schedule
         body = coder.encode_body(data)
         assert coder.decode_body(body, len(data)) == data
         got[schedule] = (body, coder.probability_digest(data))
         assert torch.get_num_threads() == 2  # the split schedule ran its own ops on one thread, then restored 2
-    assert built  # the split schedule ran
-    assert got["step"] == got["recurrent_sums"]
+    assert len(built) >= 2 * 3  # the two split schedules ran (encode, decode, digest each)
+    assert got["step"] == got["recurrent_sums"] == got["sums_and_weights"]
 
 
-@pytest.mark.parametrize("schedule", ["step", "recurrent_sums"])
+@pytest.mark.parametrize("schedule", SCHEDULES)
 def test_a_two_group_decode_that_fails_midway_leaves_the_coder_usable(tiny_models, two_threads, schedule):
     """A body cut short makes the range decoder fail while the helper thread holds the other group's
     next step (or a group's recurrent sums). The failure surfaces (the payload layer turns it into a

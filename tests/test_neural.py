@@ -37,13 +37,72 @@ def make(arch, path, **opts):
 
 @pytest.mark.parametrize("k", [7, 424, 1040, 2048])
 def test_int_matmul_paths_give_identical_integers(k):
+    """Every GEMM path (the int16 kernel runs wherever numba does; it is only chosen on AVX2 x86)."""
     g = torch.Generator().manual_seed(k)
     x = torch.randint(-127, 128, (33, k), dtype=torch.int8, generator=g)
     w = torch.randint(-127, 128, (k, 65), dtype=torch.int8, generator=g)
     exact = (x.to(torch.int64) @ w.to(torch.int64)).to(torch.float64)
-    assert torch.equal(intops.int_matmul(x, w, use_int_mm=False), exact)
+    assert torch.equal(intops.int_matmul(x, w, path="float"), exact)
+    if k % 2 == 0:
+        assert torch.equal(intops.int_matmul(x, w, path="int16"), exact)
     if intops._int_mm_available():
-        assert torch.equal(intops.int_matmul(x, w, use_int_mm=True), exact)
+        assert torch.equal(intops.int_matmul(x, w, path="int8"), exact)
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 2, 1), (3, 4, 17), (4, 416, 16), (5, 416, 1248), (127, 416, 256),
+                                   (13, 130, 33), (9, 1030, 40), (6, 1536, 24)])
+def test_the_int16_kernel_gives_exact_sums_on_every_shape_and_at_full_scale(m, k, n):
+    """gemm16's tiles (4 rows x 16 columns), its one-row and partial-panel remainders and its blocks
+    of K (a ragged last one at K = 1030): random int8 values, and every sign combination of +-127,
+    where a pair sum is largest, against int64 arithmetic. The output is filled with a sentinel
+    first: every entry must be written, none left from before."""
+    from compbench.models import gemm16
+
+    rng = np.random.default_rng(m * 1000 + k + n)
+    cases = [(rng.integers(-127, 128, (m, k)), rng.integers(-127, 128, (k, n)))]
+    cases += [(np.full((m, k), sa), np.full((k, n), sw)) for sa in (127, -127) for sw in (127, -127)]
+    for a, w in cases:
+        out = np.full((m, n), -12345, np.int32)
+        gemm16.gemm(a.astype(np.int16), gemm16.pack(w.astype(np.int8)), out)
+        assert (out == a.astype(np.int64) @ w.astype(np.int64)).all()
+
+
+def test_the_int16_kernel_writes_nothing_past_its_output():
+    """A partial last panel (N not a multiple of 16) goes through a scratch tile: the int32s just
+    past the output (here, the rest of a larger buffer) keep their values."""
+    from compbench.models import gemm16
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(-127, 128, (6, 32)).astype(np.int16)
+    w = rng.integers(-127, 128, (32, 20)).astype(np.int8)
+    big = np.full(6 * 20 + 8, 777, np.int32)
+    view = big[: 6 * 20].reshape(6, 20)
+    gemm16.gemm(a, gemm16.pack(w), view)
+    assert (big[6 * 20:] == 777).all() and (view == a.astype(np.int64) @ w.astype(np.int64)).all()
+
+
+def test_the_engines_pick_the_int16_kernel_where_it_is_fast_and_keep_even_k_for_it(monkeypatch):
+    """matrix_path() names the path; a matrix with an odd K (the int16 pairs need an even one) falls
+    back to float32, and COMPBENCH_NO_GEMM16 stands in for a machine without the kernel."""
+    monkeypatch.setattr(intops, "_int_mm_available", lambda: False)
+    monkeypatch.delenv("COMPBENCH_NO_GEMM16", raising=False)
+    monkeypatch.setattr(intops, "_cpu_flags", lambda: {"avx2", "fma"})
+    intops._gemm16_available.cache_clear()
+    try:
+        import platform
+
+        want = "int16" if platform.machine().lower() in ("x86_64", "amd64") else "float"
+        assert intops.matrix_path() == want
+        even, odd = intops.Int8Matrix(torch.zeros(8, 3, dtype=torch.int8)), intops.Int8Matrix(torch.zeros(7, 3, dtype=torch.int8))
+        assert even.path() == want and odd.path() == "float"
+        assert intops.gemm_input_dtype(odd) == torch.float32 and intops.acc_dtype(odd) == torch.float32
+        if want == "int16":
+            assert intops.gemm_input_dtype(even) == torch.int16 and intops.acc_dtype(even) == torch.int32
+        monkeypatch.setenv("COMPBENCH_NO_GEMM16", "1")
+        intops._gemm16_available.cache_clear()
+        assert intops.matrix_path() == "float"
+    finally:
+        intops._gemm16_available.cache_clear()
 
 
 def test_tables_are_correctly_rounded_functions():
