@@ -54,15 +54,18 @@ def window(coder) -> int:
 
 
 def kv_bytes_per_byte(coder) -> int:
-    """Bytes of key/value cache a transformer's decoder step reads per coded byte, at most: per layer
-    and window slot, the int8 key (d), its float32 scale per head, the int16 value (2 d) and its
-    width flag per head (see ``IntTransformer.start``). Values of slots whose attention weight is 0
-    are skipped, so the real figure is lower. 0 for an engine without such a cache."""
+    """Bytes of key/value cache a transformer's decoder step reads per coded byte: per layer and
+    window slot, the int8 key (d), its float32 scale per head, the int16 value (2 d) and its width
+    flag per head (see ``IntTransformer.start``; keys are kept for whole blocks of 32 slots and
+    values in slot pairs, so a window that is not a multiple of 32 reads a few padded slots too).
+    0 for an engine without such a cache."""
     info = coder.model_info
     cfg = info["config"]
     if info["arch"] != "transformer":
         return 0
-    return cfg["layers"] * window(coder) * (3 * cfg["d_model"] + 5 * cfg["heads"])
+    w, d, h = window(coder), cfg["d_model"], cfg["heads"]
+    key_width = h * -(-(d // h) // 2) * 2  # each head's dimensions rounded up to pairs
+    return cfg["layers"] * (-(-w // 32) * 32 * key_width + w * 5 * h + (w + w % 2) * 2 * d)
 
 
 # An AVX2-only machine, emulated on a newer one: no int8 GEMM (COMPBENCH_NO_INT_MM), ATen, oneDNN and

@@ -20,6 +20,12 @@ the weights). A tile of R rows x W columns keeps its R x W/8 int32 accumulators 
 whole K loop: with R = 4 and W = 16, 8 accumulators, 2 weight vectors, a broadcast and a product,
 12 of AVX2's 16 vector registers (4 x 24 needs 17, and spills one every iteration).
 
+The same instruction runs the transformer's attention: its scores (:func:`key_pair_scores`: int8 keys
+with the head's dimensions in pairs, [dh / 2][slots][2], against a broadcast pair of the query) and
+its values (:func:`weighted_pair_sums`: a sum over the window of integer weights times int16 values,
+with the window's slots in pairs, [slots / 2][dh][2], each weight split into two int16 halves so
+every product fits).
+
 Exactness: each product of two int8 values is at most 127**2 in magnitude, a pair sum at most
 2 * 127**2 (well inside int32, so ``vpmaddwd`` never wraps), and a sum of K of them stays below 2**31
 for K < 133,000 (:data:`MAX_K`). Integer addition is associative: any tiling, order or instruction
@@ -42,6 +48,7 @@ MAX_K = (2**31 - 1) // (127 * 127)  # longest dot product whose int8-valued sums
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 _V8 = ir.VectorType(_I32, 8)
 _V16 = ir.VectorType(ir.IntType(16), 16)
+_B16 = ir.VectorType(ir.IntType(8), 16)
 _W16 = ir.VectorType(_I32, 16)
 _EVEN = ir.Constant(_V8, list(range(0, 16, 2)))
 _ODD = ir.Constant(_V8, list(range(1, 16, 2)))
@@ -190,3 +197,180 @@ def gemm(a, packed, out):  # pragma: no cover - compiled
                 _block_store(pa + kb * 4, k, m, n, kn, b, p * WIDTH, pc, ps, scratch, out)
             else:
                 _block_add(pa + kb * 4, k, m, n, kn, b, p * WIDTH, pc, ps, scratch, out)
+
+
+PAIR_BLOCK = 64  # slot pairs summed in int32 before widening (see weighted_pair_sums)
+
+
+def _make_pair_sums(vecs: int):
+    """A numba intrinsic ``sums(pv, ldv, plo, phi, out, n2)`` (addresses, strides in int32 words):
+    over ``n2`` slot pairs k, int32 ``out[0:8v] = sum_k madd(v[k], lo[k])`` and ``out[8v:16v] =
+    sum_k madd(v[k], hi[k])``, where v[k] is the 8 * ``vecs`` int16 pairs at ``pv + k * ldv`` and lo[k],
+    hi[k] one int16 pair each (the two slots' weight halves), broadcast. 2 * ``vecs`` accumulators
+    stay in registers for the whole loop."""
+
+    @intrinsic
+    def sums(typingctx, pv, ldv, plo, phi, out, n2):
+        sig = types.void(types.int64, types.int64, types.int64, types.int64, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            pv, ldv, plo, phi, out, n2 = args
+            pv = builder.inttoptr(pv, _I32.as_pointer())
+            pw = [builder.inttoptr(plo, _I32.as_pointer()), builder.inttoptr(phi, _I32.as_pointer())]
+            po = builder.inttoptr(out, _V8.as_pointer())
+            fn = builder.function
+            head, body, done = (fn.append_basic_block(f"pairs{vecs}_{n}") for n in ("head", "body", "done"))
+            entry = builder.block
+            builder.branch(head)
+            builder.position_at_end(head)
+            k = builder.phi(_I64)
+            k.add_incoming(ir.Constant(_I64, 0), entry)
+            acc = [[builder.phi(_V8) for _ in range(vecs)] for _ in range(2)]
+            for half in acc:
+                for a in half:
+                    a.add_incoming(ir.Constant(_V8, None), entry)
+            builder.cbranch(builder.icmp_signed("<", k, n2), body, done)
+
+            builder.position_at_end(body)
+            w = []
+            for p in pw:
+                x = builder.insert_element(ir.Constant(_V8, ir.Undefined), builder.load(builder.gep(p, [k])),
+                                           ir.Constant(_I32, 0))
+                w.append(builder.bitcast(builder.shuffle_vector(x, x, _SPLAT), _V16))
+            row = builder.mul(k, ldv)
+            new = [[], []]
+            for j in range(vecs):
+                at = builder.gep(pv, [builder.add(row, ir.Constant(_I64, 8 * j))])
+                ld = builder.load(builder.bitcast(at, _V8.as_pointer()))
+                ld.align = 4
+                v = builder.bitcast(ld, _V16)
+                for h in range(2):
+                    new[h].append(builder.add(acc[h][j], _madd(builder, v, w[h])))
+            k1 = builder.add(k, ir.Constant(_I64, 1))
+            tail = builder.block
+            builder.branch(head)
+            k.add_incoming(k1, tail)
+            for h in range(2):
+                for j in range(vecs):
+                    acc[h][j].add_incoming(new[h][j], tail)
+
+            builder.position_at_end(done)
+            for h in range(2):
+                for j in range(vecs):
+                    st = builder.store(acc[h][j], builder.gep(po, [ir.Constant(_I64, h * vecs + j)]))
+                    st.align = 4
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return sums
+
+
+_pair_sums4, _pair_sums1 = _make_pair_sums(4), _make_pair_sums(1)
+
+
+@njit(cache=True, nogil=True)
+def weighted_pair_sums(values, lo, hi, part, out):  # pragma: no cover - compiled
+    """``out[d] = sum_t (256 * hi[t] + lo[t]) * v[t, d]`` exactly, as int64, for int16 ``values``
+    [slots / 2, dh, 2] (slot t's value d at ``[t // 2, d, t % 2]``; C-contiguous, dh a multiple of 8)
+    and int16 weight halves ``lo``, ``hi`` [slots] (0 <= lo < 256, 0 <= hi <= 256: a weight of at most
+    2**16), with ``part`` int32 [2 * dh] scratch. Slot pairs whose weights are both 0 add nothing and
+    are not read: under ALiBi, a steep head's far slots (most of its window) weigh exactly 0.
+
+    Exact: a pair sum is at most 2 * 256 * 2**15 = 2**24 in magnitude, and a run of at most
+    :data:`PAIR_BLOCK` pairs (128 slots) sums to at most 128 * 2**8 * 2**15 = 2**30, inside int32;
+    the runs add in int64."""
+    n2, dh = values.shape[0], values.shape[1]
+    pv, plo, phi = np.int64(values.ctypes.data), np.int64(lo.ctypes.data), np.int64(hi.ctypes.data)
+    po = np.int64(part.ctypes.data)
+    lo2, hi2 = lo.view(np.int32), hi.view(np.int32)  # one word per slot pair
+    out[:] = 0
+    p0 = 0
+    while p0 < n2:
+        if lo2[p0] == 0 and hi2[p0] == 0:
+            p0 += 1
+            continue
+        n = 1
+        while n < PAIR_BLOCK and p0 + n < n2 and (lo2[p0 + n] != 0 or hi2[p0 + n] != 0):
+            n += 1
+        d0 = 0
+        while d0 < dh:  # 32 value lanes (8 accumulators) a pass while they last, then 8
+            at = pv + (p0 * dh + d0) * 4
+            if dh - d0 >= 32:
+                _pair_sums4(at, dh, plo + p0 * 4, phi + p0 * 4, po, n)
+                lanes = 32
+            else:
+                _pair_sums1(at, dh, plo + p0 * 4, phi + p0 * 4, po, n)
+                lanes = 8
+            for e in range(lanes):
+                out[d0 + e] += np.int64(part[lanes + e]) * 256 + part[e]
+            d0 += lanes
+        p0 += n
+
+
+SCORE_BLOCK = 32  # slots a pass of key_pair_scores keeps in registers (4 vectors of 8 int32)
+
+
+@intrinsic
+def _score_block(typingctx, pk, ldk, pq, out, n2):
+    """``out[0:32] = sum_j madd(sext(k[j]), q[j])`` over ``n2`` key dimension pairs j: k[j] the 16
+    int8 at ``pk + j * ldk`` (8 slots' key pairs a vector, 4 vectors: 32 slots), q[j] the int16
+    pair at ``pq + 4 j``, broadcast. Addresses and ``ldk`` in bytes."""
+    sig = types.void(types.int64, types.int64, types.int64, types.int64, types.int64)
+    vecs = SCORE_BLOCK // 8
+
+    def codegen(context, builder, signature, args):
+        pk, ldk, pq, out, n2 = args
+        i8p = ir.IntType(8).as_pointer()
+        pk = builder.inttoptr(pk, i8p)
+        pq = builder.inttoptr(pq, _I32.as_pointer())
+        po = builder.inttoptr(out, _V8.as_pointer())
+        fn = builder.function
+        head, body, done = (fn.append_basic_block(f"scores_{n}") for n in ("head", "body", "done"))
+        entry = builder.block
+        builder.branch(head)
+        builder.position_at_end(head)
+        j = builder.phi(_I64)
+        j.add_incoming(ir.Constant(_I64, 0), entry)
+        acc = [builder.phi(_V8) for _ in range(vecs)]
+        for a in acc:
+            a.add_incoming(ir.Constant(_V8, None), entry)
+        builder.cbranch(builder.icmp_signed("<", j, n2), body, done)
+
+        builder.position_at_end(body)
+        x = builder.insert_element(ir.Constant(_V8, ir.Undefined), builder.load(builder.gep(pq, [j])),
+                                   ir.Constant(_I32, 0))
+        qv = builder.bitcast(builder.shuffle_vector(x, x, _SPLAT), _V16)
+        row = builder.mul(j, ldk)
+        new = []
+        for v in range(vecs):
+            at = builder.gep(pk, [builder.add(row, ir.Constant(_I64, 16 * v))])
+            ld = builder.load(builder.bitcast(at, _B16.as_pointer()))
+            ld.align = 1
+            new.append(builder.add(acc[v], _madd(builder, builder.sext(ld, _V16), qv)))
+        j1 = builder.add(j, ir.Constant(_I64, 1))
+        tail = builder.block
+        builder.branch(head)
+        j.add_incoming(j1, tail)
+        for v in range(vecs):
+            acc[v].add_incoming(new[v], tail)
+
+        builder.position_at_end(done)
+        for v in range(vecs):
+            st = builder.store(acc[v], builder.gep(po, [ir.Constant(_I64, v)]))
+            st.align = 4
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def key_pair_scores(keys, qpair, out):  # pragma: no cover - compiled
+    """``out[t] = sum_d k[d, t] * q[d]`` exactly (int32), for int8 ``keys`` [dh / 2, slots, 2] (key d
+    of slot t at ``[d // 2, t, d % 2]``; C-contiguous, slots a multiple of :data:`SCORE_BLOCK`) and
+    the query as int16 ``qpair`` [dh] (int8 values). Each product is at most 127**2 in magnitude, so
+    a head of up to 133,000 dimensions sums inside int32, in any order."""
+    n2, slots = keys.shape[0], keys.shape[1]
+    pk, pq, po = np.int64(keys.ctypes.data), np.int64(qpair.ctypes.data), np.int64(out.ctypes.data)
+    for t0 in range(0, slots, SCORE_BLOCK):
+        _score_block(pk + t0 * 2, slots * 2, pq, po + t0 * 4, n2)

@@ -294,6 +294,60 @@ class _SplitSteps:
         torch.set_num_threads(self.threads)
 
 
+class _SharedSteps:
+    """Integer weights per group and step, as :func:`_step_probs` gives them, from an engine whose
+    ``helper_runs`` is ``"runs"`` (the transformer): each group's step is split into two runs of
+    streams (``engine.start(..., shared=True)``). As soon as a group's bytes of step t are coded
+    (:meth:`coded`), ``pool`` (one thread) starts the second run of its step t + 1 and the caller runs
+    the first, then goes on to code the other group, whose step the helper has meanwhile finished.
+    So both cores step the model, and the helper's share covers the caller's mixing. The caller runs
+    on one torch thread (the other core is the helper's); :meth:`close` restores its count."""
+
+    def __init__(self, engine, arr: np.ndarray, groups: list[tuple[int, int]], pool):
+        self.engine, self.arr, self.groups, self.pool = engine, arr, groups, pool
+        self.states = [engine.start(hi - lo, shared=True) for lo, hi in groups]
+        self.pending: list = [None] * len(groups)  # the helper's run of each group's next step
+        self.mine: list = [None] * len(groups)  # this thread's
+        self.ctx: list = [None] * len(groups)
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        for g, (lo, hi) in enumerate(groups):
+            self._begin(g, np.full(hi - lo, BOS))
+
+    def _part(self, state: dict, ctx, r: int) -> torch.Tensor:
+        """Run r of a step, and its rows' weights (row by row: either thread may compute them)."""
+        return intops.exp_weights(self.engine.step_run(state, ctx, r))
+
+    def _begin(self, g: int, inputs: np.ndarray) -> None:
+        state = self.states[g]
+        ctx = self.ctx[g] = self.engine.begin_step(state, torch.from_numpy(inputs.astype(np.int64)))
+        if len(state["runs"]) > 1:
+            self.pending[g] = self.pool.submit(_in_inference, self._part, state, ctx, 1)
+        self.mine[g] = self._part(state, ctx, 0)
+
+    def weights(self, t: int, g: int) -> np.ndarray:
+        """Group g's weights for step t."""
+        parts = [self.mine[g]]
+        if self.pending[g] is not None:
+            parts.append(self.pending[g].result())
+            self.pending[g] = None
+        self.engine.end_step(self.states[g], self.ctx[g])
+        return torch.cat(parts).numpy()
+
+    def coded(self, t: int, g: int) -> None:
+        """Group g's bytes of step t are in ``arr``: start on its step t + 1."""
+        if t + 1 < self.arr.shape[1]:
+            lo, hi = self.groups[g]
+            self._begin(g, self.arr[lo:hi, t])
+
+    def close(self) -> None:
+        """Wait for the helper (see :meth:`_SplitSteps.close`); give the caller back its thread count."""
+        for f in self.pending:
+            if f is not None:
+                f.exception()
+        torch.set_num_threads(self.threads)
+
+
 def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, digest=None, stepwise: bool = False,
                progress=None, context: bytes = b"") -> float:
     """:func:`_run` with the byte-LM's prediction mixed bitwise with shared context models
@@ -307,7 +361,9 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
     thread mixes the other group; ``"recurrent_sums"``, only the part of a group's next step that
     does not need the byte being coded (:class:`_SplitSteps`), while this thread runs the rest on one
     torch thread and mixes; ``"sums_and_weights"``, that part and the output weights, while this
-    thread runs the gates and mixes. Other engines step all streams at once, here."""
+    thread runs the gates and mixes; ``"runs"``, part of the streams of a group's next step, while this
+    thread runs the rest and mixes (:class:`_SharedSteps`). Other engines step all streams at once,
+    here."""
     import constriction
 
     from .mixing import ContextMixer
@@ -335,9 +391,10 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
         return bit
 
     shifts = np.arange(7, -1, -1)[:, None]
-    split = overlap and getattr(engine, "helper_runs", "step") in ("recurrent_sums", "sums_and_weights")
+    schedule = getattr(engine, "helper_runs", "step")
+    split = overlap and schedule in ("recurrent_sums", "sums_and_weights", "runs")
     if split:
-        splits = _SplitSteps(engine, arr, groups, intops.helper())
+        splits = (_SharedSteps if schedule == "runs" else _SplitSteps)(engine, arr, groups, intops.helper())
     elif overlap:
         # A step generator per group, over its rows of arr (a view: it reads the bytes the mixer
         # writes there), advanced on the helper thread.

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from numba import njit
 from torch import nn
 
-from . import intops
+from . import gemm16, intops
 from .gru import BOS, VOCAB_IN, _q_rows
 
 RESID_BITS = 16  # residual stream fixed point
@@ -259,16 +259,18 @@ def _relu_sq_quantize(acc, step, scale, q, qstep):
 def _qkv_to_cache(acc, step, scale, inv_sqrt_dh, slot, qq, qscale, kt, ks, v16, vwide, v32):
     """The attention's inputs from the qkv sums ``acc`` [N, 3d]: scaled as :func:`_scale_rows` does,
     then per head the query quantized to ``qq`` [N, H, dh] with its float32 scale times 1/sqrt(dh) in
-    ``qscale`` [N, H], the key quantized into the transposed cache ``kt`` [N, H, dh, c] at ``slot`` with
-    its float32 scale in ``ks``, and the value in fixed point (x 2**V_BITS, rounded half to even,
-    clamped to +-2**20) into the cache: ``v16`` when the head's row fits in int16 (always, on the
-    shipped model: its values stay below 2**11), else ``v32``, with ``vwide`` saying which. The
-    attention reads 2 bytes a value instead of 4; the integers are the same either way."""
+    ``qscale`` [N, H], the key quantized into the cache ``kt`` (dimensions in pairs: [N, H, dh / 2,
+    slots, 2], see :func:`_attend_quantize`) at ``slot`` with its float32 scale in ``ks``, and the value in fixed point (x 2**V_BITS, rounded half to even,
+    clamped to +-2**20) into the cache: ``v16`` (slots in pairs: [c / 2, dh, 2], see
+    :func:`_attend_quantize`) when the head's row fits in int16 (always, on the shipped model: its
+    values stay below 2**11), else ``v32``, with ``vwide`` saying which. The attention reads 2 bytes
+    a value instead of 4; the integers are the same either way."""
     n = acc.shape[0]
     H, dh = qq.shape[1], qq.shape[2]
     d = H * dh
     o = np.empty(3 * d, np.float64)
     vr = np.empty(dh, np.int64)
+    kr = np.empty(dh, np.int8)
     lim = float(1 << 20)
     for i in range(n):
         s = step[i, 0]
@@ -276,7 +278,9 @@ def _qkv_to_cache(acc, step, scale, inv_sqrt_dh, slot, qq, qscale, kt, ks, v16, 
             o[j] = np.float64(acc[i, j]) * s * scale[j]
         for h in range(H):
             qscale[i, h] = np.float32(intops.quantize_row(o[h * dh:(h + 1) * dh], qq[i, h])) * inv_sqrt_dh
-            ks[i, h, slot] = np.float32(intops.quantize_row(o[d + h * dh:d + (h + 1) * dh], kt[i, h, :, slot]))
+            ks[i, h, slot] = np.float32(intops.quantize_row(o[d + h * dh:d + (h + 1) * dh], kr))
+            for e in range(dh):
+                kt[i, h, e >> 1, slot, e & 1] = kr[e]
             wide = False
             for e in range(dh):
                 x = np.rint(o[2 * d + h * dh + e] * _V_ONE)
@@ -288,41 +292,53 @@ def _qkv_to_cache(acc, step, scale, inv_sqrt_dh, slot, qq, qscale, kt, ks, v16, 
                 if wide:
                     v32[i, h, slot, e] = vr[e]
                 else:
-                    v16[i, h, slot, e] = vr[e]
+                    v16[i, h, slot >> 1, e, slot & 1] = vr[e]
 
 
 @njit(cache=True, nogil=True)
-def _attend_quantize(kt, ks, v16, vwide, v32, qq, qscale, bias, att_exp, q, step):
+def _attend_quantize(kt, ks, v16, vwide, v32, qq, qscale, bias, att_w, q, step):
     """One query per stream and head against the KV window, :meth:`IntTransformer._attend` for the
     decoder's step bit for bit, then each stream's output row [H * dh] quantized for the projection
-    (:func:`intops.quantize_rows`) into ``q`` and ``step``. ``kt`` int8 [N, H, dh, c] (keys,
-    transposed), ``ks`` float32 [N, H, c], values in ``v16``/``v32`` by ``vwide`` (see
-    :func:`_qkv_to_cache`), ``qq`` int8 [N, H, dh], ``qscale`` float32 [N, H], ``bias`` float32 [H, c]
-    (-inf: an empty slot), ``att_exp`` the attention weight table.
+    (:func:`intops.quantize_rows`) into ``q`` and ``step``. ``kt`` int8 [N, H, dh / 2, slots, 2]
+    (keys, transposed, dimensions in pairs; dh and the c slots rounded up to 2 and to
+    :data:`gemm16.SCORE_BLOCK` with zeros), ``ks`` float32 [N, H, c], values in ``v16`` [N, H, c / 2 rounded up, dh, 2] or
+    ``v32`` [N, H, c, dh] by ``vwide`` (see :func:`_qkv_to_cache`), ``qq`` int8 [N, H, dh], ``qscale``
+    float32 [N, H], ``bias`` float32 [H, c] (-inf: an empty slot), ``att_w`` the attention weight
+    table (int32).
 
-    The dot products are integer sums (int32 scores, float64 sums of integers below 2**53), exact
-    in any order; every other operation is the same correctly rounded float32 or float64 operation,
-    in the same order, as the torch version, and numba compiles without fast-math (no FMA). The
-    torch version reads a float32 key and a float64 value cache through batched matrix-vector
-    products; this one reads int8 keys and int16 values, 4 times fewer bytes, once. Keys are stored
-    transposed so the scores of all c slots accumulate one key dimension at a time, a loop LLVM
-    vectorises across slots (a dot product per slot needs a horizontal sum per slot).
+    The dot products are integer sums (int32 scores; the weighted values int64), exact in any order;
+    every other operation is the same correctly rounded float32 or float64 operation, in the same
+    order, as the torch version, and numba compiles without fast-math (no FMA). The torch version
+    reads a float32 key and a float64 value cache through batched matrix-vector products; this one
+    reads int8 keys and int16 values, 4 times fewer bytes, once. Keys are stored transposed, two
+    dimensions at a time, so the scores of 8 slots accumulate a pair of dimensions in one ``pmaddwd``
+    (:func:`gemm16.key_pair_scores`; a dot product per slot would need a horizontal sum per slot).
+    Values are stored with the
+    slots in pairs so that :func:`gemm16.weighted_pair_sums` sums them with ``pmaddwd``: each
+    weight (an integer of at most 2**16) is split into two int16 halves, and the torch version's
+    float64 sums of products are exact integers below 2**53, so the int64 sums are the same
+    numbers. A head whose window holds a wide (int32) row with a nonzero weight takes the float64
+    loop instead, reading both caches.
     """
-    B, H, dh, c = kt.shape
-    sacc = np.empty(c, np.int32)
+    B, H, dh, c = qq.shape[0], qq.shape[1], qq.shape[2], ks.shape[2]
+    c2 = v16.shape[2]
+    sacc = np.empty(kt.shape[3], np.int32)
+    qpair = np.zeros(2 * kt.shape[2], np.int16)  # the query as int16; an odd dh's pad stays 0
     score = np.empty(c, np.float32)
+    idx = np.empty(c, np.int32)
+    lo = np.zeros(2 * c2, np.int16)  # the weights' halves; a padded last slot keeps weight 0
+    hi = np.zeros(2 * c2, np.int16)
+    part = np.empty(2 * max(dh, 8), np.int32)
+    sums = np.empty(dh, np.int64)
     num = np.empty(dh, np.float64)
     row = np.empty(H * dh, np.float64)
     top = _F(intops.EMAX * intops.ERES)
+    paired = dh % 8 == 0
     for b in range(B):
         for h in range(H):
-            for t in range(c):
-                sacc[t] = 0
             for d in range(dh):
-                qd = np.int32(qq[b, h, d])
-                krow = kt[b, h, d]
-                for t in range(c):
-                    sacc[t] += np.int32(krow[t]) * qd
+                qpair[d] = qq[b, h, d]
+            gemm16.key_pair_scores(kt[b, h], qpair, sacc)
             qs = qscale[b, h]
             mx = _F(-np.inf)  # float32: a float64 max would make the gaps below float64 arithmetic
             for t in range(c):
@@ -330,20 +346,41 @@ def _attend_quantize(kt, ks, v16, vwide, v32, qq, qscale, bias, att_exp, q, step
                 score[t] = sc
                 if sc > mx:
                     mx = sc
-            for d in range(dh):
-                num[d] = 0.0
-            wsum = 0.0
+            # The weights: the gaps in float32 (vectorised), then the table lookups, summed as
+            # integers (the torch version's float64 sum of the same integers, below 2**53, is exact).
             for t in range(c):
                 gap = (mx - score[t]) * _F(intops.ERES) + _F(0.5)
-                w = att_exp[np.int32(gap if gap < top else top)]
-                if w != 0.0:  # an exact zero adds nothing to an exact sum
-                    wsum += w
-                    if vwide[b, h, t]:
-                        for d in range(dh):
-                            num[d] += w * np.float64(v32[b, h, t, d])
-                    else:
-                        for d in range(dh):
-                            num[d] += w * np.float64(v16[b, h, t, d])
+                idx[t] = np.int32(gap if gap < top else top)
+            isum = 0
+            for t in range(c):
+                iw = att_w[idx[t]]
+                isum += iw
+                lo[t] = iw & 255
+                hi[t] = iw >> 8
+            wsum = np.float64(isum)
+            nwide = 0  # a count, not an early-exit loop: LLVM vectorises it
+            for t in range(c):
+                nwide += np.int32(vwide[b, h, t])
+            wide = False
+            if nwide:  # only a wide row with a nonzero weight needs the float64 loop
+                for t in range(c):
+                    wide = wide or (vwide[b, h, t] and att_w[idx[t]] != 0)
+            if paired and not wide:
+                gemm16.weighted_pair_sums(v16[b, h], lo, hi, part, sums)
+                for d in range(dh):
+                    num[d] = np.float64(sums[d])
+            else:
+                for d in range(dh):
+                    num[d] = 0.0
+                for t in range(c):
+                    w = np.float64(att_w[idx[t]])
+                    if w != 0.0:  # an exact zero adds nothing to an exact sum
+                        if vwide[b, h, t]:
+                            for d in range(dh):
+                                num[d] += w * np.float64(v32[b, h, t, d])
+                        else:
+                            for d in range(dh):
+                                num[d] += w * np.float64(v16[b, h, t >> 1, d, t & 1])
             for d in range(dh):
                 row[h * dh + d] = num[d] / wsum / _V_ONE
         step[b, 0] = intops.quantize_row(row, q[b])
@@ -358,6 +395,13 @@ class IntTransformer:
     # as fast (enwik8 at 64 streams: 9.1-9.7 KB/s against 4.6-4.9), so both directions step.
     # logits_blocks stays as the torch reference that the step must equal bit for bit.
     encode_in_blocks = False
+    # A mixed run (lockstep._run_mixed) steps each group of streams in two runs, one on the coding
+    # thread right after it codes the group's bytes and one on the helper thread, which has no mixing
+    # to do (lockstep._SharedSteps). The coding thread's run is the smaller, so that both threads
+    # finish together: it also mixes. Speed only: any split gives the same numbers.
+    mixer_overlap = True
+    helper_runs = "runs"
+    coding_share = 0.4  # of a group's streams, in the coding thread's run
 
     def __init__(self, cfg: TransformerConfig, t: dict[str, torch.Tensor]):
         self.cfg = cfg
@@ -379,7 +423,8 @@ class IntTransformer:
         # numpy views for the decoder step's compiled passes
         self.emb_np, self.emb_scale_np = self.emb.numpy(), self.emb_scale.numpy()
         self.scales_np = [{k: w[1].numpy() for k, w in blk.items()} for blk in self.blocks]
-        self.head_scale_np, self.att_exp_np = self.head_w[1].numpy(), self.att_exp.numpy()
+        self.head_scale_np = self.head_w[1].numpy()
+        self.att_w_np = self.att_exp.numpy().astype(np.int32)  # the same integers, for the compiled step
         self.inv_sqrt_dh32 = np.float32(self.inv_sqrt_dh)
 
     def for_coding(self, window: int) -> "IntTransformer":
@@ -391,22 +436,31 @@ class IntTransformer:
         eng.ctx = min(window, self.cfg.ctx)
         return eng
 
-    def start(self, batch: int) -> dict:
+    def start(self, batch: int, shared: bool = False) -> dict:
+        """A coding's state for ``batch`` streams: the KV cache and the runs each step is split into.
+        By default one run per torch thread, run in parallel by :meth:`step`; ``shared``: two runs,
+        the first with :attr:`coding_share` of the streams, that the caller runs itself
+        (:meth:`begin_step`, :meth:`step_run`, :meth:`end_step`)."""
         c, L, H, dh = self.ctx, self.cfg.layers, self.cfg.heads, self.cfg.d_model // self.cfg.heads
         # The streams are split into runs, one per thread, each stepped on its own (every operation is
         # row-wise or an exact sum, so the split changes no bit); fewer than 8 streams a run is not
         # worth a thread's hand-off.
-        n = max(1, min(torch.get_num_threads(), batch // 8))
-        cuts = [batch * j // n for j in range(n + 1)]
+        if shared and batch >= 2:
+            cuts = [0, min(batch - 1, max(1, round(batch * self.coding_share))), batch]
+        else:
+            n = max(1, min(torch.get_num_threads(), batch // 8))
+            cuts = [batch * j // n for j in range(n + 1)]
         return {
             "t": 0,
             "pos": torch.full((c,), -1, dtype=torch.int64),
             # int8 keys and int16 fixed-point values (int32 for a row that would not fit: see
             # _qkv_to_cache): the compiled attention reads the whole window every step, so the cache's
             # size is its speed. np.zeros leaves the wide cache's pages unmapped until a row needs them.
-            "k": np.zeros((L, batch, H, dh, c), np.int8),  # transposed: see _attend_quantize
+            # Keys: dimensions in pairs, slots padded to whole blocks; values: slots in pairs (the
+            # layouts of gemm16's kernels; see _attend_quantize).
+            "k": np.zeros((L, batch, H, (dh + 1) // 2, -(-c // gemm16.SCORE_BLOCK) * gemm16.SCORE_BLOCK, 2), np.int8),
             "ks": np.zeros((L, batch, H, c), np.float32),
-            "v16": np.zeros((L, batch, H, c, dh), np.int16),
+            "v16": np.zeros((L, batch, H, (c + 1) // 2, dh, 2), np.int16),  # slots in pairs: see _attend_quantize
             "vwide": np.zeros((L, batch, H, c), np.bool_),
             "v32": np.zeros((L, batch, H, c, dh), np.int32),
             "runs": [(slice(a, b), self._buffers(b - a)) for a, b in zip(cuts, cuts[1:])],
@@ -542,6 +596,29 @@ class IntTransformer:
     def step(self, state: dict, inputs: torch.Tensor) -> torch.Tensor:
         """The logits [B, 256] (float64) of the next byte of every stream, given each stream's last
         input; the same numbers as :meth:`logits_blocks`, bit for bit (a test holds them equal)."""
+        ctx = self.begin_step(state, inputs)
+        runs = state["runs"]
+        if len(runs) == 1:
+            self.step_run(state, ctx, 0)
+        else:
+            # Each run's torch ops on one thread (the caller's intra-op threads would only wait on each
+            # other in products this small); the runs themselves go in parallel.
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                pending = [intops.workers(len(runs) - 1).submit(self.step_run, state, ctx, r)
+                           for r in range(1, len(runs))]
+                self.step_run(state, ctx, 0)
+                for f in pending:
+                    f.result()
+            finally:
+                torch.set_num_threads(threads)
+        return self.end_step(state, ctx)
+
+    def begin_step(self, state: dict, inputs: torch.Tensor) -> tuple:
+        """What every run of one step shares: the ring slot, the ALiBi bias, the inputs and the
+        logits to fill. Then :meth:`step_run` for each run (on any threads, in any order: they write
+        disjoint rows), then :meth:`end_step`."""
         c, B = self.ctx, inputs.shape[0]
         t = state["t"]
         slot = t % c
@@ -551,28 +628,21 @@ class IntTransformer:
         # Slopes are powers of two and distances < 2**24, so the product is exact in float32.
         dist = (t - state["pos"]).to(torch.float32)
         bias = torch.where(state["pos"] >= 0, -(self.slopes32 * dist), -math.inf)[0].contiguous().numpy()  # [H, c]
-        logits = torch.empty(B, 256, dtype=torch.float64)
-        tokens = inputs.to(torch.int64).contiguous().numpy()
-        runs = state["runs"]
-        if runs[-1][0].stop != B:
-            raise ValueError(f"step() got {B} inputs for a state started with {runs[-1][0].stop} streams")
-        if len(runs) == 1:
-            self._step_run(state, runs[0], tokens, slot, bias, logits.numpy())
-        else:
-            # Each run's torch ops on one thread (the caller's intra-op threads would only wait on each
-            # other in products this small); the runs themselves go in parallel.
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                pending = [intops.workers(len(runs) - 1).submit(self._step_run, state, r, tokens, slot, bias,
-                                                                 logits.numpy()) for r in runs[1:]]
-                self._step_run(state, runs[0], tokens, slot, bias, logits.numpy())
-                for f in pending:
-                    f.result()
-            finally:
-                torch.set_num_threads(threads)
-        state["t"] = t + 1
-        return logits
+        if state["runs"][-1][0].stop != B:
+            raise ValueError(f"step() got {B} inputs for a state started with {state['runs'][-1][0].stop} streams")
+        return slot, bias, inputs.to(torch.int64).contiguous().numpy(), torch.empty(B, 256, dtype=torch.float64)
+
+    def step_run(self, state: dict, ctx: tuple, r: int) -> torch.Tensor:
+        """Run ``r`` of the step begun as ``ctx`` (see :meth:`begin_step`): its rows of the logits."""
+        slot, bias, tokens, logits = ctx
+        run = state["runs"][r]
+        self._step_run(state, run, tokens, slot, bias, logits.numpy())
+        return logits[run[0]]
+
+    def end_step(self, state: dict, ctx: tuple) -> torch.Tensor:
+        """The step's logits, once every run is done."""
+        state["t"] += 1
+        return ctx[3]
 
     @torch.inference_mode()  # thread-local: a worker thread must enter it too, for buffers made in it
     def _step_run(self, state: dict, run, tokens, slot: int, bias, logits) -> None:
@@ -588,7 +658,7 @@ class IntTransformer:
             intops.matmul_into(q, w["qkv"][0], qkv)
             _qkv_to_cache(qkv.numpy(), step, sc["qkv"], self.inv_sqrt_dh32, slot, b["qq"], b["qscale"],
                           kt, ks, v16, vwide, v32)
-            _attend_quantize(kt, ks, v16, vwide, v32, b["qq"], b["qscale"], bias, self.att_exp_np,
+            _attend_quantize(kt, ks, v16, vwide, v32, b["qq"], b["qscale"], bias, self.att_w_np,
                              q.numpy(), step2)
             intops.matmul_into(q, w["proj"][0], accd)
             _add_scaled_rms(x, accd.numpy(), step2, sc["proj"], _RMS_EPS, q.numpy(), step)

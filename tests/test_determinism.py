@@ -201,6 +201,54 @@ def test_a_two_group_decode_that_fails_midway_leaves_the_coder_usable(tiny_model
     assert coder.decode_body(body, len(data)) == data
 
 
+def test_the_transformer_s_shared_steps_give_the_payload_and_probabilities_of_one_thread(
+        tiny_models, two_threads, monkeypatch):
+    """A mixed transformer run on two threads steps each group in two runs of streams, one on the
+    coding thread and one on the helper ("runs", :class:`lockstep._SharedSteps`). Whatever the split
+    (``coding_share``) and against the helper running whole group steps ("step"), the payload,
+    decode and probabilities must be those of a one-thread run; the shared schedule must really
+    have run, and leave this thread's torch thread count as it found it."""
+    import torch
+
+    from compbench.models import lockstep
+
+    path, _ = tiny_models["transformer"]
+    coder = registry.make_coder(f"transformer:model='{path}':streams=41:min_segment=60")
+    rng = np.random.default_rng(13)
+    data = (b"Determinism is the product: " * 110) + rng.integers(0, 256, 320, dtype=np.uint8).tobytes()
+    torch.set_num_threads(1)
+    want = (coder.encode_body(data), coder.probability_digest(data))  # one thread: no overlap at all
+    torch.set_num_threads(2)
+    built, shared = [], lockstep._SharedSteps
+
+    class Counted(shared):
+        def __init__(self, *args):
+            built.append(1)
+            shared.__init__(self, *args)
+
+    monkeypatch.setattr(lockstep, "_SharedSteps", Counted)
+    for schedule, share in [("runs", 0.4), ("runs", 0.05), ("runs", 0.95), ("step", 0.4)]:
+        coder.engine.helper_runs, coder.engine.coding_share = schedule, share
+        body = coder.encode_body(data)
+        assert coder.decode_body(body, len(data)) == data
+        assert (body, coder.probability_digest(data)) == want, (schedule, share)
+        assert torch.get_num_threads() == 2
+    assert len(built) == 3 * 3  # the shared schedule ran (encode, decode, digest at each share)
+
+
+def test_a_transformer_decode_that_fails_midway_leaves_the_coder_usable(tiny_models, two_threads):
+    """As for the GRU: a body cut short fails while the helper holds a run of a group's next step;
+    the next decode on the same coder is exact."""
+    path, _ = tiny_models["transformer"]
+    coder = registry.make_coder(f"transformer:model='{path}':streams=64:min_segment=60")
+    rng = np.random.default_rng(10)
+    data = (b"Determinism is the product: " * 150) + rng.integers(0, 256, 600, dtype=np.uint8).tobytes()
+    body = coder.encode_body(data)
+    with pytest.raises(Exception, match="invalid|truncated|corrupt"):
+        coder.decode_body(body[: len(body) // 3], len(data))
+    assert coder.decode_body(body, len(data)) == data
+
+
 PRIMED_PROBE = r"""
 import hashlib, json, sys
 from compbench import registry

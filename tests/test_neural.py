@@ -226,20 +226,20 @@ def _compiled_transformer_scale():
 
 
 def _compiled_attention():
-    B, H, c, dh = 2, 2, 4, 3
+    B, H, c, dh = 2, 2, 4, 3  # keys: dimensions in pairs, slots padded to a block; values: slots in pairs
     return transformer._attend_quantize, (
-        np.zeros((B, H, dh, c), np.int8), np.zeros((B, H, c), np.float32), np.zeros((B, H, c, dh), np.int16),
+        np.zeros((B, H, 2, 32, 2), np.int8), np.zeros((B, H, c), np.float32), np.zeros((B, H, 2, dh, 2), np.int16),
         np.zeros((B, H, c), np.bool_), np.zeros((B, H, c, dh), np.int32),
         np.zeros((B, H, dh), np.int8), np.zeros((B, H), np.float32), np.zeros((H, c), np.float32),
-        np.ones(5, np.float64), np.zeros((B, H * dh), np.float32), np.zeros((B, 1)))
+        np.ones(5, np.int32), np.zeros((B, H * dh), np.float32), np.zeros((B, 1)))
 
 
 def _compiled_qkv_to_cache():
     B, H, c, dh = 2, 2, 4, 3
     return transformer._qkv_to_cache, (
         np.zeros((B, 3 * H * dh), np.int32), np.ones((B, 1)), np.ones(3 * H * dh), np.float32(0.5), 1,
-        np.zeros((B, H, dh), np.int8), np.zeros((B, H), np.float32), np.zeros((B, H, dh, c), np.int8),
-        np.zeros((B, H, c), np.float32), np.zeros((B, H, c, dh), np.int16), np.zeros((B, H, c), np.bool_),
+        np.zeros((B, H, dh), np.int8), np.zeros((B, H), np.float32), np.zeros((B, H, 2, 32, 2), np.int8),
+        np.zeros((B, H, c), np.float32), np.zeros((B, H, 2, dh, 2), np.int16), np.zeros((B, H, c), np.bool_),
         np.zeros((B, H, c, dh), np.int32))
 
 
@@ -403,10 +403,11 @@ def test_transformer_block_logits_equal_the_step_engine_bit_for_bit(tiny_models,
     assert torch.equal(blocks, steps)
 
 
-@pytest.mark.parametrize("window", [16, 40])
+@pytest.mark.parametrize("window", [16, 21, 40])
 def test_transformer_window_codes_exactly_as_the_model_with_that_context(tiny_models, window):
     """``window=W`` is the trained model with ctx W, bit for bit: its compiled step (ring of W slots)
-    equals the torch block reference of an engine built with ctx = W, well past the window."""
+    equals the torch block reference of an engine built with ctx = W, well past the window. An odd
+    W leaves the value cache's last slot pair half empty."""
     path, _ = tiny_models["transformer"]
     header, tensors = artifact.unpack(path.read_bytes())
     _, engine = load_engine(path.read_bytes())
@@ -425,6 +426,71 @@ def test_transformer_window_codes_exactly_as_the_model_with_that_context(tiny_mo
     assert torch.equal(steps, ref)
     assert torch.equal(steps[:, :window], full[:, :window])  # the same model until the window fills
     assert not torch.equal(steps, full)
+
+
+def test_the_attention_value_sums_are_exact_at_the_extremes():
+    """The attention's paired value sums (int16 values, weights of up to 2**16 split in two int16
+    halves, int32 blocks widened to int64) equal int64 arithmetic with every weight at its largest
+    and every value at either end of int16, over a 4096-slot window (the longest ctx), for head
+    widths that take the 32-lane pass, the 8-lane pass and both, and with weights of 0 anywhere."""
+    from compbench.models import gemm16
+
+    rng = np.random.default_rng(11)
+    for slots, dh in [(4096, 32), (4096, 8), (258, 40), (2, 16), (130, 64)]:
+        for values, w in [
+            (np.full((slots, dh), -32768), np.full(slots, 1 << 16)),
+            (np.full((slots, dh), 32767), np.full(slots, 1 << 16)),
+            (rng.integers(-32768, 32768, (slots, dh)), rng.integers(0, (1 << 16) + 1, slots)),
+            # zero weights (skipped, with their values unread) at the ends, in runs and alone
+            (rng.integers(-32768, 32768, (slots, dh)), rng.integers(0, (1 << 16) + 1, slots)
+             * (rng.random(slots) < 0.7) * (np.arange(slots) % 37 > 5)),
+        ]:
+            paired = np.ascontiguousarray(values.astype(np.int16).reshape(slots // 2, 2, dh).transpose(0, 2, 1))
+            lo, hi = (w & 255).astype(np.int16), (w >> 8).astype(np.int16)
+            out = np.empty(dh, np.int64)
+            gemm16.weighted_pair_sums(paired, lo, hi, np.empty(2 * dh, np.int32), out)
+            assert np.array_equal(out, (w[:, None].astype(np.int64) * values).sum(0)), (slots, dh)
+
+
+def test_the_attention_scores_are_exact_at_the_extremes():
+    """The paired key scores (int8 keys two dimensions at a time, int16 query pairs, int32 sums)
+    equal int64 arithmetic with every key and query at -127 or 127, for long heads and many slots."""
+    from compbench.models import gemm16
+
+    rng = np.random.default_rng(12)
+    for dh, slots in [(2048, 64), (2, 32), (64, 4096)]:
+        for keys, q in [
+            (np.full((dh, slots), -127), np.full(dh, -127)),
+            (np.full((dh, slots), 127), np.full(dh, -127)),
+            (rng.integers(-127, 128, (dh, slots)), rng.integers(-127, 128, dh)),
+        ]:
+            paired = np.ascontiguousarray(keys.astype(np.int8).reshape(dh // 2, 2, slots).transpose(0, 2, 1))
+            out = np.empty(slots, np.int32)
+            gemm16.key_pair_scores(paired, q.astype(np.int16), out)
+            assert np.array_equal(out, (keys.astype(np.int64) * q[:, None]).sum(0)), (dh, slots)
+
+
+@pytest.mark.parametrize("heads", [2, 8])
+def test_a_transformer_whose_head_width_the_paired_sums_cannot_take_steps_as_its_reference(heads):
+    """Head widths that are not a multiple of 8 (12; and 3, odd, whose keys are padded to a pair)
+    take the attention's float64 value loop; the compiled step must still equal the torch block
+    reference bit for bit, in an odd window too."""
+    cfg = transformer.TransformerConfig(d_model=24, layers=2, heads=heads, ctx=48)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        lm = transformer.TransformerLM(cfg)
+        for p in lm.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # a random model with spread-out attention
+        engine = transformer.IntTransformer(cfg, transformer.export(lm))
+    tokens = torch.randint(0, 256, (10, 70), generator=torch.Generator().manual_seed(3))
+    tokens[:, 0] = gru.BOS
+    for eng in (engine, engine.for_coding(17)):
+        built = transformer.IntTransformer(dataclasses.replace(cfg, ctx=eng.ctx), transformer.export(lm))
+        with torch.inference_mode():
+            ref = torch.cat(list(built.logits_blocks(tokens, 32)), dim=1)
+            state = eng.start(10)
+            steps = torch.stack([eng.step(state, tokens[:, t]) for t in range(70)], 1)
+        assert torch.equal(steps, ref)
 
 
 def test_transformer_window_option_is_a_format_option_checked_and_capped_at_ctx(tiny_models):

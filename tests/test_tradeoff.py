@@ -163,15 +163,15 @@ def test_neural_coders_are_swept_over_shipped_user_and_quickly_trained_models(tm
     corpus), --models paths, and --train-minutes (trained once, kept beside the store, reused)."""
     path, _ = tiny_models["gru"]
     cfg = _cfg(tmp_path, corpus, coders="gru:streams=8", kinds=("paid",), shares=(0.5,), max_bytes=2000,
-               models=(str(path),), train_minutes=0.02, train_sizes=(48_000,), budget=1_000_000)
+               models=(str(path),), train_minutes=0.02, train_sizes=(56_000,), budget=1_000_000)
     lines = []
     rows = run_tradeoff(cfg, say=lines.append)
     alone = {r["variant"]: r for r in rows if r["kind"] == "alone"}
     shipped = {"shipped enwik8", "shipped sagas", "shipped dickens", "shipped ptb", "shipped ptb-small"}
     assert shipped | {path.stem} <= set(alone) and len(alone) == 7
-    # 48 KB: the smallest GRU (hidden 8) is bounded at about 41 KB, 27 KB of it decoder code
-    trained = [v for v in alone if v.endswith("gru-48KB")]
-    assert trained and alone[trained[0]]["artifact_bytes"] <= 48_000
+    # 56 KB: the smallest GRU (hidden 8) is bounded at about 49 KB, 36 KB of it decoder code
+    trained = [v for v in alone if v.endswith("gru-56KB")]
+    assert trained and alone[trained[0]]["artifact_bytes"] <= 56_000
     assert len({r["artifact_bytes"] for r in alone.values()}) == 7  # seven different models, not one default
     assert all(r["roundtrip_ok"] for r in rows) and any(r["kind"] == "paid" for r in rows)
     again = []
