@@ -103,7 +103,8 @@ def _make_tile(rows: int, add: bool):
             builder.position_at_end(body)
             wv = []
             for j in range(VECS):
-                ld = builder.load(builder.gep(pb, [builder.add(builder.mul(k, ir.Constant(_I64, VECS)), ir.Constant(_I64, j))]))
+                at = builder.add(builder.mul(k, ir.Constant(_I64, VECS)), ir.Constant(_I64, j))
+                ld = builder.load(builder.gep(pb, [at]))
                 ld.align = 4
                 wv.append(builder.bitcast(ld, _V16))
             new = []

@@ -258,13 +258,14 @@ def _relu_sq_quantize(acc, step, scale, q, qstep):
 @njit(cache=True, nogil=True)
 def _qkv_to_cache(acc, step, scale, inv_sqrt_dh, slot, qq, qscale, kt, ks, v16, vwide, v32):
     """The attention's inputs from the qkv sums ``acc`` [N, 3d]: scaled as :func:`_scale_rows` does,
-    then per head the query quantized to ``qq`` [N, H, dh] with its float32 scale times 1/sqrt(dh) in
-    ``qscale`` [N, H], the key quantized into the cache ``kt`` (dimensions in pairs: [N, H, dh / 2,
-    slots, 2], see :func:`_attend_quantize`) at ``slot`` with its float32 scale in ``ks``, and the value in fixed point (x 2**V_BITS, rounded half to even,
-    clamped to +-2**20) into the cache: ``v16`` (slots in pairs: [c / 2, dh, 2], see
-    :func:`_attend_quantize`) when the head's row fits in int16 (always, on the shipped model: its
-    values stay below 2**11), else ``v32``, with ``vwide`` saying which. The attention reads 2 bytes
-    a value instead of 4; the integers are the same either way."""
+    then per head the query quantized to ``qq`` [N, H, dh] with its float32 scale times 1/sqrt(dh)
+    in ``qscale`` [N, H], the key quantized into the cache ``kt`` (dimensions in pairs: [N, H, dh /
+    2, slots, 2], see :func:`_attend_quantize`) at ``slot`` with its float32 scale in ``ks``, and
+    the value in fixed point (x 2**V_BITS, rounded half to even, clamped to +-2**20) into the cache:
+    ``v16`` (slots in pairs: [c / 2, dh, 2], see :func:`_attend_quantize`) when the head's row fits
+    in int16 (always, on the shipped model: its values stay below 2**11), else ``v32``, with
+    ``vwide`` saying which. The attention reads 2 bytes a value instead of 4; the integers are the
+    same either way."""
     n = acc.shape[0]
     H, dh = qq.shape[1], qq.shape[2]
     d = H * dh
@@ -301,24 +302,24 @@ def _attend_quantize(kt, ks, v16, vwide, v32, qq, qscale, bias, att_w, q, step):
     decoder's step bit for bit, then each stream's output row [H * dh] quantized for the projection
     (:func:`intops.quantize_rows`) into ``q`` and ``step``. ``kt`` int8 [N, H, dh / 2, slots, 2]
     (keys, transposed, dimensions in pairs; dh and the c slots rounded up to 2 and to
-    :data:`gemm16.SCORE_BLOCK` with zeros), ``ks`` float32 [N, H, c], values in ``v16`` [N, H, c / 2 rounded up, dh, 2] or
-    ``v32`` [N, H, c, dh] by ``vwide`` (see :func:`_qkv_to_cache`), ``qq`` int8 [N, H, dh], ``qscale``
-    float32 [N, H], ``bias`` float32 [H, c] (-inf: an empty slot), ``att_w`` the attention weight
-    table (int32).
+    :data:`gemm16.SCORE_BLOCK` with zeros), ``ks`` float32 [N, H, c], values in ``v16`` [N, H, c / 2
+    rounded up, dh, 2] or ``v32`` [N, H, c, dh] by ``vwide`` (see :func:`_qkv_to_cache`), ``qq``
+    int8 [N, H, dh], ``qscale`` float32 [N, H], ``bias`` float32 [H, c] (-inf: an empty slot),
+    ``att_w`` the attention weight table (int32).
 
     The dot products are integer sums (int32 scores; the weighted values int64), exact in any order;
     every other operation is the same correctly rounded float32 or float64 operation, in the same
     order, as the torch version, and numba compiles without fast-math (no FMA). The torch version
     reads a float32 key and a float64 value cache through batched matrix-vector products; this one
     reads int8 keys and int16 values, 4 times fewer bytes, once. Keys are stored transposed, two
-    dimensions at a time, so the scores of 8 slots accumulate a pair of dimensions in one ``pmaddwd``
-    (:func:`gemm16.key_pair_scores`; a dot product per slot would need a horizontal sum per slot).
-    Values are stored with the
-    slots in pairs so that :func:`gemm16.weighted_pair_sums` sums them with ``pmaddwd``: each
-    weight (an integer of at most 2**16) is split into two int16 halves, and the torch version's
-    float64 sums of products are exact integers below 2**53, so the int64 sums are the same
-    numbers. A head whose window holds a wide (int32) row with a nonzero weight takes the float64
-    loop instead, reading both caches.
+    dimensions at a time, so the scores of 8 slots accumulate a pair of dimensions in one
+    ``pmaddwd`` (:func:`gemm16.key_pair_scores`; a dot product per slot would need a horizontal sum
+    per slot). Values are stored with the slots in pairs so that :func:`gemm16.weighted_pair_sums`
+    sums them with ``pmaddwd``: each weight (an integer of at most 2**16) is split into two int16
+    halves, and the torch version's float64 sums of products are exact integers below 2**53, so the
+    int64 sums are the same numbers. A head whose window holds a wide (int32) row with a nonzero
+    weight takes the float64 loop instead, reading both caches; so does a head whose width is not a
+    multiple of 8.
     """
     B, H, dh, c = qq.shape[0], qq.shape[1], qq.shape[2], ks.shape[2]
     c2 = v16.shape[2]
