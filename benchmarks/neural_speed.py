@@ -101,7 +101,8 @@ def main() -> None:
                     help='comma-separated coder specs, e.g. "gru:model=enwik8:streams=256,gru:mix=0"')
     ap.add_argument("--out", default=".compbench/bench/neural_speed.json", help="where the JSON results go")
     ap.add_argument("--emulate-avx2", action="store_true",
-                    help="run as an AVX2-only machine would: float32 GEMMs, no AVX-512 or VNNI code (see avx2_env)")
+                    help="run as an AVX2-only machine would: no int8 GEMM (so the int16-pair kernels of "
+                         "models/gemm16.py), no AVX-512 or VNNI code (see avx2_env)")
     args = ap.parse_args()
     if args.emulate_avx2 and os.environ.get("COMPBENCH_EMULATED") != "avx2":
         # numba, torch and MKL read these once, at import: start again with them set.
