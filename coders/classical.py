@@ -495,8 +495,6 @@ class PpmdCoder(Coder):
     isolate = True  # pyppmd can crash its process on a crafted body: untrusted decodes run in a child
 
     def encode_stream(self, pieces, size, context=b""):
-        import pyppmd
-
         enc, _ = self._primed(context)
         one = _OneBuffer(self.PIECE)
         for p in _feed(pieces, self.PIECE):  # the same 4 KiB calls as encode_body: the same bytes

@@ -17,7 +17,6 @@ own prints go to stderr, not into the protocol.
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess

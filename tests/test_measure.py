@@ -11,7 +11,7 @@ from compbench.coder import Coder
 from compbench.corpus import Corpus, Member
 from compbench.measure import MeasureConfig, measure
 from compbench.decoding import decode_payload
-from compbench.payload import overhead, varint
+from compbench.payload import overhead
 from conftest import small_inputs
 
 

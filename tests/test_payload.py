@@ -4,7 +4,6 @@ a hang or wrong bytes) for truncated, corrupted, wrong-artifact and unknown-vers
 import lzma
 import random
 import signal
-import zlib
 
 import pytest
 

@@ -68,8 +68,6 @@ def test_size_0_stores_the_longest_tail_that_fits_the_budget(corpus):
 
 
 def test_a_paid_prefix_round_trips_and_its_rows_are_flagged_in_every_format(tmp_path):
-    import json
-
     from click.testing import CliRunner
 
     from compbench.cli import cli
