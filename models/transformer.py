@@ -387,6 +387,31 @@ def _attend_quantize(kt, ks, v16, vwide, v32, qq, qscale, bias, att_w, q, step):
         step[b, 0] = intops.quantize_row(row, q[b])
 
 
+@njit(cache=True, nogil=True)
+def _run_int16(tokens, emb, emb_scale, eps, x, q, qm, step, step2, qkv, accd, accm, acc2, head, logits,
+               pk_qkv, pk_proj, pk_fc1, pk_fc2, pk_head, s_qkv, s_proj, s_fc1, s_fc2, s_head, inv_sqrt_dh,
+               slot, qq, qscale, k, ks, v16, vwide, v32, r0, r1, bias, att_w):
+    """:meth:`IntTransformer._step_run` for one run of streams (rows ``r0`` to ``r1`` of the KV
+    cache) where every matrix takes the int16 kernel (:func:`gemm16.gemm`): the same kernels, in
+    the same order, on the same buffers, in one call instead of about forty. Speed only: each call
+    from Python takes the GIL to dispatch, and the two threads of a mixed run, each stepping a run
+    of the same step, waited for it about 12% of their time (emulated AVX2, 64 streams)."""
+    _embed_rms(tokens, emb, emb_scale, eps, x, q, step)
+    for i in range(pk_qkv.shape[0]):
+        kt, kst, v16t, vwt, v32t = k[i, r0:r1], ks[i, r0:r1], v16[i, r0:r1], vwide[i, r0:r1], v32[i, r0:r1]
+        gemm16.gemm(q, pk_qkv[i], qkv)
+        _qkv_to_cache(qkv, step, s_qkv[i], inv_sqrt_dh, slot, qq, qscale, kt, kst, v16t, vwt, v32t)
+        _attend_quantize(kt, kst, v16t, vwt, v32t, qq, qscale, bias, att_w, q, step2)
+        gemm16.gemm(q, pk_proj[i], accd)
+        _add_scaled_rms(x, accd, step2, s_proj[i], eps, q, step)
+        gemm16.gemm(q, pk_fc1[i], accm)
+        _relu_sq_quantize(accm, step, s_fc1[i], qm, step2)
+        gemm16.gemm(qm, pk_fc2[i], acc2)
+        _add_scaled_rms(x, acc2, step2, s_fc2[i], eps, q, step)
+    gemm16.gemm(q, pk_head, head)
+    _scale_rows(head, step, s_head, False, logits)
+
+
 class IntTransformer:
     """Integer-arithmetic transformer with a sliding KV cache of ``self.ctx`` positions per stream
     (the model's ctx, or a coder's shorter window: :meth:`for_coding`)."""
@@ -427,6 +452,7 @@ class IntTransformer:
         self.head_scale_np = self.head_w[1].numpy()
         self.att_w_np = self.att_exp.numpy().astype(np.int32)  # the same integers, for the compiled step
         self.inv_sqrt_dh32 = np.float32(self.inv_sqrt_dh)
+        self._int16 = None  # the stacked int16-path weights of _run_int16, made at first use
 
     def for_coding(self, window: int) -> "IntTransformer":
         """This engine attending to the last ``min(window, ctx)`` positions (a coder's ``window``
@@ -484,6 +510,20 @@ class IntTransformer:
             "step": np.zeros((n, 1)), "step2": np.zeros((n, 1)),
             "qq": np.zeros((n, H, d // H), np.int8), "qscale": np.zeros((n, H), np.float32),
         }
+
+    def _int16_weights(self) -> tuple | None:
+        """Where every matrix takes the int16 kernel (an AVX2 machine without an int8 GEMM), each
+        kind's packed weights and scales stacked over the layers, for :func:`_run_int16`; else None."""
+        if self._int16 is None:
+            mats = [blk[k][0] for blk in self.blocks for k in ("qkv", "proj", "fc1", "fc2")] + [self.head_w[0]]
+            if all(m.path() == "int16" for m in mats):
+                kinds = ("qkv", "proj", "fc1", "fc2")
+                packed = [np.stack([blk[k][0].as_pairs() for blk in self.blocks]) for k in kinds]
+                scales = [np.stack([sc[k] for sc in self.scales_np]) for k in kinds]
+                self._int16 = (*packed, self.head_w[0].as_pairs(), *scales)
+            else:
+                self._int16 = ()
+        return self._int16 or None
 
     # Each linear layer runs as: one compiled pass that quantizes the rows, the exact int8 matmul,
     # one compiled pass that scales the integer sums. The ``_reference`` methods are the same math as
@@ -652,6 +692,14 @@ class IntTransformer:
         rows, b = run
         x, q, qm, qkv, accd, accm, acc2 = b["x"], b["q"], b["qm"], b["qkv"], b["accd"], b["accm"], b["acc2"]
         step, step2 = b["step"], b["step2"]
+        fused = self._int16_weights()
+        if fused is not None:
+            _run_int16(tokens[rows], self.emb_np, self.emb_scale_np, _RMS_EPS, x, q.numpy(), qm.numpy(), step, step2,
+                       qkv.numpy(), accd.numpy(), accm.numpy(), acc2.numpy(), b["head"].numpy(), logits[rows],
+                       *fused, self.head_scale_np, self.inv_sqrt_dh32, slot, b["qq"], b["qscale"], state["k"],
+                       state["ks"], state["v16"], state["vwide"], state["v32"], rows.start, rows.stop, bias,
+                       self.att_w_np)
+            return
         _embed_rms(tokens[rows], self.emb_np, self.emb_scale_np, _RMS_EPS, x, q.numpy(), step)
         for i, w in enumerate(self.blocks):
             sc = self.scales_np[i]

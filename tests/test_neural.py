@@ -493,6 +493,36 @@ def test_a_transformer_whose_head_width_the_paired_sums_cannot_take_steps_as_its
         assert torch.equal(steps, ref)
 
 
+def test_a_transformer_run_in_one_compiled_call_steps_as_its_reference(monkeypatch):
+    """Where every matrix takes the int16 kernel (an AVX2 machine without an int8 GEMM), a run of
+    streams goes through every block in one compiled call (``_run_int16``): it must give the torch
+    block reference's logits bit for bit, in one run, in two (a mixed run's shared steps), and in a
+    window shorter than the trained context. With one matrix off the int16 path, the engine steps
+    kernel by kernel instead."""
+    monkeypatch.setattr(intops, "matrix_path", lambda: "int16")
+    cfg = transformer.TransformerConfig(d_model=32, layers=2, heads=4, ctx=48)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        lm = transformer.TransformerLM(cfg)
+        for p in lm.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        engine = transformer.IntTransformer(cfg, transformer.export(lm))
+    assert engine._int16_weights() is not None
+    tokens = torch.randint(0, 256, (10, 70), generator=torch.Generator().manual_seed(4))
+    tokens[:, 0] = gru.BOS
+    for eng in (engine, engine.for_coding(17)):
+        built = transformer.IntTransformer(dataclasses.replace(cfg, ctx=eng.ctx), transformer.export(lm))
+        with torch.inference_mode():
+            ref = torch.cat(list(built.logits_blocks(tokens, 32)), dim=1)
+            for shared in (False, True):
+                state = eng.start(10, shared=shared)
+                steps = torch.stack([eng.step(state, tokens[:, t]) for t in range(70)], 1)
+                assert torch.equal(steps, ref), (eng.ctx, shared)
+    engine.blocks[1]["fc2"][0].path = lambda: "float"  # one matrix elsewhere (an odd K): no fused run
+    engine._int16 = None
+    assert engine._int16_weights() is None
+
+
 def test_transformer_window_option_is_a_format_option_checked_and_capped_at_ctx(tiny_models):
     path, _ = tiny_models["transformer"]
     data = (b"the window option: how far back the transformer attends. " * 30)[:1500]
