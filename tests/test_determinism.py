@@ -36,6 +36,10 @@ MACHINES = {
     # Two threads and the int16-pair GEMM (an AVX2 machine without an int8 one): the GRU's helper
     # runs its recurrent sums and output weights while this thread runs the gates and mixes.
     "2-threads-int16-gemm": {"OMP_NUM_THREADS": "2", "COMPBENCH_NO_INT_MM": "1"},
+    # Two threads and the int8 GEMM for every engine where the CPU has one: the transformer otherwise
+    # takes the int16 kernel on a VNNI machine (transformer._Int16First), so only this tests its
+    # torch._int_mm path there.
+    "2-threads-int8-gemm": {"OMP_NUM_THREADS": "2", "COMPBENCH_NO_GEMM16": "1"},
     # Two threads and the float32 GEMM path: the GRU's helper thread runs only its recurrent sums.
     "2-threads-float-gemm": {"OMP_NUM_THREADS": "2", "COMPBENCH_NO_INT_MM": "1", "COMPBENCH_NO_GEMM16": "1"},
 }
@@ -99,7 +103,8 @@ def test_a_two_group_mixed_payload_decodes_bit_exactly_whoever_steps_the_engine(
     files = {"art": path, "payload": tmp_path / "p.cbp", "data": tmp_path / "d.bin"}
     files["payload"].write_bytes(payload)
     files["data"].write_bytes(data)
-    for machine in ("1-thread", "2-threads", "oldest", "2-threads-int16-gemm", "2-threads-float-gemm"):
+    for machine in ("1-thread", "2-threads", "oldest", "2-threads-int16-gemm", "2-threads-int8-gemm",
+                    "2-threads-float-gemm"):
         res = subprocess.run(
             [sys.executable, "-c", PROBE, arch, str(files["art"]), str(files["payload"]), str(files["data"]),
              json.dumps(coder.options_dict())],
