@@ -232,7 +232,7 @@ def test_the_transformer_s_shared_steps_give_the_payload_and_probabilities_of_on
             shared.__init__(self, *args)
 
     monkeypatch.setattr(lockstep, "_SharedSteps", Counted)
-    for schedule, share in [("runs", 0.4), ("runs", 0.05), ("runs", 0.95), ("step", 0.4)]:
+    for schedule, share in [("runs", 0.3), ("runs", 0.05), ("runs", 0.95), ("step", 0.3)]:
         coder.engine.helper_runs, coder.engine.coding_share = schedule, share
         body = coder.encode_body(data)
         assert coder.decode_body(body, len(data)) == data
