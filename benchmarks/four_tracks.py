@@ -54,15 +54,23 @@ def rows_for(model: str, small: str | None = None) -> list[tuple[str, str]]:
     ] + extra
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tracks", default=",".join(TRACKS))
     ap.add_argument("--bytes", default="0", help="evaluate only the first SIZE bytes of each test split (0: all)")
     ap.add_argument("--out", default=".compbench/bench/four_tracks.json")
     args = ap.parse_args()
+    tracks = args.tracks.split(",")
+    unknown = [t for t in tracks if t not in TRACKS]
+    if unknown:
+        ap.error(f"unknown track {', '.join(unknown)} (the tracks: {', '.join(TRACKS)})")
+    from compbench.corpus import load_corpus
+
+    for track in tracks:  # stop in a second, not minutes in, if a track's data is missing
+        load_corpus(TRACKS[track][0], "test")
     exe = Path(sys.executable).with_name("compbench")
-    results = []
-    for track in args.tracks.split(","):
+    results, failed = [], 0
+    for track in tracks:
         corpus, model, small = TRACKS[track]
         for label, spec in rows_for(model, small):
             t0 = time.time()
@@ -71,6 +79,7 @@ def main() -> None:
             res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             if res.returncode != 0:
                 print(f"{track}: {spec}: failed: {res.stderr.strip()[-500:]}", flush=True)
+                failed += 1
                 continue
             recs = json.loads(res.stdout)
             n = sum(r["n_bytes"] for r in recs)
@@ -103,7 +112,12 @@ def main() -> None:
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"budget": 1_000_000, "rows": results}, indent=2) + "\n")
+    if failed:
+        print(f"{failed} row(s) failed: see above", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    from _run import run_main
+
+    run_main(main)

@@ -126,4 +126,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _run import run_main
+
+    run_main(main)

@@ -137,4 +137,6 @@ def plot(rows: list[dict], path: Path, cpu: str, n: int, tn: int = 65536) -> Non
 
 
 if __name__ == "__main__":
-    main()
+    from _run import run_main
+
+    run_main(main)

@@ -16,6 +16,7 @@ programs or make the decoder allocate whatever it claims, so :func:`open_decoder
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import struct
@@ -97,6 +98,14 @@ def open_decoder(header: Header, artifact: bytes | None = None, policy: DecodePo
     return coder
 
 
+def _quiet_crash() -> None:
+    """In a decoding child: its crash is the parent's to report, as one line. A fault handler
+    inherited from the parent (pytest's, PYTHONFAULTHANDLER, ``-X faulthandler``) would print
+    the child's Python stack on the shared stderr first."""
+    if faulthandler.is_enabled():
+        faulthandler.disable()
+
+
 def _isolated(coder: Coder, context: bytes) -> Callable[[bytes, int], bytes]:
     """decode_body(body, size) in a forked child: its crash, or a hang past the deadline, is a PayloadError."""
 
@@ -104,6 +113,7 @@ def _isolated(coder: Coder, context: bytes) -> Callable[[bytes, int], bytes]:
         rfd, wfd = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: decode, send "ok" + bytes or "er" + message, exit without cleanup
+            _quiet_crash()
             os.close(rfd)
             try:
                 # A hang is an error too: the alarm kills the child, which the parent reports.
@@ -146,6 +156,7 @@ def _isolated_stream(coder: Coder, header: Header, f, write, context: bytes, pol
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:
+        _quiet_crash()
         os.close(rfd)
         out = os.fdopen(wfd, "wb")
         try:

@@ -3,6 +3,7 @@ and one-line errors (never a traceback) for bad input."""
 
 import json
 import lzma
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -358,3 +359,29 @@ def test_output_into_a_missing_folder_is_a_one_line_error(tmp_path):
     src.write_bytes(b"abc" * 100)
     res = invoke("encode", "--coder", "zlib", str(src), str(tmp_path / "nope" / "p.cb"))
     assert res.exit_code == 1 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("script", ["primed_ppmd.py", "four_tracks.py"])
+def test_a_benchmark_without_its_data_stops_with_a_one_line_error(script, tmp_path):
+    """The README sends users to these scripts; a missing data folder must read like the CLI's errors."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COMPBENCH_DATA": str(tmp_path)}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--out", str(tmp_path / "o.json")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("Error: corpus ") and "not found" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_every_benchmark_script_runs_its_main_through_the_one_line_error_wrapper():
+    scripts = sorted(p for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
+    assert len(scripts) >= 12
+    for p in scripts:
+        assert p.read_text().rstrip().endswith("run_main(main)"), p.name
