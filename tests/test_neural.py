@@ -470,20 +470,27 @@ def test_the_attention_scores_are_exact_at_the_extremes():
             assert np.array_equal(out, (keys.astype(np.int64) * q[:, None]).sum(0)), (dh, slots)
 
 
+def _spread_transformer(cfg, seed, token_seed):
+    """A random transformer with spread-out attention, its integer engine, and 10 streams of 70
+    random tokens that start at BOS."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        lm = transformer.TransformerLM(cfg)
+        for p in lm.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        engine = transformer.IntTransformer(cfg, transformer.export(lm))
+    tokens = torch.randint(0, 256, (10, 70), generator=torch.Generator().manual_seed(token_seed))
+    tokens[:, 0] = gru.BOS
+    return lm, engine, tokens
+
+
 @pytest.mark.parametrize("heads", [2, 8])
 def test_a_transformer_whose_head_width_the_paired_sums_cannot_take_steps_as_its_reference(heads):
     """Head widths that are not a multiple of 8 (12; and 3, odd, whose keys are padded to a pair)
     take the attention's float64 value loop; the compiled step must still equal the torch block
     reference bit for bit, in an odd window too."""
     cfg = transformer.TransformerConfig(d_model=24, layers=2, heads=heads, ctx=48)
-    torch.manual_seed(5)
-    with torch.no_grad():
-        lm = transformer.TransformerLM(cfg)
-        for p in lm.parameters():
-            p.add_(torch.randn_like(p) * 0.3)  # a random model with spread-out attention
-        engine = transformer.IntTransformer(cfg, transformer.export(lm))
-    tokens = torch.randint(0, 256, (10, 70), generator=torch.Generator().manual_seed(3))
-    tokens[:, 0] = gru.BOS
+    lm, engine, tokens = _spread_transformer(cfg, seed=5, token_seed=3)
     for eng in (engine, engine.for_coding(17)):
         built = transformer.IntTransformer(dataclasses.replace(cfg, ctx=eng.ctx), transformer.export(lm))
         with torch.inference_mode():
@@ -501,15 +508,8 @@ def test_a_transformer_run_in_one_compiled_call_steps_as_its_reference(monkeypat
     kernel by kernel instead."""
     monkeypatch.setattr(intops, "matrix_path", lambda: "int16")
     cfg = transformer.TransformerConfig(d_model=32, layers=2, heads=4, ctx=48)
-    torch.manual_seed(7)
-    with torch.no_grad():
-        lm = transformer.TransformerLM(cfg)
-        for p in lm.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-        engine = transformer.IntTransformer(cfg, transformer.export(lm))
+    lm, engine, tokens = _spread_transformer(cfg, seed=7, token_seed=4)
     assert engine._int16_weights() is not None
-    tokens = torch.randint(0, 256, (10, 70), generator=torch.Generator().manual_seed(4))
-    tokens[:, 0] = gru.BOS
     for eng in (engine, engine.for_coding(17)):
         built = transformer.IntTransformer(dataclasses.replace(cfg, ctx=eng.ctx), transformer.export(lm))
         with torch.inference_mode():
