@@ -33,7 +33,7 @@ from .archs import ARCHS, HERE
 
 MAGIC = b"CBNM"
 VERSION = 1
-ENGINE_VERSION = 1  # bump whenever integer inference changes the probabilities it computes
+ENGINE_VERSION = 2  # bump whenever integer inference changes the probabilities it computes (2: the mixer's nibble buckets)
 DTYPES = {"int8": torch.int8, "float16": torch.float16}
 INNER_LIMIT = 1 << 26  # 64 MiB: far above any 16 MB-budget model; a blob claiming more is refused
 CPU_BUILD_PARAMS = 1 << 24  # the shape check builds models up to this size for real (expected_shapes)

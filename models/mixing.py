@@ -6,9 +6,10 @@ coders (lpaq, paq8) learn from the text itself, and shares it across every strea
 
 * order-0 to order-8 context models and three word models (the current word, alone and with the
   one or two words before it): for each context and each bit position, an adaptive probability
-  that the next bit is 1. Hashed slots carry a check byte of the context that owns them: a
-  context that finds another's slot sees "unseen" rather than a stranger's statistics, and takes
-  the slot over only from an owner seen fewer than :data:`EVICT` times;
+  that the next bit is 1. A hashed context keeps the 15 bit nodes of each nibble in one 64-byte
+  bucket (two cache misses a byte, not eight). Hashed slots carry a check byte of the context that
+  owns them: a context that finds another's slot sees "unseen" rather than a stranger's
+  statistics, and takes the slot over only from an owner seen fewer than :data:`EVICT` times;
 * a match model: the most recent earlier occurrence of the last :data:`MINLEN` bytes, anywhere in
   the bytes coded so far by *any* stream (or in the context the coder was primed with), predicts
   the next byte, bit by bit, with a confidence learned per match length;
@@ -19,12 +20,12 @@ A byte is coded as 8 binary decisions, most significant bit first; the LM's prob
 is the exact integer ratio of its softmax weights over the two halves of the remaining subtree.
 
 Determinism: everything here is integer arithmetic (int64, and uint64 wrapping where hashes wrap),
-and the squash/stretch tables are built with :mod:`decimal`. Many streams update the same table
-entry or mixer weight in one step; their updates are aggregated as integer sums (exact in any
-order) and applied once, so the result does not depend on the order the streams are visited in.
-The mixer keeps its own copy of every byte it has coded (``buf``), so the encoder (which knows the
-whole input) and the decoder (which knows what it has decoded) read exactly the same bytes. Coded
-probabilities are 12-bit integers.
+and the squash/stretch tables are built with :mod:`decimal`. The encoder and the decoder make the
+same calls, group by group, in the same order, on one thread: the context tables learn stream by
+stream, in stream order, and a mixer weight shared by many streams moves by the mean of their
+steps (an integer sum, then a floor division). The mixer keeps its own copy of every byte it has
+coded (``buf``), so the encoder (which knows the whole input) and the decoder (which knows what it
+has decoded) read exactly the same bytes. Coded probabilities are 12-bit integers.
 
 Speed: the per-bit work (about 150 integer operations per stream) runs in loops compiled by numba
 (``cache=True``: compiled once per machine, then loaded). Integer arithmetic compiled by LLVM is
@@ -116,105 +117,37 @@ def _udiv(a, d):
 
 
 @njit(**_JIT)
-def _read(words, idx):
-    """The words of the slots ``words[idx]``, per entry (int64)."""
-    wd = np.empty(len(idx), np.int64)
-    for e in range(len(idx)):
-        wd[e] = words[idx[e]]
-    return wd
+def _update(words, at, bit, limit):
+    """Move the 16-bit probability of slot ``words[at]`` (a 32-bit word: probability in bits 0-15,
+    count in 16-23, bits 24-31 kept) toward ``bit`` at rate 1/(count + 1.5)."""
+    w = np.int64(words[at])
+    old, c = w & 0xFFFF, (w >> 16) & 0xFF
+    p = _udiv(old * (2 * c + 1) + 131070 * bit, 2 * c + 3)
+    words[at] = np.uint32(p | (min(c + 1, limit) << 16) | (w & 0xFF000000))
 
 
 @njit(**_JIT)
-def _leaders(words, idx):
-    """Group the entries that share a slot of ``words``, without a hash table: each entry writes its
-    own number into its slot, then reads back the last number written there, its group's leader.
-    Returns the leaders; the caller has read the slots' words before (:func:`_read`) and must
-    rewrite every slot hit (each leader writes its own), so no entry number is left behind. Which
-    entry leads never changes what is done with a group's sums. (A hash table did this grouping
-    before, at about twice the cost: its probes were branches no predictor could learn.)"""
-    n = len(idx)
-    ld = np.empty(n, np.int64)
-    for e in range(n):
-        words[idx[e]] = e
-    for e in range(n):
-        ld[e] = words[idx[e]]
-    return ld
-
-
-@njit(**_JIT)
-def _adapt(words, idx, bit, limit):
-    """Move the 16-bit probabilities of the slots ``words[idx]`` (32-bit words: probability in bits
-    0-15, count in 16-23, bits 24-31 kept) toward the bits seen, at rate 1/(count + 1.5).
-
-    Entries hit by several streams at once get one update from all their bits (integer sums, so
-    the order of the streams does not matter); each is a convex combination, so it stays in range."""
-    wd = _read(words, idx)
-    ld = _leaders(words, idx)
-    n = len(idx)
-    m = np.zeros(n, np.int64)
-    ones = np.zeros(n, np.int64)
-    for e in range(n):
-        m[ld[e]] += 1
-        ones[ld[e]] += bit[e]
-    for e in range(n):
-        if ld[e] == e:
-            w = wd[e]
-            old, c = w & 0xFFFF, (w >> 16) & 0xFF
-            p = _udiv(old * (2 * c + 1) + 131070 * ones[e], 2 * c + 1 + 2 * m[e])
-            words[idx[e]] = np.uint32(p | (min(c + m[e], limit) << 16) | (w & 0xFF000000))
-
-
-@njit(**_JIT)
-def _adapt_checked(words, idx, ck, bit, limit, wd):
-    """:func:`_adapt` for hashed slots whose bits 24-31 are a check byte of the context that owns
-    them. In each slot hit this step, the updates of the contexts whose check matches the owner's
-    count; if none matches, the slot is taken over (reset to p = 1/2, count 0) by the hitting
-    context with the smallest check, and its updates count. Every rule depends on the set of
-    updates, not on their order, so the result is the same however the streams are visited.
-    ``wd``: the slots' words as they are now, per entry (:func:`_read`, or a copy of what the
-    caller read before)."""
-    ld = _leaders(words, idx)
-    n = len(idx)
-    match = np.zeros(n, np.bool_)
-    least = np.full(n, 256, np.int64)
-    for e in range(n):
-        g = ld[e]
-        if ck[e] == (wd[g] >> 24):
-            match[g] = True
-        least[g] = min(least[g], ck[e])
-    pr = np.empty(n, np.int64)
-    cn = np.empty(n, np.int64)
-    ch = np.empty(n, np.int64)
-    for e in range(n):
-        if ld[e] == e:
-            w = wd[e]
-            pr[e], cn[e], ch[e] = w & 0xFFFF, (w >> 16) & 0xFF, w >> 24
-            if not match[e]:
-                if cn[e] < EVICT:
-                    pr[e], cn[e], ch[e] = 32768, 0, least[e]
-                else:  # a well-established owner keeps the slot, a little less established
-                    cn[e] = cn[e] >> 1
-    m = np.zeros(n, np.int64)
-    ones = np.zeros(n, np.int64)
-    for e in range(n):
-        g = ld[e]
-        if ck[e] == ch[g]:
-            m[g] += 1
-            ones[g] += bit[e]
-    for e in range(n):
-        if ld[e] == e:
-            if m[e]:
-                c = cn[e]
-                pr[e] = _udiv(pr[e] * (2 * c + 1) + 131070 * ones[e], 2 * c + 1 + 2 * m[e])
-                cn[e] = min(c + m[e], limit)
-            words[idx[e]] = np.uint32(pr[e] | (cn[e] << 16) | (ch[e] << 24))
+def _update_checked(words, at, ck, bit, limit):
+    """:func:`_update` for a hashed slot whose bits 24-31 are a check byte of the context that owns
+    it. A context whose check differs takes the slot over (p = 1/2, count 0) if its owner was seen
+    fewer than :data:`EVICT` times, and updates it; otherwise the owner keeps it, its count halved."""
+    w = np.int64(words[at])
+    if (w >> 24) != ck:
+        if ((w >> 16) & 0xFF) >= EVICT:  # a well-established owner keeps the slot, a little less established
+            words[at] = np.uint32((w & 0xFF00FFFF) | ((((w >> 16) & 0xFF) >> 1) << 16))
+            return
+        w = 32768 | (ck << 24)
+    old, c = w & 0xFFFF, (w >> 16) & 0xFF
+    p = _udiv(old * (2 * c + 1) + 131070 * bit, 2 * c + 3)
+    words[at] = np.uint32(p | (min(c + 1, limit) << 16) | (ck << 24))
 
 
 @njit(**_JIT)
 def _mean_step(w, rows, delta):
     """Add to each row of ``w`` the mean (floored) of the steps ``delta[e]`` of the streams that used
-    it (``rows[e]``): integer sums, so the streams' order does not matter. Grouped as
-    :func:`_leaders` does, with a scratch array of w's rows as the slots."""
+    it (``rows[e]``): integer sums, so the streams' order does not matter. Grouped without a hash
+    table: each entry writes its number into its row's mark, then reads back the last number
+    written there, its group's leader."""
     n = len(rows)
     n_in = w.shape[1]
     mark = np.empty(w.shape[0], np.int64)
@@ -235,36 +168,49 @@ def _mean_step(w, rows, delta):
 
 
 @njit(**_JIT)
-def _hashed(x, salt, bits, i, out, ck):
-    """Slot (the hash's top ``bits`` bits) and check byte (the 8 bits below them) of a hashed context."""
+def _hashed(x, salt, bits, i, out, ck, full):
+    """Bucket (the hash's top ``bits`` - 4 bits), check byte (the 8 bits below them) and whole hash
+    of a hashed context."""
     v = (x + np.uint64(salt)) * GOLDEN
-    out[i] = np.int64(v >> np.uint64(64 - bits))
-    ck[i] = np.int64((v >> np.uint64(56 - bits)) & np.uint64(0xFF))
+    full[i] = v
+    out[i] = np.int64(v >> np.uint64(68 - bits))
+    ck[i] = np.int64((v >> np.uint64(60 - bits)) & np.uint64(0xFF))
 
 
 @njit(**_JIT)
-def _contexts(h, wd, bits, out, ck):
-    """Base slot and check byte of each context model for a stream's next byte: order 0 and 1 are
-    direct (no hash, no check), the other byte orders hash the last bytes (``h``), then the
-    current word, alone and with the words before it."""
+def _contexts(h, wd, bits, out, ck, full):
+    """Base slot, check byte and whole hash of each context model for a stream's next byte: order 0
+    and 1 are direct (no hash, no check), the other byte orders hash the last bytes (``h``), then
+    the current word, alone and with the words before it."""
     out[0], out[1] = 0, np.int64(h & np.uint64(0xFF)) << 8
     ck[0], ck[1] = 0, 0
     for i in range(2, ORDERS):
-        _hashed(h & _MASKS[BYTE_ORDERS[i]], BYTE_ORDERS[i], bits, i, out, ck)
+        _hashed(h & _MASKS[BYTE_ORDERS[i]], BYTE_ORDERS[i], bits, i, out, ck, full)
     key = wd[0]
     for i in range(WORDS):
         if i:
             key ^= wd[i] * _WORD_MIX[i]
-        _hashed(key, ORDERS + i, bits, ORDERS + i, out, ck)
+        _hashed(key, ORDERS + i, bits, ORDERS + i, out, ck, full)
 
 
 @njit(**_JIT)
-def _slots(base, c0, off, mask, out):
-    """Table index of every context model's entry for the bit after partial byte ``c0``."""
-    node = (c0 * 0x2F0F3B5) & 0xFFFFFF
+def _second_nibble(c0, bits, out, ck, full):
+    """Move the hashed contexts to the bucket of the byte's second nibble: the context's hash and
+    the first nibble (``c0``, 16 .. 31), hashed again."""
+    for i in range(2, N_CTX):
+        _hashed(full[i] ^ (full[i] >> np.uint64(31)), c0, bits, i, out, ck, full)
+
+
+@njit(**_JIT)
+def _slots(base, c0, j, off, mask, out):
+    """Table index of every context model's entry for bit j, after partial byte ``c0``. Orders 0
+    and 1 index their tables directly. A hashed context's bucket is one 64-byte line of 16 slots,
+    one per node of a nibble's bit tree (slot 0 unused), so the 4 bits of a nibble read one line,
+    not 4 scattered ones: the tables are far larger than the caches, and these misses were most of
+    the mixer's time."""
+    node = c0 if j < 4 else (c0 & ((1 << (j - 4)) - 1)) | (1 << (j - 4))
     for i in range(N_CTX):
-        v = base[i] + c0 if i < 2 else base[i] ^ node
-        out[i] = (v & mask[i]) + off[i]
+        out[i] = (((base[i] + c0) & mask[i]) if i < 2 else (base[i] << 4) + node) + off[i]
 
 
 @njit(**_JIT)
@@ -300,26 +246,25 @@ def _prime(ctx, rows, slot_words, off, mask, bits):
     words = np.zeros((rows, 3), np.uint64)
     base = np.empty((rows, N_CTX), np.int64)
     cks = np.empty((rows, N_CTX), np.int64)
-    idx = np.empty(rows * N_CTX, np.int64)
-    ck = np.empty(rows * N_CTX, np.int64)
-    bit = np.empty(rows * N_CTX, np.int64)
+    full = np.empty((rows, N_CTX), np.uint64)
+    idx = np.empty(N_CTX, np.int64)
     c0 = np.empty(rows, np.int64)
     byte = np.empty(rows, np.int64)
     for t in range(seg):
         k = rows if t < last else rows - 1
         for r in range(k):
             byte[r] = ctx[r * seg + t]
-            _contexts(hist[r], words[r], bits, base[r], cks[r])
+            _contexts(hist[r], words[r], bits, base[r], cks[r], full[r])
             c0[r] = 1
         for j in range(8):
             for r in range(k):
+                if j == 4:
+                    _second_nibble(c0[r], bits, base[r], cks[r], full[r])
                 b = (byte[r] >> (7 - j)) & 1
-                _slots(base[r], c0[r], off, mask, idx[r * N_CTX : (r + 1) * N_CTX])
-                bit[r * N_CTX : (r + 1) * N_CTX] = b
-                ck[r * N_CTX : (r + 1) * N_CTX] = cks[r]
+                _slots(base[r], c0[r], j, off, mask, idx)
+                for i in range(N_CTX):
+                    _update_checked(slot_words, idx[i], cks[r, i], b, LIMIT)
                 c0[r] = (c0[r] << 1) | b
-            _adapt_checked(slot_words, idx[: k * N_CTX], ck[: k * N_CTX], bit[: k * N_CTX], LIMIT,
-                           _read(slot_words, idx[: k * N_CTX]))
         for r in range(k):
             hist[r] = (hist[r] << np.uint64(8)) | np.uint64(byte[r])
             _next_word(words[r], byte[r])
@@ -330,14 +275,14 @@ def _begin(k, weights, model, streams, sc):
     """Per-byte set-up of the first k streams: the LM's cumulative weights, context slots, match state."""
     buf, hist, words, mpos, mlen = streams[0], streams[1], streams[2], streams[3], streams[4]
     bits = model[12]
-    cs, base, st8, ck = sc[0], sc[1], sc[2], sc[9]
+    cs, base, st8, ck, full = sc[0], sc[1], sc[2], sc[9], sc[13]
     for r in range(k):
         acc = np.int64(0)
         cs[r, 0] = 0
         for s in range(256):
             acc += weights[r, s]
             cs[r, s + 1] = acc
-        _contexts(hist[r], words[r], bits, base[r], ck[r])
+        _contexts(hist[r], words[r], bits, base[r], ck[r], full[r])
         act = mpos[r] >= 0
         ml = mlen[r]
         st8[0, r] = 1  # c0: the partial byte, with a leading 1
@@ -360,8 +305,11 @@ def _predict(j, k, model, sc, p12):
     # them in the loop below, behind data-dependent branches, kept about two in flight: it was 70%
     # of this function's time.
     words, touch = sc[10], sc[11]
+    if j == 4:
+        for r in range(k):
+            _second_nibble(st8[0, r], model[12], base[r], ck[r], sc[13][r])
     for r in range(k):
-        _slots(base[r], st8[0, r], off, mask, idx[r])
+        _slots(base[r], st8[0, r], j, off, mask, idx[r])
         for i in range(N_CTX):
             words[r, i] = slot_words[idx[r, i]]
         # Read the three cache lines of this stream's row of the second APM here too, among the
@@ -426,21 +374,17 @@ def _predict(j, k, model, sc, p12):
 def _learn(k, bit, model, sc):
     """Learn from bit j of the first k streams: every weight set toward its own error (mean step over
     the streams sharing a set), layer 2 toward the mixed error, the APM point nearer to pm, the
-    context tables and the match model's confidence; then extend each partial byte."""
+    context tables and the match model's confidence; then extend each partial byte.
+
+    The tables are updated stream by stream, in stream order (the encoder and the decoder visit the
+    streams in the same order, so they update alike); the mixer weights take the mean of the steps
+    of the streams that share them, because many streams share a weight set at once and their
+    summed steps would overshoot."""
     slot_words, mp_words, w, w2, apm_words, lr = model[0], model[2], model[3], model[4], model[6], model[13]
     st8, x, idx, sets, ps, s2, aux, ck = sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8], sc[9]
-    # The updates, gathered per table, in views of scratch made once (not 11 arrays allocated at
-    # every bit).
-    ls = sc[12]
-    rows1, d1 = ls[0, : k * N_SETS], sc[13][: k * N_SETS]
-    rows2, d2 = ls[1, :k], sc[14][:k]
-    ai, ab = ls[2, : 2 * k], ls[3, : 2 * k]
-    ti, tc, tb, tw = ls[4, : k * N_CTX], ls[5, : k * N_CTX], ls[6, : k * N_CTX], ls[9, : k * N_CTX]
-    # The slots' words as _predict gathered them for this bit (nothing has written them since): the
-    # table update starts from these instead of reading the slots again, a second round of misses.
-    seen = sc[10]
-    mi, mb = ls[7, :k], ls[8, :k]
-    nm = 0
+    # The weight steps, gathered in views of scratch made once (not arrays allocated at every bit).
+    rows1, d1 = sc[12][0, : k * N_SETS], sc[14][: k * N_SETS]
+    rows2, d2 = sc[12][1, :k], sc[15][:k]
     for r in range(k):
         b = bit[r]
         for s in range(N_SETS):
@@ -455,25 +399,17 @@ def _learn(k, bit, model, sc):
         for s in range(N_SETS):
             d2[r, s] = (s2[r, s] * err2) >> 14
         near = aux[r, 3] >> 6
-        ai[2 * r], ai[2 * r + 1] = aux[r, 1] + near, aux[r, 2] + near
-        ab[2 * r], ab[2 * r + 1] = b, b
+        _update(apm_words, aux[r, 1] + near, b, APM_LIMIT)
+        _update(apm_words, aux[r, 2] + near, b, APM_LIMIT)
         for i in range(N_CTX):
-            ti[r * N_CTX + i] = idx[r, i]
-            tc[r * N_CTX + i] = ck[r, i]
-            tb[r * N_CTX + i] = b
-            tw[r * N_CTX + i] = seen[r, i]
+            _update_checked(slot_words, idx[r, i], ck[r, i], b, LIMIT)
         if st8[1, r]:
             hit = 1 if b == aux[r, 4] else 0
-            mi[nm], mb[nm] = st8[3, r], hit
-            nm += 1
+            _update(mp_words, st8[3, r], hit, 255)
             st8[1, r] = hit
         st8[0, r] = (c << 1) | b
     _mean_step(w, rows1, d1)
     _mean_step(w2, rows2, d2)
-    _adapt(apm_words, ai, ab, APM_LIMIT)
-    _adapt_checked(slot_words, ti, tc, tb, LIMIT, tw)
-    if nm:
-        _adapt(mp_words, mi[:nm], mb[:nm], 255)
 
 
 @njit(**_JIT)
@@ -554,8 +490,13 @@ def _code_byte(t, k, weights, byte, model, streams, sc, lay, p_out):
 def _interleaved(n: int, p0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Four views of one [n, 4]-byte array: uint16 probabilities (= ``p0``), uint8 counts, uint8
     check bytes, each entry's three in the same 4 bytes, and the entries as little-endian uint32
-    words (probability in bits 0-15, count 16-23, check 24-31)."""
-    words = np.full(n, p0, dtype="<u4")
+    words (probability in bits 0-15, count 16-23, check 24-31). The array starts on a 64-byte
+    boundary, so each 16-slot bucket of a hashed table (:func:`_slots`) is one cache line. (Where it
+    starts changes only the speed, never a value.)"""
+    spare = np.empty(n + 16, dtype="<u4")
+    skip = (-spare.ctypes.data % 64) // 4
+    words = spare[skip : skip + n]
+    words[:] = p0
     raw = words.view(np.uint8).reshape(n, 4)
     return raw.view("<u2")[:, 0], raw[:, 2], raw[:, 3], words
 
@@ -620,8 +561,8 @@ class ContextMixer:
                     np.empty((streams, N_SETS), np.int64), np.empty((streams, N_SETS), np.int64),
                     np.empty((streams, 5), np.int64), np.empty((streams, N_CTX), np.int64),
                     np.empty((streams, N_CTX), np.uint32), np.empty(streams, np.uint16),
-                    np.empty((10, streams * N_CTX), np.int64), np.empty((streams * N_SETS, N_IN), np.int64),
-                    np.empty((streams, N_SETS), np.int64))
+                    np.empty((2, streams * N_SETS), np.int64), np.empty((streams, N_CTX), np.uint64),
+                    np.empty((streams * N_SETS, N_IN), np.int64), np.empty((streams, N_SETS), np.int64))
         self._p12 = np.empty(streams, np.int64)
         if self.L > MINLEN:
             _index_context(ctx, self.mtable, self.mbits)

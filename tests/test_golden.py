@@ -46,32 +46,33 @@ GOLDEN = {  # spec: (sha256 of every probability coded, sha256 of the coded body
     "gru:model=ptb-small:mix=0": ("75c06c9856b7131c9fd98b1daa06ef77387fa54fb97977c6e74771f6160c09cf",
                                   "9f447640e7ba961543f61b36e7d4ad6c14de90984b134b66a2503b67e5a769ba"),
     # mix=1 (the default): context mixing, 12-bit probabilities per bit. Changed by the release that
-    # added orders 7-8, the word-trigram context and check bytes (no payload of the earlier mixer
-    # decodes with this one: the artifacts it names carried the earlier code and are not shipped).
-    "gru": ("3859d41dd6e3f477a48c8a3b2f8060405cbb7221c04da8a38382c8f8d7e43972",
-            "9b9f51d3ca39e123a9f279e1b50edf9650f9607f6dd174c19cdf7948df1d69cc"),
-    "gru:model=sagas": ("9942001313322ef111cb163aa32cfb12a5279ecd2d48c6d424f0cdebef99aa73",
-                        "9d065b29dc8298a750f7c36d18792953a5cfb6b88c5f4af9a338061a74cb45ba"),
-    "gru:model=dickens": ("1a558932b288b301d28a1bfd9c8b6646edd891373296a860a81a34f00d351735",
-                          "359c435775f53d68ddf141ebb3c17094c5dc83c221298ec5353ea82299ca8689"),
-    "gru:model=ptb": ("f031a87e54ed8f1007f5466f2608d5c29916882fa978c54bddeccd651b2e1856",
-                      "9c214277fdb10972999050ef85f7312ef02c532fd0938bd2aa9d148499de403c"),
-    "gru:model=ptb-small": ("2be59efe81c2e9cff9c15323e195e963f74a4603084837f4681257dab677fc05",
-                            "cc15f733e904fd12484e12ce0e09592f6efb3aaf13d9a6f97702a5110c6bdff6"),
-    "transformer:window=512": ("03baea04f30e63e6bc36a5a1dd9c2c6cf56691cb82ce6dc0e4fbc9e10e7d53c5",
-                               "f4184fe4a5d8fa357f9710310f85a986580d8e1a2f2ba96ead6d5ec0358e37e1"),
+    # added orders 7-8, the word-trigram context and check bytes, and again by engine v2 (nibble
+    # buckets; the tables learn stream by stream). No payload of an earlier mixer decodes with this
+    # one: the artifacts it names carried the earlier code and are not shipped.
+    "gru": ("271c3c69e6062df8a1c21022c81392b47e6128b55d7a656f40e960f1b75ee07e",
+            "931395b0d75f39fa0bd61b47822a10fbc8a1a6ef71b85289be7af980ec8c21fb"),
+    "gru:model=sagas": ("038840c036b8a2752102779a8acadb9f78c492e2cedc3be7926702ee66cf3d87",
+                        "906d1500196b7042aefbed752cfccf5d9a31f3e0aac32819de43ef910513c556"),
+    "gru:model=dickens": ("12eb1e4086ede2f1affd4816ca03d813a9c297902420699010205e1161cd3e4a",
+                          "38a785ff61513352edc1069a09fadd5470f2a95342e4a1a868578b467a31b0e7"),
+    "gru:model=ptb": ("414616e3bd8c496372dad918caa5ddcda190aa6c06bcd2eb338321551c99148e",
+                      "ad3b7e2533edf090a725463024fea4671c2bf00d152a9170319aa8149a7dedce"),
+    "gru:model=ptb-small": ("07a9684daef66dd467fdb27e7c350574c79989aceea2746539ec1d4394b0ebb6",
+                            "5f90b14a487dd4e226cebc241cc7c1864915abccddbb6ff0e835f1dcd10bc4ad"),
+    "transformer:window=512": ("edf950178bbfb056e851764a144df1b2bcde9d809bc6b0495994ea389a39cdbb",
+                               "079c3a2e2df08b3c44fa13c7dec89ccd421d82be3892998ae57be66d8fdd36dd"),
     # The default window (256 of the model's 512), and one short enough that the 921 bytes wrap the
     # KV ring many times.
-    "transformer": ("215339e056d1ed704b4fada791c364b617dae9e9c7b0be7741292c40508717cc",
-                    "7c00e12b976196c2610860086bc12f5060b9f92a87594f78316f007b7fa868df"),
-    "transformer:window=16": ("265a89efc70066e3396cce9953743dad6dd808fd2a01a129e669d053c7f37979",
-                              "132013b5a11d229a297b07fafe9b8d02957f5a64d2047bceaafdb5937600d2f7"),
+    "transformer": ("ae98b23a829a35afee3d80c8d24bb1523d276888e7b847c51305e85ab6357d14",
+                    "1e22505870a9252aa3a784b7183633d79da448f874eb199a9c781582a80a3a4a"),
+    "transformer:window=16": ("431689aed51e9bc906607a7bfb0fd15f6481979ecae489a2259339cd213f0363",
+                              "6e45b9a7c4457cd40503f732dac59717584f558036ce255676ae2d6fa7028c19"),
     # mix=1 over 55 streams of 17 bytes: two groups of streams take turns at each step
     # (lockstep.mixed_groups), the layout every default run of 32 streams or more codes with.
-    "gru:min_segment=16": ("cb59a9b0063b50c8ff86bbb829c2af51335d3ec6c79a88dabcfba02481f004d8",
-                           "9f1cc38e90037e5d0fe3c720f549d6c079c06ec78ce564a7665033555b7bb7eb"),
-    "transformer:min_segment=16": ("1ce375844d14e6c87205789c155db99638dc0b9bd288f2633b5053c189a9851e",
-                                   "79f085c7200c1fba04d75c5842fcbe6367b9cbf33d1c521cd20101572af34ebc"),
+    "gru:min_segment=16": ("539787d970748f39c47458479ddada6e615b91c34efc127c4aef63e01ef8f377",
+                           "0a564e3140c1a4e7aef16b312268579b1390d2601c9f4db585986e7268e95591"),
+    "transformer:min_segment=16": ("cdb81a533d7e48ae304e44f029425a6b987e87720f2182f74175575e5453c1e0",
+                                   "a8855ae716952da18bc54a145c6acc05e8638d597f2a18b8e4c3cf7214dd235f"),
 }
 
 

@@ -41,48 +41,26 @@ def test_reciprocal_division_is_exact_floor_division():
         assert mixing._udiv(int(a), int(y)) == a // y
 
 
-def test_adapt_aggregates_streams_in_any_order():
-    """Many streams updating one entry in one step: the result must not depend on their order."""
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, 40, 500)
-    bit = rng.integers(0, 2, 500)
-    results = []
-    for perm in (np.arange(500), rng.permutation(500), np.arange(500)[::-1]):
-        p, n, _, words = mixing._interleaved(40, 32768)
-        for _ in range(3):
-            mixing._adapt(words, idx[perm], bit[perm], 127)
-        results.append((p.copy(), n.copy()))
-    for p, n in results[1:]:
-        assert np.array_equal(p, results[0][0]) and np.array_equal(n, results[0][1])
-    ones = np.bincount(idx, weights=bit, minlength=40)
-    seen = np.bincount(idx, minlength=40) > 0
-    mostly = seen & (ones > 0.8 * np.bincount(idx, minlength=40))
-    assert np.all(results[0][0][mostly] > 40000)  # the probabilities moved toward the bits seen
-
-
-def _checked_reference(p, n, chk, idx, ck, bit, limit):
-    """The rule of ``_adapt_checked`` in plain Python, one slot at a time: what the compiled
-    grouping (entries write their numbers into the slots and read back a leader) must equal."""
+def _reference(p, n, chk, idx, ck, bit, limit, checked=True):
+    """The table rule in plain Python, one entry at a time in the order given: what the compiled
+    updates (``_update``, ``_update_checked``) must equal."""
     p, n, chk = p.astype(np.int64), n.astype(np.int64), chk.astype(np.int64)
-    for i in sorted(set(idx.tolist())):
-        hits = [(int(c), int(b)) for j, c, b in zip(idx, ck, bit) if j == i]
-        if all(c != chk[i] for c, _ in hits):
-            if n[i] < mixing.EVICT:
-                p[i], n[i], chk[i] = 32768, 0, min(c for c, _ in hits)
-            else:
+    for i, c, b in zip(idx.tolist(), ck.tolist(), bit.tolist()):
+        if checked and c != chk[i]:
+            if n[i] >= mixing.EVICT:  # an established owner keeps its slot, its count halved
                 n[i] >>= 1
-        mine = [b for c, b in hits if c == chk[i]]
-        if mine:
-            c = n[i]
-            p[i] = (p[i] * (2 * c + 1) + 131070 * sum(mine)) // (2 * c + 1 + 2 * len(mine))
-            n[i] = min(c + len(mine), limit)
+                continue
+            p[i], n[i], chk[i] = 32768, 0, c
+        p[i] = (p[i] * (2 * n[i] + 1) + 131070 * b) // (2 * n[i] + 3)
+        n[i] = min(n[i] + 1, limit)
     return p, n, chk
 
 
-def test_checked_slots_update_exactly_as_the_plain_rule_says():
+@pytest.mark.parametrize("checked", [True, False], ids=["checked", "unchecked"])
+def test_table_updates_follow_the_plain_rule_entry_by_entry(checked):
     """Random crowded steps (hundreds of entries on a few dozen slots, several contexts per slot,
     some slots never hit) from a random starting table: every slot's probability, count and check
-    byte equal the one-slot-at-a-time reference, and no slot that was not hit changes."""
+    byte equal the one-entry-at-a-time reference, and no slot that was not hit changes."""
     rng = np.random.default_rng(3)
     p, n, chk, words = mixing._interleaved(64, 32768)
     p[:] = rng.integers(1, 65535, 64)
@@ -91,40 +69,68 @@ def test_checked_slots_update_exactly_as_the_plain_rule_says():
     for _ in range(20):
         m = int(rng.integers(1, 300))
         idx = rng.integers(0, 48, m)  # slots 48-63 are never hit
-        ck = rng.integers(0, 6, m)
+        ck = rng.integers(0, 6, m) if checked else np.zeros(m, np.int64)
+        if not checked:
+            chk[:] = 0  # unchecked tables (orders 0 and 1, the APMs) keep their top byte
         bit = rng.integers(0, 2, m)
-        want = _checked_reference(p, n, chk, idx, ck, bit, 127)
-        mixing._adapt_checked(words, idx, ck, bit, 127, mixing._read(words, idx))
+        want = _reference(p, n, chk, idx, ck, bit, 127, checked)
+        for i, c, b in zip(idx, ck, bit):
+            if checked:
+                mixing._update_checked(words, int(i), int(c), int(b), 127)
+            else:
+                mixing._update(words, int(i), int(b), 127)
         for got, ref in zip((p, n, chk), want):
             assert np.array_equal(got.astype(np.int64), ref)
 
 
-def test_checked_slots_resolve_collisions_the_same_in_any_order_and_keep_established_owners():
-    """Contexts colliding in a hashed slot: who owns it, and what it learns, must not depend on the
-    streams' order; an owner seen EVICT times or more keeps its slot, a newer one is replaced."""
-    rng = np.random.default_rng(1)
-    idx = rng.integers(0, 30, 400)
-    ck = rng.integers(0, 4, 400)  # a few contexts share each slot
-    bit = rng.integers(0, 2, 400)
-    results = []
-    for perm in (np.arange(400), rng.permutation(400), np.arange(400)[::-1]):
-        p, n, chk, words = mixing._interleaved(30, 32768)
-        chk[:] = 0
-        for _ in range(3):
-            mixing._adapt_checked(words, idx[perm], ck[perm], bit[perm], 127, mixing._read(words, idx[perm]))
-        results.append((p.copy(), n.copy(), chk.copy()))
-    for got in results[1:]:
-        assert all(np.array_equal(a, b) for a, b in zip(got, results[0]))
-    # One slot: an established owner (count >= EVICT) keeps it and halves its count; a new one loses it.
+def test_slots_learn_the_bits_they_see_and_established_owners_keep_their_slot():
+    p, n, chk, words = mixing._interleaved(2, 32768)
+    for _ in range(40):
+        mixing._update(words, 0, 1, 127)
+        mixing._update(words, 1, 0, 127)
+    assert int(p[0]) > 64000 and int(p[1]) < 1500 and int(n[0]) == int(n[1]) == 40
+    # One slot: an owner seen EVICT times or more keeps it and halves its count; a newer one loses it.
     for count, kept in ((mixing.EVICT, True), (mixing.EVICT - 1, False)):
         p, n, chk, words = mixing._interleaved(1, 60000)
         n[0], chk[0] = count, 7
-        slots = np.array([0, 0])
-        mixing._adapt_checked(words, slots, np.array([9, 8]), np.array([0, 0]), 127, mixing._read(words, slots))
+        mixing._update_checked(words, 0, 9, 0, 127)
         if kept:
             assert (int(p[0]), int(n[0]), int(chk[0])) == (60000, count >> 1, 7)
-        else:  # taken over by the smaller check, from p = 1/2, and learned from its one 0 bit
-            assert int(chk[0]) == 8 and int(n[0]) == 1 and int(p[0]) < 32768
+        else:  # taken over, from p = 1/2, and learned from its one 0 bit
+            assert int(chk[0]) == 9 and int(n[0]) == 1 and int(p[0]) < 32768
+
+
+def test_a_hashed_context_reads_one_cache_line_per_nibble():
+    """The 8 bit nodes of a byte, for every hashed context: the first nibble's 4 in one 64-byte
+    line of the table, the second's 4 in one other line, all 8 distinct and inside the context's
+    own table. The tables start on a 64-byte boundary."""
+    mixer = mixing.ContextMixer(4, 4096, 16384)
+    words = mixer.slot_words
+    assert words.ctypes.data % 64 == 0
+    base = np.empty(mixing.N_CTX, np.int64)
+    ck = np.empty(mixing.N_CTX, np.int64)
+    full = np.empty(mixing.N_CTX, np.uint64)
+    idx = np.empty(mixing.N_CTX, np.int64)
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        hist, wd = np.uint64(rng.integers(0, 1 << 62)), rng.integers(0, 1 << 62, 3).astype(np.uint64)
+        byte = int(rng.integers(0, 256))
+        mixing._contexts(hist, wd, mixer.bits, base, ck, full)
+        slots, c0 = [], 1
+        for j in range(8):
+            if j == 4:
+                mixing._second_nibble(c0, mixer.bits, base, ck, full)
+            mixing._slots(base, c0, j, mixer.off, mixer.mask, idx)
+            slots.append(idx.copy())
+            c0 = (c0 << 1) | ((byte >> (7 - j)) & 1)
+        slots = np.array(slots)  # [bit, context]
+        for i in range(2, mixing.N_CTX):
+            at = slots[:, i]
+            assert len(set(at.tolist())) == 8
+            assert np.all((at >= mixer.off[i]) & (at <= mixer.off[i] + mixer.mask[i]))
+            lines = (words.ctypes.data + 4 * at) // 64
+            assert len(set(lines[:4].tolist())) == 1 and len(set(lines[4:].tolist())) == 1
+            assert lines[0] != lines[4]
 
 
 def test_streams_share_what_they_learn(tiny_models):
