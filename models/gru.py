@@ -164,15 +164,15 @@ class IntGRU:
     """
 
     # In a mixed run the engine's work shares the two cores with the mixer (lockstep._run_mixed).
-    # Where the int8 GEMM runs, a group's whole step takes a little less time than the mixer's turn,
-    # so the helper thread runs it and it is hidden ("step"). On the float32 path the step takes about
-    # 2.4 times the mixer's turn, 70% of it the w_hh GEMM, so the helper runs only that GEMM
-    # ("recurrent_sums": it needs the state, not the byte being coded, so it overlaps that byte's
-    # coding) and this thread the gates, the output GEMM and the softmax weights; measured on one
-    # thread, 1.75 ms against 1.62 ms a group of 128 streams (see the README's speed notes). With the
-    # int16 kernel (gemm16, on AVX2) the GEMMs take about 0.6 of that, so the helper runs both of them
-    # and the softmax weights ("sums_and_weights"), and this thread only the gates and the mixing:
-    # the two threads' shares come out about even.
+    # Where the int8 GEMM runs, a group's whole step takes about as long as the mixer's turn or
+    # less, so the helper thread runs it and it is hidden ("step"). On the float32 path the step took
+    # about 2.4 times the mixer's turn (engine v1's mixer), 70% of it the w_hh GEMM, so the helper
+    # runs only that GEMM ("recurrent_sums": it needs the state, not the byte being coded, so it
+    # overlaps that byte's coding) and this thread the gates, the output GEMM and the softmax
+    # weights; measured on one thread, 1.75 ms against 1.62 ms a group of 128 streams (see
+    # reports/history.md). With the int16 kernel (gemm16, on AVX2) the GEMMs take about 0.6 of
+    # that, so the helper runs both of them and the softmax weights ("sums_and_weights"), and this
+    # thread only the gates and the mixing: the two threads' shares come out about even.
     mixer_overlap = True
 
     def __init__(self, cfg: GRUConfig, t: dict[str, torch.Tensor]):
