@@ -12,6 +12,16 @@ os.environ["COMPBENCH_NO_PLUGINS"] = "1"  # tests see built-in coders only (llm'
 REPO = Path(__file__).resolve().parents[1]
 
 
+def speed_bench():
+    """benchmarks/neural_speed.py as a module (its AVX2 emulation, avx2_env, and its byte counts)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("neural_speed", REPO / "benchmarks" / "neural_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 def data_dir() -> Path | None:
     env = os.environ.get("COMPBENCH_DATA")
     for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:

@@ -25,7 +25,7 @@ from compbench.models.train import artifact_bound, fit_to_budget
 from compbench.payload import overhead, read_header
 from compbench.train import TrainConfig, parse_size, train
 
-from conftest import TINY
+from conftest import TINY, speed_bench
 
 def make(arch, path, **opts):
     extra = "".join(f":{k}={v}" for k, v in opts.items())
@@ -268,17 +268,6 @@ def _compiled_rms_quantize():
                                        np.zeros((2, 1)))
 
 
-def _speed_bench():
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "neural_speed", Path(__file__).resolve().parents[1] / "benchmarks" / "neural_speed.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 EMULATED_ASM = r"""
 import numpy as np
 from numba import njit
@@ -299,7 +288,7 @@ def test_the_avx2_emulation_keeps_avx512_out_of_numba_code():
     once let numba emit AVX-512 code on an AVX-512 host (it takes the host's features unless told
     them): compiled under the emulation's environment, a vectorisable loop uses 256-bit registers
     and no 512-bit ones, whatever this host has."""
-    env = _speed_bench().avx2_env()
+    env = speed_bench().avx2_env()
     assert env["COMPBENCH_NO_INT_MM"] == "1" and "+avx2" in env["NUMBA_CPU_FEATURES"].split(",")
     assert not [f for f in env["NUMBA_CPU_FEATURES"].split(",") if f.startswith("+avx512")]
     res = subprocess.run([sys.executable, "-c", EMULATED_ASM], env={**os.environ, **env},
@@ -791,7 +780,7 @@ def test_the_memory_roof_counts_the_bytes_the_transformer_cache_reads_per_byte()
     decoder step reads per stream; the count must be what the engine's cache actually holds."""
     from compbench.models import peak
 
-    bench = _speed_bench()
+    bench = speed_bench()
     cfg = transformer.TransformerConfig(d_model=32, layers=2, heads=2, ctx=64)
     with torch.no_grad():
         eng = transformer.IntTransformer(cfg, transformer.export(transformer.TransformerLM(cfg)))
