@@ -446,9 +446,12 @@ class IntTransformer:
     # finish together: it also mixes. Speed only: any split gives the same numbers.
     mixer_overlap = True
     helper_runs = "runs"
-    # Of a group's streams, in the coding thread's run. 0.3 since the one-call run (_run_int16): decoding
-    # 65,536 bytes emulated, 15.8 and 15.3 KB/s against 14.6 and 14.7 at 0.4 (two sets of 4 alternations).
-    coding_share = 0.3
+    # Of a group's streams, in the coding thread's run. 0.4 since engine v2's faster mixer left the
+    # coding thread more time: decoding enwik8 on the Zen 5 EPYC, alternating in one process (medians),
+    # 42.4 KB/s against 35.9 at 0.3 and 42.0 at 0.45 on 262,144 bytes, 37.4 against 31.8 on 131,072,
+    # 49.9 against 44.8 on 65,536; emulated AVX2, 39.9 against 34.3 (0.45: 41.4). (0.3 before, from
+    # the Zen 4's emulation with engine v1's mixer: 15.8 and 15.3 KB/s against 14.6 and 14.7 at 0.4.)
+    coding_share = 0.4
 
     def __init__(self, cfg: TransformerConfig, t: dict[str, torch.Tensor]):
         self.cfg = cfg
