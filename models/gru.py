@@ -171,8 +171,11 @@ class IntGRU:
     # overlaps that byte's coding) and this thread the gates, the output GEMM and the softmax
     # weights; measured on one thread, 1.75 ms against 1.62 ms a group of 128 streams (see
     # reports/history.md). With the int16 kernel (gemm16, on AVX2) the GEMMs take about 0.6 of
-    # that, so the helper runs both of them and the softmax weights ("sums_and_weights"), and this
-    # thread only the gates and the mixing: the two threads' shares come out about even.
+    # that. Under engine v1's mixer the helper ran both of them and the softmax weights
+    # ("sums_and_weights"), and this thread only the gates and the mixing; engine v2's mixer is 1.5
+    # times as fast, and this thread then waited 0.70 s of a 1.60 s decode (emulated AVX2 on a Zen
+    # 5 EPYC, 262,144 bytes), so it takes the output GEMM and the softmax weights back: decoding,
+    # alternating in one process, 214.8 KB/s against 166.0 ("step": 152.5).
     mixer_overlap = True
 
     def __init__(self, cfg: GRUConfig, t: dict[str, torch.Tensor]):
@@ -191,7 +194,7 @@ class IntGRU:
         self.b_out = f32("b_out")
         self.fused = True  # the compiled gate pass (:func:`_cell`); False runs the torch ops it replaces
         # Which thread of a mixed run does what (speed only: the same ops either way, see above).
-        self.helper_runs = {"int8": "step", "int16": "sums_and_weights"}.get(intops.matrix_path(), "recurrent_sums")
+        self.helper_runs = {"int8": "step"}.get(intops.matrix_path(), "recurrent_sums")
         self._bufs: dict[int, torch.Tensor] = {}  # output sums by batch size (see _out)
 
     def start(self, batch: int) -> list[torch.Tensor]:

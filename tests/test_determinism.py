@@ -163,11 +163,11 @@ SCHEDULES = ("step", "recurrent_sums", "sums_and_weights")
 
 def test_every_gru_helper_schedule_gives_the_same_payload_and_probabilities(tiny_models, two_threads, monkeypatch):
     """A mixed run's helper thread runs a group's whole step ("step", where the int8 GEMM is fast),
-    only its recurrent sums while this thread runs the rest ("recurrent_sums", the float32 path), or
-    its recurrent sums and output weights while this thread runs the gates as soon as a group's
-    bytes are coded ("sums_and_weights", the int16 path). All, on one machine, must give the same
-    payload, decode and probabilities; the split ones must really have run, and leave this thread's
-    torch thread count as they found it."""
+    only its recurrent sums while this thread runs the rest ("recurrent_sums", the float32 and int16
+    paths), or its recurrent sums and output weights while this thread runs the gates as soon as a group's
+    bytes are coded ("sums_and_weights", the int16 path's under engine v1's mixer). All, on one
+    machine, must give the same payload, decode and probabilities; the split ones must really have
+    run, and leave this thread's torch thread count as they found it."""
     import torch
 
     from compbench.models import lockstep
