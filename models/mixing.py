@@ -45,12 +45,15 @@ MAXLEN = 65535
 BYTE_ORDERS = (0, 1, 2, 3, 4, 5, 6, 7, 8)  # byte contexts (0 and 1 direct, the rest hashed), then the word contexts
 ORDERS = len(BYTE_ORDERS)
 WORDS = 3  # the current word; with the previous word; with the two before it
-# Slots per hashed table (orders 2-8 and the word contexts): 8 to 16 per byte coded or primed (one
-# per bit node), 2**16 to 2**24 (16M x 4 bytes: probability, count, check). A crowded table costs:
-# 4M slots cost dickens 0.7% against 16M on 1 MB (before check bytes), and with all 5.1 MB of ptb's
-# train text primed, 2**25 slots beat 2**24 by 0.5% (without check bytes; with them and EVICT the
-# 2**24 tables do better than that). n and the context length are known to both sides before
-# coding, so both pick the same size.
+# Slots per hashed table (orders 2-8 and the word contexts): about 16 per byte coded or primed,
+# 2**16 to 2**24 (16M x 4 bytes: probability, count, check). n and the context length are known to
+# both sides before coding, so both pick the same size. A crowded table costs. Under engine v1 (a
+# slot per bit node, hashed on its own): 4M slots cost dickens 0.7% against 16M on 1 MB (before
+# check bytes), and with all 5.1 MB of ptb's train text primed, 2**25 slots beat 2**24 by 0.5%
+# (without check bytes; with them and EVICT the 2**24 tables did better than that). A nibble
+# bucket reserves 16 slots for a (context, nibble) that may use only the 4 nodes of one path, so
+# the same table holds fewer contexts: the small ptb GRU primed with 5.0 MB lost 0.77% to engine v2
+# (two-way buckets did not win it back), the other four-track rows 0.06-0.16%.
 TABLE_BITS = 24
 MATCH_BITS = 24
 LIMIT = 127  # the count at which a context's adaptation rate stops slowing
