@@ -11,6 +11,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+if __name__ == "models":  # the checkout's root on sys.path (a script run from there)
+    # numba keys its on-disk cache of compiled code by source file, not by module name: code
+    # compiled here as ``models.mixing`` would then fail to load in every ``compbench.models``
+    # process ("No module named 'models'") until the cache is cleared.
+    raise ImportError("import the engine as compbench.models (pip install -e . puts it there), not as "
+                      "models: numba's compiled-code cache must see one module name per file")
+
 from .archs import ARCHS, ArchInfo, on_register, register_arch
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

@@ -1,6 +1,8 @@
 """Context mixing (models/mixing.py): integer tables, statistics shared across streams, priming."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from compbench import registry
 from compbench.decoding import decode_payload
 from compbench.models import mixing
+from conftest import REPO
 
 
 def make(path, **opts):
@@ -174,3 +177,13 @@ def test_mixing_is_better_than_the_lm_alone_and_round_trips(tiny_models):
 def test_mix_option_is_checked(value):
     with pytest.raises(registry.SpecError, match="mix="):
         registry.make_coder(f"gru:mix={value}")
+
+
+def test_the_engine_refuses_a_second_module_name_that_would_break_numba_s_cache():
+    """numba caches compiled code by source file: a script run from the checkout's root that
+    compiled the mixer as ``models.mixing`` made every later compbench process fail to load it
+    ("No module named 'models'"). The package refuses that name, in one line, before any compiling."""
+    res = subprocess.run([sys.executable, "-c", "import models.mixing"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode != 0
+    assert "import the engine as compbench.models" in res.stderr.strip().splitlines()[-1]
