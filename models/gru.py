@@ -194,7 +194,7 @@ class IntGRU:
         self.b_out = f32("b_out")
         self.fused = True  # the compiled gate pass (:func:`_cell`); False runs the torch ops it replaces
         # Which thread of a mixed run does what (speed only: the same ops either way, see above).
-        self.helper_runs = {"int8": "step"}.get(intops.matrix_path(), "recurrent_sums")
+        self.helper_runs = "step" if intops.matrix_path() == "int8" else "recurrent_sums"
         self._bufs: dict[int, torch.Tensor] = {}  # output sums by batch size (see _out)
 
     def start(self, batch: int) -> list[torch.Tensor]:

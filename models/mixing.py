@@ -120,13 +120,17 @@ def _udiv(a, d):
 
 
 @njit(**_JIT)
-def _update(words, at, bit, limit):
-    """Move the 16-bit probability of slot ``words[at]`` (a 32-bit word: probability in bits 0-15,
-    count in 16-23, bits 24-31 kept) toward ``bit`` at rate 1/(count + 1.5)."""
-    w = np.int64(words[at])
+def _learned(w, bit, limit):
+    """Slot word ``w`` (probability in bits 0-15, count in 16-23, bits 24-31 kept) after learning
+    ``bit``: the probability moves toward it at rate 1/(count + 1.5), the count grows up to ``limit``."""
     old, c = w & 0xFFFF, (w >> 16) & 0xFF
-    p = _udiv(old * (2 * c + 1) + 131070 * bit, 2 * c + 3)
-    words[at] = np.uint32(p | (min(c + 1, limit) << 16) | (w & 0xFF000000))
+    return np.uint32(_udiv(old * (2 * c + 1) + 131070 * bit, 2 * c + 3) | (min(c + 1, limit) << 16) | (w & 0xFF000000))
+
+
+@njit(**_JIT)
+def _update(words, at, bit, limit):
+    """Slot ``words[at]`` learns ``bit`` (:func:`_learned`)."""
+    words[at] = _learned(np.int64(words[at]), bit, limit)
 
 
 @njit(**_JIT)
@@ -140,9 +144,7 @@ def _update_checked(words, at, ck, bit, limit):
             words[at] = np.uint32((w & 0xFF00FFFF) | ((((w >> 16) & 0xFF) >> 1) << 16))
             return
         w = 32768 | (ck << 24)
-    old, c = w & 0xFFFF, (w >> 16) & 0xFF
-    p = _udiv(old * (2 * c + 1) + 131070 * bit, 2 * c + 3)
-    words[at] = np.uint32(p | (min(c + 1, limit) << 16) | (ck << 24))
+    words[at] = _learned(w, bit, limit)
 
 
 @njit(**_JIT)
