@@ -164,6 +164,22 @@ def test_priming_with_context_teaches_the_tables_and_the_match_model(tiny_models
     assert coder.decode_body(body, 4000, context=text[:-4000]) == text[-4000:]
 
 
+def test_priming_on_two_threads_learns_the_same_tables_as_on_one():
+    """Each thread primes its own context models' tables: every table, byte for byte, as one thread
+    leaves it (and not as an unprimed mixer leaves it, so the comparison can fail)."""
+    rng = np.random.default_rng(4)
+    words = [bytes(rng.integers(97, 123, rng.integers(2, 9), dtype=np.uint8)) for _ in range(400)]
+    context = b" ".join(words[i] for i in rng.integers(0, len(words), 12000))
+    one, two, cold = (mixing.ContextMixer(8, 2048, 16384, c, 2, threads=t)
+                      for c, t in ((context, 1), (context, 2), (b"", 1)))
+    assert one.bits == two.bits == cold.bits + 2
+    assert np.array_equal(one.slot_words, two.slot_words)
+    assert np.array_equal(one.mtable, two.mtable)
+    for i in range(mixing.N_CTX):  # every model learned something, on either thread
+        table = slice(one.off[i], one.off[i] + one.mask[i] + 1)
+        assert np.count_nonzero(one.slot_words[table] != 32768) > 30, i
+
+
 def test_mixing_is_better_than_the_lm_alone_and_round_trips(tiny_models):
     path, _ = tiny_models["gru"]
     data = b"".join(b"line %d of a log: status ok, %d items\n" % (i, i * 7 % 13) for i in range(300))
