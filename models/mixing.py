@@ -92,6 +92,7 @@ def stretch_table() -> np.ndarray:
 
 
 N_CTX = ORDERS + WORDS  # context-model inputs
+PRIME_CHUNK = 64  # rows whose buckets priming touches at once
 PRIME_SPLIT = 8  # with two threads, priming learns models 0-7 on one and 8-11 on the other (about even)
 N_IN = N_CTX + 3  # the LM, the context models, the match model, a bias
 N_SETS = 3  # layer-1 weight sets
@@ -267,24 +268,31 @@ def _prime(ctx, rows, slot_words, off, mask, bits, first, stop):
             byte[r] = ctx[r * seg + t]
             _contexts(hist[r], words[r], bits, base[r], cks[r], full[r])
             c0[r] = 1
-        for j in range(8):
-            if j == 0 or j == 4:
-                # Touch each row's new buckets first, in a loop with no branches, so many rows'
-                # cache misses are in flight at once (the updates below then find them cached).
-                for r in range(k):
-                    if j == 4:
+        for h in range(2):  # the byte's two nibbles
+            for r0 in range(0, k, PRIME_CHUNK):
+                r1 = min(r0 + PRIME_CHUNK, k)
+                # Touch a chunk of rows' buckets first, in a loop with no branches, so that their
+                # cache misses are in flight at once.
+                for r in range(r0, r1):
+                    if h:
                         _second_nibble(c0[r], bits, base[r], cks[r], full[r])
-                    _slots(base[r], c0[r], j, off, mask, idx)
+                    _slots(base[r], c0[r], 4 * h, off, mask, idx)
                     v = np.uint32(0)
                     for i in range(max(first, 2), stop):
                         v ^= slot_words[idx[i]]
                     touch[r] = v
-            for r in range(k):
-                b = (byte[r] >> (7 - j)) & 1
-                _slots(base[r], c0[r], j, off, mask, idx)
-                for i in range(first, stop):
-                    _update_checked(slot_words, idx[i], cks[r, i], b, LIMIT)
-                c0[r] = (c0[r] << 1) | b
+                # Then each row learns its nibble's 4 bits while its lines and their pages'
+                # translations are cached. Coding learns bit by bit across the rows instead; both
+                # give every slot the same updates in the same order (rows in order), because
+                # within a nibble a slot belongs to one bit position (its node), and the second
+                # nibble starts after every row's first.
+                for r in range(r0, r1):
+                    for j in range(4 * h, 4 * h + 4):
+                        b = (byte[r] >> (7 - j)) & 1
+                        _slots(base[r], c0[r], j, off, mask, idx)
+                        for i in range(first, stop):
+                            _update_checked(slot_words, idx[i], cks[r, i], b, LIMIT)
+                        c0[r] = (c0[r] << 1) | b
         for r in range(k):
             hist[r] = (hist[r] << np.uint64(8)) | np.uint64(byte[r])
             _next_word(words[r], byte[r])

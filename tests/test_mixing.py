@@ -164,6 +164,52 @@ def test_priming_with_context_teaches_the_tables_and_the_match_model(tiny_models
     assert coder.decode_body(body, 4000, context=text[:-4000]) == text[-4000:]
 
 
+def _prime_plainly(mixer, context, backwards=False):
+    """The tables after learning ``context`` in coding's order: bit j of every row (in row order, or
+    ``backwards``), then bit j + 1; rows laid out as :func:`mixing._prime` lays them."""
+    rows, ctx = 1024, np.frombuffer(context, np.uint8)
+    seg = -(-len(ctx) // rows)
+    rows = -(-len(ctx) // seg)
+    last = len(ctx) - (rows - 1) * seg
+    tables = mixing._interleaved(len(mixer.slot_words), 32768)[3]
+    hist = np.zeros(rows, np.uint64)
+    wd = np.zeros((rows, 3), np.uint64)
+    base, ck, full = (np.empty((rows, mixing.N_CTX), t) for t in (np.int64, np.int64, np.uint64))
+    idx = np.empty(mixing.N_CTX, np.int64)
+    for t in range(seg):
+        live = [r for r in range(rows) if t < last or r < rows - 1][:: -1 if backwards else 1]
+        c0 = dict.fromkeys(live, 1)
+        for r in live:
+            mixing._contexts(hist[r], wd[r], mixer.bits, base[r], ck[r], full[r])
+        for j in range(8):
+            for r in live:
+                if j == 4:
+                    mixing._second_nibble(c0[r], mixer.bits, base[r], ck[r], full[r])
+                b = (int(ctx[r * seg + t]) >> (7 - j)) & 1
+                mixing._slots(base[r], c0[r], j, mixer.off, mixer.mask, idx)
+                for i in range(mixing.N_CTX):
+                    mixing._update_checked(tables, idx[i], ck[r, i], b, mixing.LIMIT)
+                c0[r] = (c0[r] << 1) | b
+        for r in live:
+            hist[r] = (hist[r] << np.uint64(8)) | np.uint64(ctx[r * seg + t])
+            mixing._next_word(wd[r], int(ctx[r * seg + t]))
+    return tables
+
+
+def test_priming_learns_what_coding_the_context_bit_by_bit_in_row_order_would():
+    """Priming updates nibble by nibble, row by row (for speed); a plain loop in coding's order (bit
+    j of every row, then bit j + 1) must leave every table the same. The text's words repeat, so
+    the rows share contexts and many slots learn from several rows in one step: the same loop with
+    the rows in reverse order leaves other tables."""
+    rng = np.random.default_rng(8)
+    words = [bytes(rng.integers(97, 123, rng.integers(2, 6), dtype=np.uint8)) for _ in range(60)]
+    context = b" ".join(words[i] for i in rng.integers(0, len(words), 700))[:2400]
+    for threads in (1, 2):
+        mixer = mixing.ContextMixer(4, 256, 1024, context, threads=threads)
+        assert np.array_equal(mixer.slot_words, _prime_plainly(mixer, context))
+    assert not np.array_equal(mixer.slot_words, _prime_plainly(mixer, context, backwards=True))
+
+
 def test_priming_on_two_threads_learns_the_same_tables_as_on_one():
     """Each thread primes its own context models' tables: every table, byte for byte, as one thread
     leaves it (and not as an unprimed mixer leaves it, so the comparison can fail)."""
