@@ -520,8 +520,8 @@ def _zeros(n: int, dtype) -> np.ndarray:
     kernel for transparent huge pages for large arrays, and their first touch is what varies: on a
     2-core VM, 0.04 s to 1.4 s for 640 MB of tables, against a steady 0.2 s in small pages. One-shot
     1 MB ``compbench encode`` runs, alternating, took 5.9 s with huge pages and 4.9 s without
-    (medians of 4), while the mixer was only 2.5% faster once they were mapped. Only the speed
-    depends on this, never a value."""
+    (medians of 4), while the mixer alone was 2.5-6% faster once they were mapped. Only the
+    speed depends on this, never a value."""
     dt = np.dtype(dtype)
     if not hasattr(mmap, "MAP_ANONYMOUS"):
         return np.zeros(n, dt)
