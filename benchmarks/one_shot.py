@@ -38,14 +38,15 @@ def run(argv: list[str]) -> tuple[float, int]:
         if os.waitstatus_to_exitcode(status):
             err.seek(0)
             last = err.read().decode(errors="replace").strip().splitlines()[-1:]
-            raise SystemExit(f"{' '.join(argv)} failed: {last}")
+            why = last[0].removeprefix("Error: ") if last else f"exit status {os.waitstatus_to_exitcode(status)}"
+            raise SystemExit(f"Error: {' '.join(argv[2:])} failed: {why}")
     return wall, usage.ru_maxrss * 1024
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--coders", default="gru,transformer", help="comma-separated coder specs")
-    ap.add_argument("--sizes", default="20000,262144,1000000", help="input sizes in bytes")
+    ap.add_argument("--sizes", default="20000,262144,1000000", help="input sizes (bytes, or 20KB, 1MB, ...)")
     ap.add_argument("--corpus", default="enwik8")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=".compbench/bench/one_shot.json")
@@ -54,6 +55,7 @@ def main() -> None:
     from compbench import corpus, environment
     from compbench.errors import CompbenchError
     from compbench.spec import split_specs
+    from compbench.units import parse_size
 
     try:
         data = corpus.load_corpus(args.corpus, "test").joined()
@@ -61,9 +63,9 @@ def main() -> None:
     except CompbenchError:
         data = corpus.load_corpus("pystdlib", "test").joined()
         source = "pystdlib test (no data folder)"
-    sizes = [int(s) for s in args.sizes.split(",")]
-    if max(sizes) > len(data):
-        raise SystemExit(f"Error: {source} has {len(data):,} bytes, fewer than --sizes asks for")
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    if min(sizes) < 1 or max(sizes) > len(data) or args.repeat < 1:
+        raise CompbenchError(f"--sizes must lie in 1 .. {len(data):,} bytes ({source}) and --repeat be at least 1")
     cli = [sys.executable, "-m", "compbench"]
     floor = statistics.median(run([sys.executable, "-c", "import torch, numba"])[0] for _ in range(args.repeat))
     print(f"python -c 'import torch, numba': {floor:.2f} s (median of {args.repeat})")
@@ -84,7 +86,7 @@ def main() -> None:
                             times[name].append(wall)
                             peaks[name] = max(peaks[name], peak)
                     if back.read_bytes() != raw.read_bytes():
-                        raise SystemExit(f"{spec}: the decoded bytes differ from the input ({size:,} bytes)")
+                        raise SystemExit(f"Error: {spec}: the decoded bytes differ from the input ({size:,} bytes)")
                 row = {"coder": spec, "bytes": size, "payload_bytes": packed.stat().st_size}
                 for name in ("encode", "decode"):
                     med = statistics.median(times[name])
