@@ -529,16 +529,23 @@ def _zeros(n: int, dtype) -> np.ndarray:
     return np.frombuffer(mem, dt, count=n)
 
 
-def _interleaved(n: int, p0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _interleaved(n: int, p0: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Four views of one [n, 4]-byte array: uint16 probabilities (= ``p0``), uint8 counts, uint8
     check bytes, each entry's three in the same 4 bytes, and the entries as little-endian uint32
     words (probability in bits 0-15, count 16-23, check 24-31). The array starts on a 64-byte
     boundary, so each 16-slot bucket of a hashed table (:func:`_slots`) is one cache line. (Where it
-    starts changes only the speed, never a value.)"""
+    starts changes only the speed, never a value.) With ``threads`` > 1 two threads fill it: the
+    first touch of its pages (0.2 s for the 671 MB of a 1 MB input's tables) takes half as long."""
     spare = _zeros(n + 16, "<u4")
     skip = (-spare.ctypes.data % 64) // 4
     words = spare[skip : skip + n]
-    words[:] = p0
+    if threads > 1 and n >= 1 << 20:
+        with ThreadPoolExecutor(1) as pool:
+            other = pool.submit(words[n // 2 :].fill, p0)  # numpy lets go of the GIL while it fills
+            words[: n // 2] = p0
+            other.result()
+    else:
+        words[:] = p0
     raw = words.view(np.uint8).reshape(n, 4)
     return raw.view("<u2")[:, 0], raw[:, 2], raw[:, 3], words
 
@@ -566,7 +573,7 @@ class ContextMixer:
         # A slot's probability (16 bits), count and check byte (the context that owns it) share 4
         # bytes, so reading a slot costs one cache miss, not three: the tables are far larger than
         # the caches, and these misses were most of the mixer's time.
-        self.slot_words = _interleaved(sum(sizes), 32768)[3]
+        self.slot_words = _interleaved(sum(sizes), 32768, threads)[3]
         self.hist = np.zeros(streams, dtype=np.uint64)  # the last 8 bytes of each stream
         self.words = np.zeros((streams, 3), dtype=np.uint64)  # hashes of the current word and the two before
         self.mtable = _zeros(1 << self.mbits, np.int64)  # buf position of the byte after a key, + 1
