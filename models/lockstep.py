@@ -375,7 +375,8 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
     blocks = decoder is None and not stepwise and getattr(engine, "encode_in_blocks", False)
     overlap = (not blocks and len(groups) > 1 and getattr(engine, "mixer_overlap", False)
                and torch.get_num_threads() > 1)
-    # A primed context is learned on two threads where torch may use two (the same tables either way).
+    # The mixer fills its tables and learns a primed context on two threads where torch may use two
+    # (the same tables either way).
     mixer = ContextMixer(streams, seg, n, context, len(groups), threads=min(2, torch.get_num_threads()))
     log2 = np.log2(np.arange(4097, dtype=np.float64) / 4096.0, where=np.arange(4097) > 0, out=np.zeros(4097))
     bits = 0.0

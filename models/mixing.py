@@ -529,6 +529,15 @@ def _zeros(n: int, dtype) -> np.ndarray:
     return np.frombuffer(mem, dt, count=n)
 
 
+def _at_once(here, there) -> None:
+    """``here()`` on this thread while ``there()`` runs on another; returns when both are done. (Each
+    must let go of the GIL to overlap, as numba's ``nogil`` functions and numpy's fills do.)"""
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(there)
+        here()
+        other.result()
+
+
 def _interleaved(n: int, p0: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Four views of one [n, 4]-byte array: uint16 probabilities (= ``p0``), uint8 counts, uint8
     check bytes, each entry's three in the same 4 bytes, and the entries as little-endian uint32
@@ -540,10 +549,7 @@ def _interleaved(n: int, p0: int, threads: int = 1) -> tuple[np.ndarray, np.ndar
     skip = (-spare.ctypes.data % 64) // 4
     words = spare[skip : skip + n]
     if threads > 1 and n >= 1 << 20:
-        with ThreadPoolExecutor(1) as pool:
-            other = pool.submit(words[n // 2 :].fill, p0)  # numpy lets go of the GIL while it fills
-            words[: n // 2] = p0
-            other.result()
+        _at_once(lambda: words[: n // 2].fill(p0), lambda: words[n // 2 :].fill(p0))
     else:
         words[:] = p0
     raw = words.view(np.uint8).reshape(n, 4)
@@ -621,10 +627,7 @@ class ContextMixer:
             # its own context models' tables, so the tables are the same either way.
             tables = (ctx, 1024, self.slot_words, self.off, self.mask, self.bits)
             if threads > 1:
-                with ThreadPoolExecutor(1) as pool:
-                    other = pool.submit(_prime, *tables, PRIME_SPLIT, N_CTX)
-                    _prime(*tables, 0, PRIME_SPLIT)
-                    other.result()
+                _at_once(lambda: _prime(*tables, 0, PRIME_SPLIT), lambda: _prime(*tables, PRIME_SPLIT, N_CTX))
             else:
                 _prime(*tables, 0, N_CTX)
 
