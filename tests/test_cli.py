@@ -380,6 +380,25 @@ def test_a_benchmark_without_its_data_stops_with_a_one_line_error(script, tmp_pa
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--sizes", "2QB"], "cannot read size '2QB'"),
+    (["--sizes", "0"], "--sizes must lie in 1 .."),
+    (["--coders", "gru:bogus=1", "--sizes", "2KB", "--repeat", "1"], "failed: gru: unknown option(s) bogus"),
+])
+def test_one_shot_stops_on_a_bad_size_or_a_failing_command_with_a_one_line_error(args, says, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COMPBENCH_DATA": str(tmp_path)}  # no data folder: the built-in corpus
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "one_shot.py"), *args, "--out", str(tmp_path / "o.json")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    err = proc.stderr.strip()
+    assert proc.returncode == 1 and "Traceback" not in err, err[-2000:]
+    assert len(err.splitlines()) == 1 and err.startswith("Error: ") and says in err, err
+    assert not (tmp_path / "o.json").exists()
+
+
 def test_every_benchmark_script_runs_its_main_through_the_one_line_error_wrapper():
     scripts = sorted(p for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
     assert len(scripts) >= 12
