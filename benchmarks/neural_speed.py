@@ -10,7 +10,7 @@ oneDNN runs on AMX where present) and the bf16 peak, and reports what share of t
 coder's own int8 multiply-accumulates reach; also the float32 GEMM peak, and the share of the peak of
 the matrix path each engine takes on this machine (``intops.matrix_path``: int8; where int8 has no
 fast exact kernel, the int16-pair kernel of ``models/gemm16.py`` on AVX2, else float32; the
-transformer takes the int16 kernel on VNNI machines too; each path's peak is measured the same
+transformer takes the int16 kernel where an int8 GEMM runs too; each path's peak is measured the same
 way). For a transformer, whose decoder step reads every stream's key/value window once per byte, it
 also reports those bytes, the memory read bandwidth measured in the same run, and the KB/s that
 bandwidth allows (the memory roof). Results go to .compbench/bench/neural_speed.json.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import math
 
 import numpy as np
@@ -413,20 +412,14 @@ def _run_int16(tokens, emb, emb_scale, eps, x, q, qm, step, step2, qkv, accd, ac
     _scale_rows(head, step, s_head, False, logits)
 
 
-@functools.lru_cache(maxsize=None)
-def _int8_is_vnni() -> bool:
-    """Is this machine's int8 GEMM VNNI, not AMX (where the int16 kernel has not been timed)?"""
-    return intops.matrix_path() == "int8" and "amx_int8" not in intops._cpu_flags()
-
-
 class _Int16First(intops.Int8Matrix):
-    """An :class:`intops.Int8Matrix` that takes the int16 kernel (:mod:`.gemm16`) where the machine's
-    int8 GEMM is VNNI too: see :class:`IntTransformer`. The same integers on every path."""
+    """An :class:`intops.Int8Matrix` that takes the int16 kernel (:mod:`.gemm16`) where the machine
+    has an int8 GEMM too (VNNI or AMX): see :class:`IntTransformer`. The same integers on every path."""
 
     def path(self) -> str:
         p = super().path()
         if p == "int8" and self.shape[0] % 2 == 0 and self.shape[0] <= gemm16.MAX_K \
-                and intops._gemm16_available() and _int8_is_vnni():
+                and intops._gemm16_available():
             return "int16"
         return p
 
@@ -460,10 +453,12 @@ class IntTransformer:
         self.emb = t["emb"]
         self.emb_scale = f64("emb_scale")
         # The final RMSNorm has no gain, so the head is a normed linear like any other.
-        # The int16 kernel even where an int8 GEMM runs (VNNI; not AMX, untimed): the decoder's step
-        # is many small products, and with every matrix there a run of streams is one compiled call
-        # (_run_int16). Decoding 65,536 bytes of enwik8 on a 2-core EPYC with AVX-512 VNNI, alternating
-        # in one process: 14.0 against 10.1 KB/s with torch._int_mm; 262,144 bytes, 16.5 against 16.7.
+        # The int16 kernel even where an int8 GEMM runs (VNNI or AMX): the decoder's step is many
+        # small products, and with every matrix there a run of streams is one compiled call
+        # (_run_int16). Decoding enwik8, alternating in one process (medians of 3): on a 2-core EPYC
+        # with AVX-512 VNNI, 14.0 against 10.1 KB/s with torch._int_mm on 65,536 bytes; on 2 pinned
+        # cores of a Xeon with AMX (the GPU machine's host, torch 2.11), 18.2 against 14.1 KB/s on
+        # 262,144 bytes.
         mat = _Int16First
         self.head_w = (mat(t["head"].T), f64("head_scale"))
         self.blocks = [

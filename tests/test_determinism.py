@@ -39,7 +39,7 @@ MACHINES = {
     # runs its recurrent sums and output weights while this thread runs the gates and mixes.
     "2-threads-int16-gemm": {"OMP_NUM_THREADS": "2", "COMPBENCH_NO_INT_MM": "1"},
     # Two threads and the int8 GEMM for every engine where the CPU has one: the transformer otherwise
-    # takes the int16 kernel on a VNNI machine (transformer._Int16First), so only this tests its
+    # takes the int16 kernel wherever the int8 GEMM runs (transformer._Int16First), so only this tests its
     # torch._int_mm path there.
     "2-threads-int8-gemm": {"OMP_NUM_THREADS": "2", "COMPBENCH_NO_GEMM16": "1"},
     # Two threads and the float32 GEMM path: the GRU's helper thread runs only its recurrent sums.

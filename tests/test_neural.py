@@ -105,6 +105,26 @@ def test_the_engines_pick_the_int16_kernel_where_it_is_fast_and_keep_even_k_for_
         intops._gemm16_available.cache_clear()
 
 
+@pytest.mark.parametrize("flags", [{"avx2", "avx512_vnni"}, {"avx2", "avx512_vnni", "amx_int8", "amx_tile"}],
+                         ids=["vnni", "amx"])
+def test_the_transformer_takes_the_int16_kernel_wherever_the_int8_gemm_runs_amx_included(monkeypatch, flags):
+    """Its decoder step ran faster on the int16 kernel than on torch._int_mm on a VNNI EPYC and on an
+    AMX Xeon (models/transformer.py), so the int8 path never wins there; the GRU's matrices keep it."""
+    monkeypatch.setattr(intops, "_int_mm_available", lambda: True)
+    monkeypatch.setattr(intops, "_cpu_flags", lambda: flags)
+    monkeypatch.delenv("COMPBENCH_NO_GEMM16", raising=False)
+    intops._gemm16_available.cache_clear()
+    try:
+        if not intops._gemm16_available():
+            pytest.skip("no int16 kernel on this machine (not x86-64 with AVX2)")
+        w = torch.zeros(128, 384, dtype=torch.int8)
+        assert transformer._Int16First(w).path() == "int16"
+        assert intops.Int8Matrix(w).path() == "int8"
+        assert transformer._Int16First(torch.zeros(127, 3, dtype=torch.int8)).path() == "int8"  # odd K
+    finally:
+        intops._gemm16_available.cache_clear()
+
+
 def test_tables_are_correctly_rounded_functions():
     xs = torch.arange(2 * intops.LIM * intops.RES + 1, dtype=torch.float64) / intops.RES - intops.LIM
     # float32 tables built from 40-digit decimals: within half a float32 ulp of the true values
