@@ -35,10 +35,11 @@ def run(argv: list[str]) -> tuple[float, int]:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
-        if os.waitstatus_to_exitcode(status):
+        code = os.waitstatus_to_exitcode(status)
+        if code:
             err.seek(0)
             last = err.read().decode(errors="replace").strip().splitlines()[-1:]
-            why = last[0].removeprefix("Error: ") if last else f"exit status {os.waitstatus_to_exitcode(status)}"
+            why = last[0].removeprefix("Error: ") if last else f"exit status {code}"
             raise SystemExit(f"Error: {' '.join(argv[2:])} failed: {why}")
     return wall, usage.ru_maxrss * 1024
 
