@@ -5,9 +5,12 @@
 
 For each coder it encodes the first ``--bytes`` of the corpus's test split, decodes in the same
 process from the artifact alone, checks the bytes, and reports median KB/s over ``--repeat`` runs.
-In the same run it measures the int8 GEMM peak (``torch._int_mm`` on a large square product, which
-oneDNN runs on AMX where present) and the bf16 peak, and reports what share of the int8 peak the
-coder's own int8 multiply-accumulates reach; also the float32 GEMM peak, and the share of the peak of
+In the same run it measures the int8 GEMM peak and the bf16 peak, and reports what share of the int8
+peak the coder's own int8 multiply-accumulates reach. The int8 peak is the faster of two oneDNN
+routes on a large square product: ``torch._int_mm`` (the engines' int8 GEMM; oneDNN's BLAS-style gemm
+API) and oneDNN's int8 matmul primitive (brgemm, which takes AMX tiles where present); both are
+reported, with the oneDNN kernel behind each (``peak.onednn_kernels``). It also measures the float32
+GEMM peak, and reports the share of the peak of
 the matrix path each engine takes on this machine (``intops.matrix_path``: int8; where int8 has no
 fast exact kernel, the int16-pair kernel of ``models/gemm16.py`` on AVX2, else float32; the
 transformer takes the int16 kernel where an int8 GEMM runs too; each path's peak is measured the same
@@ -111,14 +114,19 @@ def main() -> None:
 
     data = corpus.load_corpus(args.corpus, "test").joined()[: args.bytes]
     from compbench.models import intops
-    from compbench.models.peak import gemm_peak, read_bandwidth
+    from compbench.models.peak import gemm_peak, has_int8_matmul, onednn_kernels, read_bandwidth
 
-    int8_peak, bf16_peak, fp32_peak = gemm_peak("int8"), gemm_peak("bf16"), gemm_peak("fp32")
+    kernels = onednn_kernels()
+    int_mm_peak, bf16_peak, fp32_peak = gemm_peak("int8"), gemm_peak("bf16"), gemm_peak("fp32")
+    # The machine's int8 peak is its faster int8 route: on an AMX Xeon the matmul primitive may use
+    # the tiles where torch._int_mm does not, and the share of peak must not flatter the engine.
+    matmul_peak = gemm_peak("int8-matmul") if has_int8_matmul() else None
+    int8_peak = max(int_mm_peak, matmul_peak or 0.0)
     bandwidth = read_bandwidth(torch.get_num_threads())
     # The engine's exact matrix path on this machine: int8 GEMMs where the CPU has VNNI/AMX, else the
     # int16-pair kernel on AVX2, else float32 GEMMs of small integers (see intops). Its peak is the
     # fair denominator here.
-    peaks = {"int8": int8_peak, "fp32": fp32_peak}
+    peaks = {"int8": int_mm_peak, "fp32": fp32_peak}
 
     def path_of(engine=None) -> tuple[str, float]:
         """The matrix path (and its peak, measured once) of ``engine``, or of this machine: an engine
@@ -133,7 +141,9 @@ def main() -> None:
     emulated = os.environ.get("COMPBENCH_EMULATED") == "avx2"
     print(f"{len(data):,} bytes of {args.corpus} test; {torch.get_num_threads()} threads; "
           f"{'emulating an AVX2-only machine; ' if emulated else ''}"
-          f"peak int8 {int8_peak / 1e12:.2f} TOPS, bf16 {bf16_peak / 1e12:.2f} TFLOPS, fp32 {fp32_peak / 1e12:.2f} "
+          f"peak int8 {int8_peak / 1e12:.2f} TOPS (torch._int_mm {int_mm_peak / 1e12:.2f}"
+          + (f", oneDNN matmul {matmul_peak / 1e12:.2f}" if matmul_peak else "") + "), "
+          f"bf16 {bf16_peak / 1e12:.2f} TFLOPS, fp32 {fp32_peak / 1e12:.2f} "
           f"TFLOPS, memory read {bandwidth / 1e9:.1f} GB/s; the engine's matrix path here: {path}"
           + (f" ({path_peak / 1e12:.2f} TOPS)" if path == "int16" else ""), file=sys.stderr)
     rows = []
@@ -172,7 +182,8 @@ def main() -> None:
         print(json.dumps(row), file=sys.stderr)
     result = {"corpus": args.corpus, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
               "emulated": "avx2" if emulated else None,
-              "int8_peak_ops": int8_peak, "bf16_peak_flops": bf16_peak, "fp32_peak_flops": fp32_peak,
+              "int8_peak_ops": int8_peak, "int8_int_mm_peak_ops": int_mm_peak, "int8_matmul_peak_ops": matmul_peak,
+              "onednn_kernels": kernels, "bf16_peak_flops": bf16_peak, "fp32_peak_flops": fp32_peak,
               "read_bandwidth_bytes_per_s": bandwidth, "matrix_path": path, "matrix_path_peak_ops": path_peak,
               "repeat": args.repeat, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -190,9 +201,11 @@ def main() -> None:
                   f"*_path_peak_fraction columns are against that kernel's peak ({r['matrix_path_peak_ops'] / 1e12:.2f} TOPS).")
     if path != "int8":
         why = ("COMPBENCH_NO_INT_MM is set (emulating a machine without one), although torch's int8 GEMM measured "
-               f"{int8_peak / 1e12:.3f} TOPS here" if os.environ.get("COMPBENCH_NO_INT_MM") else
-               f"this CPU has no fast exact int8 GEMM (its int8 peak measured {int8_peak / 1e12:.3f} TOPS, a "
-               "reference kernel), so the *_peak_fraction columns (against it) can exceed 1")
+               f"{int_mm_peak / 1e12:.3f} TOPS here" if os.environ.get("COMPBENCH_NO_INT_MM") else
+               f"this CPU has no fast exact int8 GEMM (torch._int_mm measured {int_mm_peak / 1e12:.3f} TOPS, a "
+               "reference kernel)")
+        why += (f"; the *_peak_fraction columns are against the int8 peak ({int8_peak / 1e12:.3f} TOPS), which "
+                "this path does not use, and can exceed 1")
         kernel = "int16-pair GEMMs (models/gemm16.py)" if path == "int16" else "float32 GEMMs"
         print(f"\nThe engine runs exact {kernel} here: {why}. The *_path_peak_fraction columns are against "
               f"that kernel's peak ({path_peak / 1e12:.2f} TOPS).")

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -26,6 +29,16 @@ def _gemm(dtype: str, n: int, device: str):
         a = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g).to(device)
         b = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g).to(device)
         return lambda: torch._int_mm(a, b)
+    if dtype == "int8-matmul":
+        # oneDNN's matmul primitive (brgemm), which takes AMX tiles where the CPU has them, through
+        # the op that runs PyTorch's x86 int8 linear layers. torch._int_mm goes through oneDNN's
+        # BLAS-style gemm API instead, which need not (see onednn_kernels). u8 activations with a
+        # zero point of 128: the primitive's s8 x s8 case runs a reference kernel.
+        a = torch.randint(0, 256, (n, n), dtype=torch.uint8, generator=g)
+        w = torch.ops.onednn.qlinear_prepack(torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g), [n, n])
+        ones, zeros = torch.ones(n), torch.zeros(n, dtype=torch.int64)
+        return lambda: torch.ops.onednn.qlinear_pointwise(a, 1.0, 128, w, ones, zeros, None, 1.0, 0, torch.float32,
+                                                          "none", [], "")
     if dtype == "int16":  # the int16-pair kernel the engines use on AVX2 CPUs (models.gemm16)
         from concurrent.futures import ThreadPoolExecutor
 
@@ -56,11 +69,64 @@ def _timed(fn, device: str, reps: int = 1) -> float:
     return (time.perf_counter() - t) / reps
 
 
+def has_int8_matmul() -> bool:
+    """Whether this torch build has oneDNN's int8 linear op (x86 builds do)."""
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def onednn_kernels(timeout: float = 120.0) -> dict[str, str]:
+    """Which oneDNN kernels this machine runs, as ``ONEDNN_VERBOSE`` names them: the ISA oneDNN
+    detected, and the implementation behind ``torch._int_mm``, the int8 matmul primitive and a bf16
+    product (for example ``brg_matmul:avx512_core_amx`` where AMX tiles do the work). oneDNN prints
+    these only at start-up, to stdout, so a child process runs one small product of each; returns
+    what it could read (an empty dict if the child failed)."""
+    code = (
+        "import torch\n"
+        "a = torch.randint(-127, 128, (64, 64), dtype=torch.int8)\n"
+        "torch._int_mm(a, a)\n"
+        "print('COMPBENCH int8-matmul', flush=True)\n"
+        "w = torch.ops.onednn.qlinear_prepack(a, [64, 64])\n"
+        "torch.ops.onednn.qlinear_pointwise(a.to(torch.int16).add(128).to(torch.uint8), 1.0, 128, w, torch.ones(64),"
+        " torch.zeros(64, dtype=torch.int64), None, 1.0, 0, torch.float32, 'none', [], '')\n"
+        "print('COMPBENCH bf16', flush=True)\n"
+        "b = torch.randn(64, 64).bfloat16(); b @ b\n"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                             env={**os.environ, "ONEDNN_VERBOSE": "1"}).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return parse_onednn_verbose(out)
+
+
+def parse_onednn_verbose(out: str) -> dict[str, str]:
+    """The ISA and, per product, the first non-reorder kernel in :func:`onednn_kernels`' child's output
+    (its ``COMPBENCH <name>`` lines mark where each product starts; the first is ``int8``)."""
+    found: dict[str, str] = {}
+    what = "int8"
+    for line in out.splitlines():
+        f = line.split(",")
+        if line.startswith("COMPBENCH "):
+            what = line.split()[1]
+        elif ",isa:" in line:  # the rest of the line: the ISA's name may hold commas
+            found["isa"] = line.split(",isa:", 1)[1]
+        elif "exec" in f and "cpu" in f and what not in found:
+            i = f.index("cpu")
+            kind, impl = f[i + 1], f[i + 2] if len(f) > i + 2 else ""
+            if kind != "reorder":
+                found[what] = f"{kind}:{impl}" if impl else kind
+    return found
+
+
 @functools.lru_cache(maxsize=None)
 def gemm_peak(dtype: str, device: str = "cpu", n: int | None = None, repeat: int = 5) -> float:
-    """Operations per second (2 per multiply-accumulate) of an n x n x n GEMM in ``dtype`` ("int8",
-    "int16" (:mod:`.gemm16`), "bf16" or "fp32"), median of ``repeat`` samples, on torch's thread
-    count; measured once per process and device.
+    """Operations per second (2 per multiply-accumulate) of an n x n x n GEMM in ``dtype`` ("int8":
+    ``torch._int_mm``; "int8-matmul": oneDNN's int8 matmul primitive; "int16" (:mod:`.gemm16`),
+    "bf16" or "fp32"), median of ``repeat`` samples, on torch's thread count; measured once per
+    process and device.
 
     n is 2048 on a CPU and 8192 on a GPU, where a 2048-cube product takes about 20 microseconds and
     times the launch, not the matrix units (an H100 read 67 TFLOP/s instead of about 800). Each

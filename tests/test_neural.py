@@ -795,6 +795,29 @@ def test_a_peak_sample_spans_many_short_products_and_reports_time_per_product():
     assert 1e8 < ops < 1e15  # a real fp32 rate: above 0.1 GFLOP/s, below any CPU's peak
 
 
+def test_the_int8_kernel_report_names_each_products_own_onednn_kernel():
+    """The speed benchmark records which oneDNN kernel ran each product (torch._int_mm's gemm API,
+    the int8 matmul primitive, bf16), so an AMX machine's figures say whether the tiles did the work.
+    Reorders (weight packing) are not the product; each product's first kernel is its own."""
+    from compbench.models import peak
+
+    out = "\n".join([
+        "onednn_verbose,v1,info,cpu,isa:Intel AVX-512 with float16, Intel DL Boost and bfloat16 support and Intel AMX with bfloat16 and 8-bit integer support",
+        "onednn_verbose,v1,primitive,exec,cpu,gemm_api,,undef,src_s8::blocked:ab:f0 wei_s8::blocked:ab:f0 dst_s32::blocked:ab:f0,,,64x64:64x64,0.1",
+        "COMPBENCH int8-matmul",
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,simple:any,undef,src:s8::blocked:ba::f0 dst:s8::blocked:BA16a64b4a::f8:zpm2,,,64x64,0.2",
+        "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_amx,undef,src:u8:a:blocked:ab::f0 wei:s8,,,64x64:64x64,0.3",
+        "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_amx,undef,src:u8:a:blocked:ab::f0 wei:s8,,,64x64:64x64,0.3",
+        "COMPBENCH bf16",
+        "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_amx_fp16,undef,src:bf16,,,64x64:64x64,0.1",
+    ])
+    assert peak.parse_onednn_verbose(out) == {
+        "isa": "Intel AVX-512 with float16, Intel DL Boost and bfloat16 support and Intel AMX with bfloat16 and 8-bit integer support",
+        "int8": "gemm_api", "int8-matmul": "matmul:brg_matmul:avx512_core_amx",
+        "bf16": "matmul:brg_matmul:avx512_core_amx_fp16"}
+    assert peak.parse_onednn_verbose("") == {}
+
+
 def test_the_memory_roof_counts_the_bytes_the_transformer_cache_reads_per_byte():
     """The speed benchmark's memory roof divides a measured read bandwidth by the key/value bytes a
     decoder step reads per stream; the count must be what the engine's cache actually holds."""
