@@ -120,7 +120,12 @@ def main() -> None:
     int_mm_peak, bf16_peak, fp32_peak = gemm_peak("int8"), gemm_peak("bf16"), gemm_peak("fp32")
     # The machine's int8 peak is its faster int8 route: on an AMX Xeon the matmul primitive may use
     # the tiles where torch._int_mm does not, and the share of peak must not flatter the engine.
-    matmul_peak = gemm_peak("int8-matmul") if has_int8_matmul() else None
+    matmul_peak = None
+    if has_int8_matmul():
+        try:
+            matmul_peak = gemm_peak("int8-matmul")
+        except RuntimeError as e:  # a oneDNN build without this kernel: report torch._int_mm alone
+            print(f"oneDNN's int8 matmul primitive did not run here: {str(e).splitlines()[0]}", file=sys.stderr)
     int8_peak = max(int_mm_peak, matmul_peak or 0.0)
     bandwidth = read_bandwidth(torch.get_num_threads())
     # The engine's exact matrix path on this machine: int8 GEMMs where the CPU has VNNI/AMX, else the
