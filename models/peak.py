@@ -30,6 +30,8 @@ def _gemm(dtype: str, n: int, device: str):
         b = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g).to(device)
         return lambda: torch._int_mm(a, b)
     if dtype == "int8-matmul":
+        if device != "cpu":
+            raise ValueError("the int8 matmul primitive's peak is a CPU measurement")
         # oneDNN's matmul primitive (brgemm), which takes AMX tiles where the CPU has them, through
         # the op that runs PyTorch's x86 int8 linear layers. torch._int_mm goes through oneDNN's
         # BLAS-style gemm API instead, which need not (see onednn_kernels). u8 activations with a

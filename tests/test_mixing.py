@@ -44,6 +44,45 @@ def test_reciprocal_division_is_exact_floor_division():
         assert mixing._udiv(int(a), int(y)) == a // y
 
 
+def test_signed_floor_division_is_python_floor_division():
+    """The mixer's mean steps divide signed sums: ``_floor_div`` must round toward minus infinity,
+    as ``//`` does, on both sides of zero and on both paths of the reciprocal division."""
+    rng = np.random.default_rng(1)
+    cases = [(a, d) for d in (1, 2, 3, 7, 128, 255, 1023, 1024, 5000) for a in
+             (0, 1, -1, d - 1, -d + 1, d, -d, d + 1, -d - 1, (1 << 26) - 1, -(1 << 26) + 1, 1 << 26, -(1 << 26), -(1 << 40))]
+    cases += list(zip(rng.integers(-(1 << 30), 1 << 30, 3000).tolist(), rng.integers(1, 3000, 3000).tolist()))
+    for a, d in cases:
+        assert mixing._floor_div(a, d) == a // d, (a, d)
+
+
+def test_mean_steps_move_each_weight_row_by_the_floored_mean_of_its_streams_steps():
+    """``_learn`` sums each weight row's steps as it makes them; ``_apply_means`` then moves each row
+    touched by the floored mean of its steps (a row one stream used moves by that stream's step).
+    Checked against a plain per-row mean, with signed steps (so truncation toward zero would fail);
+    the scratch must be left zero for the next bit. (The golden digests check the summing in
+    ``_learn`` itself.)"""
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        rows, n_in = int(rng.integers(1, 40)), int(rng.integers(1, 16))
+        w = rng.integers(-(1 << 20), 1 << 20, (rows, n_in))
+        used = rng.integers(0, rows, int(rng.integers(1, 200)))
+        steps = rng.integers(-(1 << 18), 1 << 18, (len(used), n_in))
+        want = w.copy()
+        for r in set(used.tolist()):
+            mine = steps[used == r]
+            want[r] += mine.sum(axis=0) // len(mine)
+        tot, hits = np.zeros_like(w), np.zeros(rows, np.int64)
+        touched, nt = np.zeros(len(used), np.int64), 0
+        for r, step in zip(used.tolist(), steps):
+            if hits[r] == 0:
+                touched[nt], nt = r, nt + 1
+            hits[r] += 1
+            tot[r] += step
+        mixing._apply_means(w, tot, hits, touched, nt)
+        assert np.array_equal(w, want)
+        assert not tot.any() and not hits.any()
+
+
 def _reference(p, n, chk, idx, ck, bit, limit, checked=True):
     """The table rule in plain Python, one entry at a time in the order given: what the compiled
     updates (``_update``, ``_update_checked``) must equal."""
