@@ -89,7 +89,7 @@ def main() -> int:
                 continue
             recs = json.loads(res.stdout)
             n = sum(r["n_bytes"] for r in recs)
-            payload = sum(r["payload_bytes"] + r["container_bytes"] for r in recs)
+            payload = sum(r["payload_bytes"] for r in recs)  # the whole payload: its container included
             row = {
                 "track": track, "row": label, "spec": spec, "n_bytes": n,
                 "bpb": round(8 * payload / n, 4),
