@@ -6,10 +6,10 @@ It encodes the first ``--bytes`` of the corpus's test split, decodes once to war
 again with timers wrapped around the engine's parts (the wrappers add a few microseconds a call, so
 the decode is a little slower than ``neural_speed.py``'s):
 
-- the coding thread's time in ``ContextMixer.step`` (mixing and range decoding), and in the range
-  decoder's calls alone;
+- the coding thread's time in ``ContextMixer.step`` (mixing and range decoding), as wall time and
+  as its CPU time, and in the range decoder's calls alone;
 - its time waiting for the helper thread's results;
-- the helper thread's time in its tasks;
+- the helper thread's time in its tasks, wall and CPU;
 - each thread's time in the engine's matrix products (``intops.matmul_into``) and, for the GRU,
   the time in its gates (``IntGRU.cells``, on whichever thread runs them: the coding thread on the
   float32 path, the helper where the int8 GEMM runs), as wall time and as the thread's CPU time
@@ -76,13 +76,13 @@ def main() -> None:
 
     stats: dict = defaultdict(float)
     main_thread = threading.main_thread()
-    lockstep._in_inference = _timed(stats, "helper_tasks", lockstep._in_inference)
+    lockstep._in_inference = _timed(stats, "helper_tasks", lockstep._in_inference, cpu=True)
     step = mixing.ContextMixer.step
 
     def timed_step(self, t, weights, k, code, lo=0):
         return step(self, t, weights, k, _timed(stats, "range_decoder", code), lo)
 
-    mixing.ContextMixer.step = _timed(stats, "mixing_and_decoding", timed_step)
+    mixing.ContextMixer.step = _timed(stats, "mixing_and_decoding", timed_step, cpu=True)
     result, waited = cf.Future.result, _timed(stats, "coding_thread_waits", cf.Future.result)
 
     def timed_result(self, timeout=None):  # only the coding thread's waits: the helper's are its idle time
