@@ -334,6 +334,7 @@ def test_the_pipeline_timers_see_every_part_of_a_two_group_decode(tiny_models, t
     assert 0 < row["range_decoder"] < row["mixing_and_decoding"] < row["decode_s"]
     assert row["gru_gates"] > 0 and row["helper_tasks"] > 0
     assert row.get("helper_matmuls", 0) + row.get("coding_thread_matmuls", 0) > 0
+    assert 0 < row["mixing_and_decoding_cpu"] and 0 < row["helper_tasks_cpu"]  # each thread's own CPU time
 
 
 KERNELS = {"gru_cell": _compiled_gru_cell, "gru_cell_f32": _compiled_gru_cell_float_output,
