@@ -83,19 +83,13 @@ def onednn_kernels(timeout: float = 120.0) -> dict[str, str]:
     """Which oneDNN kernels this machine runs, as ``ONEDNN_VERBOSE`` names them: the ISA oneDNN
     detected, and the implementation behind ``torch._int_mm``, the int8 matmul primitive and a bf16
     product (for example ``brg_matmul:avx512_core_amx`` where AMX tiles do the work). oneDNN prints
-    these only at start-up, to stdout, so a child process runs one small product of each; returns
-    what it could read (an empty dict if the child failed)."""
-    code = (
-        "import torch\n"
-        "a = torch.randint(-127, 128, (64, 64), dtype=torch.int8)\n"
-        "torch._int_mm(a, a)\n"
-        "print('COMPBENCH int8-matmul', flush=True)\n"
-        "w = torch.ops.onednn.qlinear_prepack(a, [64, 64])\n"
-        "torch.ops.onednn.qlinear_pointwise(a.to(torch.int16).add(128).to(torch.uint8), 1.0, 128, w, torch.ones(64),"
-        " torch.zeros(64, dtype=torch.int64), None, 1.0, 0, torch.float32, 'none', [], '')\n"
-        "print('COMPBENCH bf16', flush=True)\n"
-        "b = torch.randn(64, 64).bfloat16(); b @ b\n"
-    )
+    these only at start-up, to stdout, so a child process runs one small product of each, built as
+    the peaks build them; returns what it could read (an empty dict if the child failed)."""
+    # The very products the peaks time (:func:`_gemm`), small; a marker line before each.
+    code = ("from compbench.models import peak\n"
+            "for i, dtype in enumerate(('int8', 'int8-matmul', 'bf16')):\n"
+            "    if i: print('COMPBENCH', dtype, flush=True)\n"
+            "    peak._gemm(dtype, 64, 'cpu')()\n")
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
                              env={**os.environ, "ONEDNN_VERBOSE": "1"}).stdout
