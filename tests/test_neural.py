@@ -819,6 +819,15 @@ def test_the_int8_kernel_report_names_each_products_own_onednn_kernel():
     assert peak.parse_onednn_verbose("") == {}
 
 
+def test_the_int8_matmul_primitive_peak_is_refused_off_the_cpu():
+    """oneDNN's int8 matmul primitive runs on the CPU only: asked for another device, the peak must
+    say so rather than time a CPU product and report it as that device's."""
+    from compbench.models import peak
+
+    with pytest.raises(ValueError, match="CPU"):
+        peak.gemm_peak("int8-matmul", "cuda")
+
+
 def test_the_memory_roof_counts_the_bytes_the_transformer_cache_reads_per_byte():
     """The speed benchmark's memory roof divides a measured read bandwidth by the key/value bytes a
     decoder step reads per stream; the count must be what the engine's cache actually holds."""
