@@ -383,11 +383,11 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
     # Decoding wants only the bytes (decode() drops the model bits): it skips the log2 sums, 8 per step.
     count_bits = digest is not None
 
-    def decode_bits(p: np.ndarray, j: int) -> np.ndarray:
+    def decode_bits(p: np.ndarray, pf: np.ndarray, j: int) -> np.ndarray:
         nonlocal bits
         if digest is not None:
             digest.update(p.astype("<i2").tobytes())
-        bit = decoder.decode(family, p / 4096.0).astype(np.int64)  # p / 4096 is exact: 12 bits over 2**12
+        bit = decoder.decode(family, pf)  # pf = p / 4096, exactly: 12 bits over 2**12
         if count_bits:
             bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
         return bit

@@ -41,6 +41,8 @@ from decimal import Decimal, localcontext
 
 import numpy as np
 from numba import njit
+from numba.core import types
+from numba.experimental import structref
 
 MINLEN = 7  # bytes of context a match must share before it predicts
 MAXLEN = 65535
@@ -451,17 +453,6 @@ def _learn(k, bit, model, sc):
 
 
 @njit(**_JIT)
-def _learn_predict(j, k, bit, model, sc, p12):
-    """:func:`_learn` from bit j, then :func:`_predict` of bit j + 1 (if there is one): one call
-    from Python where there were two. Each call's dispatch checks and unpacks about 30 arrays (about
-    3 us); with :func:`_learn`'s scratch made once, this took about 7% off the decoder's path
-    (:meth:`ContextMixer.step`), and the APM reads in :func:`_predict`'s gather pass as much again."""
-    _learn(k, bit, model, sc)
-    if j < 7:
-        _predict(j + 1, k, model, sc, p12)
-
-
-@njit(**_JIT)
 def _end_byte(t, k, byte, lay, streams):
     """Store the k coded bytes, extend histories and words, and move the match model: follow or drop
     current matches, look up new ones, then index this position. The k streams are rows r0 .. r0 +
@@ -509,6 +500,59 @@ def _end_byte(t, k, byte, lay, streams):
         nxt = L + (r0 + r) * S + t + 1
         if nxt < end:
             mtable[slot[r]] = nxt + 1
+
+
+# The decoder's path calls the mixer from Python 10 times a group step, between constriction's bit
+# decodes. A call's dispatch types every argument, and the tables and scratch are about 35 arrays:
+# 2.6 us a call on a Zen 5 EPYC, a tenth of the mixer's time on that path. One struct holding them
+# (a StructRef: the arrays, not copies) is typed once a call, in about 0.7 us. Only speed depends on
+# it: the compiled functions are the same.
+@structref.register
+class _CodingStateType(types.StructRef):
+    def preprocess_fields(self, fields):
+        return tuple((name, types.unliteral(t)) for name, t in fields)
+
+
+class _CodingState(structref.StructRefProxy):
+    """The arrays of one group's decoder path (:meth:`ContextMixer.step`): the mixer's tables and
+    scratch, the group's per-stream state and layout, and the bit probabilities the last call left,
+    as 12-bit integers (``p12``) and as the floats constriction takes (``pf``, p12 / 4096: exact)."""
+
+    def __new__(cls, model, sc, streams, lay, p12, pf):
+        return structref.StructRefProxy.__new__(cls, model, sc, streams, lay, p12, pf)
+
+
+structref.define_proxy(_CodingState, _CodingStateType, ["model", "sc", "streams", "lay", "p12", "pf"])
+
+
+@njit(**_JIT)
+def _floats(k, p12, pf):
+    for r in range(k):
+        pf[r] = p12[r] / 4096.0  # exact: 12 bits over a power of two
+
+
+@njit(**_JIT)
+def _start(k, weights, s):
+    """:func:`_begin`, then :func:`_predict` of bit 0, into ``s.p12`` and ``s.pf``: one call."""
+    _begin(k, weights, s.model, s.streams, s.sc)
+    _predict(0, k, s.model, s.sc, s.p12)
+    _floats(k, s.p12, s.pf)
+
+
+@njit(**_JIT)
+def _next(t, j, k, bit, s):
+    """:func:`_learn` from bit j, then :func:`_predict` of bit j + 1 into ``s.p12`` and ``s.pf``, or,
+    after bit 7, :func:`_end_byte` of byte t: one call where there were two (three after bit 7)."""
+    _learn(k, bit, s.model, s.sc)
+    if j < 7:
+        _predict(j + 1, k, s.model, s.sc, s.p12)
+        _floats(k, s.p12, s.pf)
+    else:
+        c0 = s.sc[2][0]
+        byte = np.empty(k, np.int64)
+        for r in range(k):
+            byte[r] = c0[r] - 256
+        _end_byte(t, k, byte, s.lay, s.streams)
 
 
 @njit(**_JIT)
@@ -632,6 +676,7 @@ class ContextMixer:
                     np.zeros_like(self.w), np.zeros(len(self.w), np.int64), np.zeros_like(self.w2),
                     np.zeros(len(self.w2), np.int64))
         self._p12 = np.empty(streams, np.int64)
+        self._pf = np.empty(streams, np.float64)
         if self.L > MINLEN:
             _index_context(ctx, self.mtable, self.mbits)
             # Priming is most of a primed coder's set-up: with ptb's 0.78 MB of stored text, 0.82 s
@@ -644,31 +689,31 @@ class ContextMixer:
                 _prime(*tables, 0, N_CTX)
 
     def _from(self, lo: int) -> tuple:
-        """The per-stream state from row ``lo`` on (views, no copies) and the layout with that row."""
+        """The per-stream state from row ``lo`` on (views, no copies), the layout with that row, and
+        the decoder path's struct of both with the tables and scratch (:class:`_CodingState`)."""
         if lo not in self._rows:
             streams = (self.buf, self.hist[lo:], self.words[lo:], self.mpos[lo:], self.mlen[lo:], self.mtable)
-            self._rows[lo] = (streams, np.array([self.L, self.S, self.n, self.mbits, lo], dtype=np.int64))
+            lay = np.array([self.L, self.S, self.n, self.mbits, lo], dtype=np.int64)
+            self._rows[lo] = (streams, lay, _CodingState(self._model, self._sc, streams, lay, self._p12, self._pf))
         return self._rows[lo]
 
     def step(self, t: int, weights: np.ndarray, k: int, code, lo: int = 0) -> np.ndarray:
         """Code byte t of streams ``lo`` .. ``lo + k - 1``. ``weights`` [>= k, 256] int64 are their LM
-        softmax weights; ``code(p12, j)`` codes (or decodes) bit j of each of them with P(1) = p12 /
-        4096 and returns the bits. Returns the k bytes."""
-        streams, lay = self._from(lo)
-        weights = np.ascontiguousarray(weights[:k], dtype=np.int64)
-        _begin(k, weights, self._model, streams, self._sc)
-        _predict(0, k, self._model, self._sc, self._p12)
+        softmax weights; ``code(p12, pf, j)`` codes (or decodes) bit j of each of them with P(1) =
+        ``p12`` / 4096 (int64) = ``pf`` (float64, the same numbers) and returns the bits as an integer
+        array. ``p12`` and ``pf`` are the mixer's buffers: valid only until ``code`` returns. Returns
+        the k bytes."""
+        state = self._from(lo)[2]
+        p12, pf = self._p12[:k], self._pf[:k]
+        _start(k, np.ascontiguousarray(weights[:k], dtype=np.int64), state)
         for j in range(8):
-            bit = np.ascontiguousarray(code(self._p12[:k].copy(), j), dtype=np.int64)
-            _learn_predict(j, k, bit, self._model, self._sc, self._p12)
-        byte = self._sc[2][0, :k] - 256
-        _end_byte(t, k, byte, lay, streams)
-        return byte
+            _next(t, j, k, np.ascontiguousarray(code(p12, pf, j)), state)
+        return self._sc[2][0, :k] - 256
 
     def step_known(self, t: int, weights: np.ndarray, k: int, byte: np.ndarray, lo: int = 0) -> np.ndarray:
         """:meth:`step` when the bytes are known (the encoder): returns the 12-bit probability of each
         bit, [8, k] int64, exactly as :meth:`step` would give them."""
-        streams, lay = self._from(lo)
+        streams, lay, _ = self._from(lo)
         weights = np.ascontiguousarray(weights[:k], dtype=np.int64)
         p = np.empty((8, k), np.int64)
         _code_byte(t, k, weights, np.ascontiguousarray(byte[:k], dtype=np.int64), self._model, streams,
