@@ -392,7 +392,6 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
             bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
         return bit
 
-    shifts = np.arange(7, -1, -1)[:, None]
     schedule = getattr(engine, "helper_runs", "step")
     split = overlap and schedule in ("recurrent_sums", "sums_and_weights", "runs")
     if split:
@@ -419,13 +418,12 @@ def _run_mixed(engine, arr: np.ndarray, n: int, decoder=None, encoder=None, dige
                     else:
                         # Bytes known: one compiled call for the group's step, then its 8 x k bits coded in
                         # the order the decoder decodes them (bit 0 of every stream, then bit 1, ...).
-                        p = mixer.step_known(t, w, k, arr[lo:lo + k, t], lo)
-                        bit = (arr[lo:lo + k, t].astype(np.int64) >> shifts) & 1
+                        p, pf, bit, coded = mixer.step_known(t, w, k, arr[lo:lo + k, t], lo)
                         if digest is not None:
                             digest.update(p.astype("<i2").tobytes())
                         if encoder is not None:
-                            encoder.encode(bit.astype(np.int32).ravel(), family, p.ravel() / 4096.0)
-                        bits -= float(log2[np.where(bit == 1, p, 4096 - p)].sum())
+                            encoder.encode(bit.ravel(), family, pf.ravel())
+                        bits -= float(log2[coded].sum())
                     if split:
                         splits.coded(t, g)
                     elif overlap and t + 1 < seg:

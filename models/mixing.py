@@ -556,17 +556,27 @@ def _next(t, j, k, bit, s):
 
 
 @njit(**_JIT)
-def _code_byte(t, k, weights, byte, model, streams, sc, lay, p_out):
-    """A whole step with its bytes known (the encoder): the 12-bit probability of every bit into
-    ``p_out`` [8, k]; exactly the decoder's sequence of :func:`_predict` and :func:`_learn`."""
-    _begin(k, weights, model, streams, sc)
+def _code_byte(t, k, weights, byte, s, out):
+    """A whole step with its bytes known (the encoder), exactly the decoder's sequence of
+    :func:`_predict` and :func:`_learn`. For bit j of each stream, ``out[j]`` gets the 12-bit
+    probability that it is 1 (``out[0]``, int64 [8, k]), that probability as constriction takes it
+    (``out[1]``, float64, p / 4096: exact), the bit (``out[2]``, int32) and the probability of the
+    bit coded (``out[3]``, int64: p or 4096 - p). One call instead of those arrays' numpy passes."""
+    p_out, pf_out, bit_out, q_out = out
+    model, sc = s.model, s.sc
+    _begin(k, weights, model, s.streams, sc)
     bit = np.empty(k, np.int64)
     for j in range(8):
         _predict(j, k, model, sc, p_out[j])
         for r in range(k):
-            bit[r] = (byte[r] >> (7 - j)) & 1
+            b = (byte[r] >> (7 - j)) & 1
+            bit[r] = b
+            p = p_out[j, r]
+            pf_out[j, r] = p / 4096.0
+            bit_out[j, r] = b
+            q_out[j, r] = p if b == 1 else 4096 - p
         _learn(k, bit, model, sc)
-    _end_byte(t, k, byte, lay, streams)
+    _end_byte(t, k, byte, s.lay, s.streams)
 
 
 def _zeros(n: int, dtype) -> np.ndarray:
@@ -710,12 +720,13 @@ class ContextMixer:
             _next(t, j, k, np.ascontiguousarray(code(p12, pf, j)), state)
         return self._sc[2][0, :k] - 256
 
-    def step_known(self, t: int, weights: np.ndarray, k: int, byte: np.ndarray, lo: int = 0) -> np.ndarray:
-        """:meth:`step` when the bytes are known (the encoder): returns the 12-bit probability of each
-        bit, [8, k] int64, exactly as :meth:`step` would give them."""
-        streams, lay, _ = self._from(lo)
-        weights = np.ascontiguousarray(weights[:k], dtype=np.int64)
-        p = np.empty((8, k), np.int64)
-        _code_byte(t, k, weights, np.ascontiguousarray(byte[:k], dtype=np.int64), self._model, streams,
-                   self._sc, lay, p)
-        return p
+    def step_known(self, t: int, weights: np.ndarray, k: int, byte: np.ndarray, lo: int = 0) -> tuple:
+        """:meth:`step` when the bytes are known (the encoder). For bit j (rows) of each stream
+        (columns), returns the 12-bit probability that it is 1, [8, k] int64, exactly as :meth:`step`
+        would give it; that probability as floats (p / 4096), the bits (int32), and the probability
+        of each bit coded (p or 4096 - p, int64)."""
+        out = (np.empty((8, k), np.int64), np.empty((8, k), np.float64), np.empty((8, k), np.int32),
+               np.empty((8, k), np.int64))
+        _code_byte(t, k, np.ascontiguousarray(weights[:k], dtype=np.int64),
+                   np.ascontiguousarray(byte[:k], dtype=np.int64), self._from(lo)[2], out)
+        return out
