@@ -265,6 +265,38 @@ def test_priming_on_two_threads_learns_the_same_tables_as_on_one():
         assert np.count_nonzero(one.slot_words[table] != 32768) > 30, i
 
 
+def test_the_decoders_step_sees_the_encoders_probabilities_and_both_hand_over_exact_copies():
+    """The encoder's compiled step (:meth:`ContextMixer.step_known`) and the decoder's
+    (:meth:`ContextMixer.step`, through its struct of arrays) give every bit the same probability,
+    group by group; the floats each hands to constriction are p / 4096 exactly, the encoder's bits are
+    the byte's, and its coded probabilities are p for a 1 and 4096 - p for a 0."""
+    rng = np.random.default_rng(11)
+    words = [bytes(rng.integers(97, 123, rng.integers(2, 7), dtype=np.uint8)) for _ in range(40)]
+    text = np.frombuffer(b" ".join(words[i] for i in rng.integers(0, len(words), 2000))[:64 * 96], np.uint8)
+    grid = text.reshape(64, 96)
+    lm = rng.integers(2, 1 << 20, (32, 256)).astype(np.int64)
+    enc, dec = (mixing.ContextMixer(64, 96, grid.size, groups=2) for _ in range(2))
+    seen = []
+
+    def code(p12, pf, j):  # the decoder's view of one bit: the bytes are known, so answer with them
+        assert np.array_equal(pf, p12 / 4096.0) and pf.dtype == np.float64
+        seen.append(p12.copy())
+        return ((grid[lo:lo + 32, t] >> (7 - j)) & 1).astype(np.int32)
+
+    for t in range(96):
+        for lo in (0, 32):
+            p, pf, bit, coded = enc.step_known(t, lm, 32, grid[lo:lo + 32, t], lo)
+            want_bits = (grid[lo:lo + 32, t].astype(np.int64) >> np.arange(7, -1, -1)[:, None]) & 1
+            assert np.array_equal(bit, want_bits) and bit.dtype == np.int32
+            assert np.array_equal(pf, p / 4096.0)
+            assert np.array_equal(coded, np.where(want_bits == 1, p, 4096 - p))
+            seen.clear()
+            assert np.array_equal(dec.step(t, lm, 32, code, lo), grid[lo:lo + 32, t])
+            assert np.array_equal(np.stack(seen), p), (t, lo)
+    assert np.array_equal(enc.slot_words, dec.slot_words) and np.array_equal(enc.w, dec.w)
+    assert len(np.unique(p)) > 8  # the probabilities moved: the comparison could fail
+
+
 def test_mixing_is_better_than_the_lm_alone_and_round_trips(tiny_models):
     path, _ = tiny_models["gru"]
     data = b"".join(b"line %d of a log: status ok, %d items\n" % (i, i * 7 % 13) for i in range(300))
