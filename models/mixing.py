@@ -525,6 +525,13 @@ class _CodingState(structref.StructRefProxy):
 structref.define_proxy(_CodingState, _CodingStateType, ["model", "sc", "streams", "lay", "p12", "pf"])
 
 
+@njit(cache=True)
+def _new_coding_state(model, sc, streams, lay, p12, pf):
+    """A :class:`_CodingState`. (Calling the class from Python compiles its constructor anew in every
+    process, about 0.5 s of a one-shot command; this compiled call is cached like the rest.)"""
+    return _CodingState(model, sc, streams, lay, p12, pf)
+
+
 @njit(**_JIT)
 def _floats(k, p12, pf):
     for r in range(k):
@@ -704,7 +711,8 @@ class ContextMixer:
         if lo not in self._rows:
             streams = (self.buf, self.hist[lo:], self.words[lo:], self.mpos[lo:], self.mlen[lo:], self.mtable)
             lay = np.array([self.L, self.S, self.n, self.mbits, lo], dtype=np.int64)
-            self._rows[lo] = (streams, lay, _CodingState(self._model, self._sc, streams, lay, self._p12, self._pf))
+            self._rows[lo] = (streams, lay, _new_coding_state(self._model, self._sc, streams, lay, self._p12,
+                                                                        self._pf))
         return self._rows[lo]
 
     def step(self, t: int, weights: np.ndarray, k: int, code, lo: int = 0) -> np.ndarray:
