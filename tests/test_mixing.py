@@ -1,5 +1,6 @@
 """Context mixing (models/mixing.py): integer tables, statistics shared across streams, priming."""
 
+import json
 import math
 import subprocess
 import sys
@@ -295,6 +296,33 @@ def test_the_decoders_step_sees_the_encoders_probabilities_and_both_hand_over_ex
             assert np.array_equal(np.stack(seen), p), (t, lo)
     assert np.array_equal(enc.slot_words, dec.slot_words) and np.array_equal(enc.w, dec.w)
     assert len(np.unique(p)) > 8  # the probabilities moved: the comparison could fail
+
+
+_CACHE_PROBE = """
+import json
+import numpy as np
+from compbench.models import mixing
+mx = mixing.ContextMixer(4, 64, 256)
+w = np.ones((4, 256), np.int64)
+mx.step_known(0, w, 4, np.arange(4), 0)
+mx.step(1, w, 4, lambda p, pf, j: np.zeros(4, np.int32), 0)
+called = {n: f.stats for n, f in vars(mixing).items() if hasattr(f, "stats") and (f.stats.cache_hits or f.stats.cache_misses)}
+print(json.dumps({"misses": {n: sum(s.cache_misses.values()) for n, s in called.items()},
+                  "ctor": hasattr(mixing._CodingState, "_StructRefProxy__numba_ctor")}))
+"""
+
+
+def test_a_fresh_process_loads_the_mixers_compiled_code_from_cache():
+    """A one-shot command pays for whatever numba compiles in its process: every mixer function a
+    coder calls from Python must load from numba's cache after a first process wrote it, and the
+    decoder path's struct must not be built through its proxy class, which compiles a constructor
+    in every process (0.5 s)."""
+    runs = [json.loads(subprocess.run([sys.executable, "-c", _CACHE_PROBE], capture_output=True, text=True,
+                                      check=True, cwd=REPO / "tests").stdout) for _ in range(2)]
+    second = runs[1]
+    assert {"_code_byte", "_start", "_next", "_new_coding_state"} <= set(second["misses"])
+    assert not any(second["misses"].values()), second["misses"]
+    assert not second["ctor"]
 
 
 def test_mixing_is_better_than_the_lm_alone_and_round_trips(tiny_models):
