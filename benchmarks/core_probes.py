@@ -1,0 +1,181 @@
+"""What this machine's cores do per second, alone and two at once: a diagnostic for comparing hosts.
+
+    python benchmarks/core_probes.py [--scale 1.0] [--out .compbench/bench/core_probes.json]
+
+The neural coders' speed depends on more than the matrix peak that ``neural_speed.py`` measures:
+the mixer is scalar integer work and cache misses, the GRU's gates are table lookups, and the two
+threads share the machine. When one host codes three times slower than another, these probes say
+where: each runs alone on one thread (medians of 3), and the last two also run on two threads at
+once, which shows whether the two cores slow each other (a ratio near 1: independent cores; near 2:
+one core's two hardware threads, or a contended host).
+
+- ``python_adds_s``: 5 million additions in a Python loop (the coders' per-call glue);
+- ``numba_chain_s``: 200 million dependent xorshift-multiply steps, compiled (scalar latency);
+- ``constriction_s``: range coding 1 million symbols each way with constriction;
+- ``random_load_ns``: one dependent load from a random place in 1 GiB, in ordinary pages (the
+  mixer's table misses, each also a TLB miss);
+- ``table_lookup_ns``: one lookup of a 16,385-entry float32 table at random indices, as the GRU's
+  gates do (three per hidden unit), and ``gate_pass_gathers``: whether numba's LLVM compiles the
+  GRU's own gate pass (``gru._cell``) with vector gathers on this CPU (it does not on a Zen 5;
+  where a CPU's microcode makes gathers slow, that pass would be slow);
+- ``two_threads_chain_ratio`` and ``two_threads_load_ratio``: the chain and the random loads on
+  two threads at once, each thread's time over its time alone.
+
+Scale the work with ``--scale`` (the tests run it tiny). Writes JSON to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import re
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@njit(nogil=True, cache=True)
+def _chain(n):
+    x = np.uint64(1)
+    for _ in range(n):
+        x ^= x >> np.uint64(12)
+        x ^= x << np.uint64(25)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(2685821657736338717)
+    return x
+
+
+@njit(nogil=True, cache=True)
+def _chase(nxt, steps):
+    i = 0
+    for _ in range(steps):
+        i = nxt[i]
+    return i
+
+
+@njit(nogil=True, cache=True)
+def _lookups(table, idx, out):
+    for j in range(idx.shape[0]):
+        out[j] = table[idx[j]]
+
+
+def _python_adds(n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += i
+    return s
+
+
+def _median(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _pointer_ring(nbytes: int, seed: int) -> np.ndarray:
+    """A random cycle through ``nbytes`` of int64 in fresh anonymous memory (ordinary pages, as the
+    mixer's tables are: see ``mixing._zeros``)."""
+    n = nbytes // 8
+    perm = np.random.default_rng(seed).permutation(n)
+    mem = mmap.mmap(-1, n * 8, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    ring = np.frombuffer(mem, np.int64)
+    ring[perm] = np.roll(perm, -1)
+    return ring
+
+
+def _both(fn_a, fn_b) -> tuple[float, float]:
+    """Each function's own seconds, the two running at once on two threads (both release the GIL)."""
+    def timed(fn):
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.submit(timed, fn_a), pool.submit(timed, fn_b)
+        return a.result(), b.result()
+
+
+def gate_pass_gathers() -> bool | None:
+    """Whether the GRU's gate pass, compiled for this CPU, uses vector gathers (None if it could not
+    be compiled here). Compiled anew without the cache, since numba cannot show cached code."""
+    try:
+        from compbench.models import gru, intops
+
+        f = njit(nogil=True)(gru._cell.py_func)
+        h = np.zeros((2, 8), np.float32)
+        sig, tnh = intops.sigmoid_table().numpy(), intops.tanh_table().numpy()
+        f(np.zeros((3, 24), np.float32), np.zeros(2, np.int64), np.zeros((2, 24), np.int32), np.ones(24, np.float32),
+          np.zeros(24, np.float32), h, sig, tnh, np.zeros((2, 8), np.int8))
+        asm = "".join(f.inspect_asm().values())
+    except Exception:
+        return None
+    return bool(re.search(r"\bv(p)?gather", asm))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every probe's work by this (default 1)")
+    ap.add_argument("--out", default=".compbench/bench/core_probes.json", help="where the JSON results go")
+    args = ap.parse_args()
+    s = args.scale
+    n_py, n_chain, n_sym = max(1000, int(5e6 * s)), max(1000, int(2e8 * s)), max(1000, int(1e6 * s))
+    ring_bytes, steps = max(1 << 16, int((1 << 30) * s)), max(1000, int(3e6 * s))
+
+    import constriction
+
+    from compbench import environment
+
+    out: dict = {"cpu": environment.cpu_model(), "isa": environment.cpu_isa(), "scale": s}
+    out["python_adds_s"] = _median(lambda: _python_adds(n_py))
+    _chain(10)
+    out["numba_chain_s"] = _median(lambda: _chain(n_chain))
+    model = constriction.stream.model.Categorical(np.full(256, 1 / 256, np.float32), perfect=False)
+    sym = np.random.default_rng(0).integers(0, 256, n_sym).astype(np.int32)
+
+    def range_code():
+        enc = constriction.stream.queue.RangeEncoder()
+        enc.encode(sym, model)
+        dec = constriction.stream.queue.RangeDecoder(enc.get_compressed())
+        if not np.array_equal(dec.decode(model, len(sym)), sym):
+            raise SystemExit("constriction did not round-trip")
+
+    out["constriction_s"] = _median(range_code)
+    rings = [_pointer_ring(ring_bytes, seed) for seed in (1, 2)]
+    _chase(rings[0], 1000)
+    out["random_load_ns"] = _median(lambda: _chase(rings[0], steps)) / steps * 1e9
+    table = np.random.default_rng(3).random(16385).astype(np.float32)
+    idx = np.random.default_rng(4).integers(0, 16385, 1 << 20).astype(np.int32)
+    got = np.empty(len(idx), np.float32)
+    _lookups(table, idx, got)
+    reps = max(1, int(50 * s))
+    out["table_lookup_ns"] = _median(lambda: [_lookups(table, idx, got) for _ in range(reps)]) / (reps * len(idx)) * 1e9
+    out["gate_pass_gathers"] = gate_pass_gathers()
+    alone = _median(lambda: _chain(n_chain))
+    pair = _both(lambda: _chain(n_chain), lambda: _chain(n_chain))
+    out["two_threads_chain_ratio"] = max(pair) / alone
+    alone = _median(lambda: _chase(rings[0], steps))
+    pair = _both(lambda: _chase(rings[0], steps), lambda: _chase(rings[1], steps))
+    out["two_threads_load_ratio"] = max(pair) / alone
+    for k, v in out.items():
+        print(f"{k:26s} {v:.4g}" if isinstance(v, float) else f"{k:26s} {v}")
+    path = ROOT / args.out
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
