@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
 import re
 import statistics
 import sys
@@ -85,12 +84,13 @@ def _median(fn, repeat: int = 3) -> float:
 
 
 def _pointer_ring(nbytes: int, seed: int) -> np.ndarray:
-    """A random cycle through ``nbytes`` of int64 in fresh anonymous memory (ordinary pages, as the
-    mixer's tables are: see ``mixing._zeros``)."""
+    """A random cycle through ``nbytes`` of int64, in memory allocated as the mixer's tables are
+    (``mixing._zeros``: ordinary pages)."""
+    from compbench.models.mixing import _zeros
+
     n = nbytes // 8
     perm = np.random.default_rng(seed).permutation(n)
-    mem = mmap.mmap(-1, n * 8, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    ring = np.frombuffer(mem, np.int64)
+    ring = _zeros(n, np.int64)
     ring[perm] = np.roll(perm, -1)
     return ring
 

@@ -566,24 +566,22 @@ def _next(t, j, k, bit, s):
 @njit(**_JIT)
 def _code_byte(t, k, weights, byte, s, out):
     """A whole step with its bytes known (the encoder), exactly the decoder's sequence of
-    :func:`_predict` and :func:`_learn`. For bit j of each stream, ``out[j]`` gets the 12-bit
-    probability that it is 1 (``out[0]``, int64 [8, k]), that probability as constriction takes it
-    (``out[1]``, float64, p / 4096: exact), the bit (``out[2]``, int32) and the probability of the
-    bit coded (``out[3]``, int64: p or 4096 - p). One call instead of those arrays' numpy passes."""
+    :func:`_predict` and :func:`_learn`. ``out`` is four [8, k] arrays; row j of each is for bit j
+    of every stream: the 12-bit probability that it is 1 (int64), that probability as constriction
+    takes it (float64, p / 4096: exact), the bit itself (int32, as the decoder's bits come from
+    constriction, so :func:`_learn` is compiled once) and the probability of the bit coded (int64: p
+    or 4096 - p). One call instead of those arrays' numpy passes."""
     p_out, pf_out, bit_out, q_out = out
     model, sc = s.model, s.sc
     _begin(k, weights, model, s.streams, sc)
-    bit = np.empty(k, np.int64)
     for j in range(8):
         _predict(j, k, model, sc, p_out[j])
+        _floats(k, p_out[j], pf_out[j])
         for r in range(k):
             b = (byte[r] >> (7 - j)) & 1
-            bit[r] = b
-            p = p_out[j, r]
-            pf_out[j, r] = p / 4096.0
             bit_out[j, r] = b
-            q_out[j, r] = p if b == 1 else 4096 - p
-        _learn(k, bit, model, sc)
+            q_out[j, r] = p_out[j, r] if b == 1 else 4096 - p_out[j, r]
+        _learn(k, bit_out[j], model, sc)
     _end_byte(t, k, byte, s.lay, s.streams)
 
 
