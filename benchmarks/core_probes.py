@@ -16,21 +16,29 @@ one core's two hardware threads, or a contended host).
   mixer's table misses, each also a TLB miss);
 - ``table_lookup_ns``: one lookup of a 16,385-entry float32 table at random indices, as the GRU's
   gates do (three per hidden unit), and ``gate_pass_gathers``: whether numba's LLVM compiles the
-  GRU's own gate pass (``gru._cell``) with vector gathers on this CPU (it does not on a Zen 5;
-  where a CPU's microcode makes gathers slow, that pass would be slow);
+  GRU's own gate pass (``gru._cell``) with vector gathers on this CPU (where a CPU's microcode makes
+  gathers slow, the Downfall mitigation's, that pass would be slow);
+- ``gate_pass_gathers_by_target``: the same question for other CPUs (``--targets``), each compiled
+  in a child process for that CPU's name and its default features (``NUMBA_CPU_NAME``,
+  ``NUMBA_CPU_FEATURES``) and never run, so it answers for an Intel Xeon from any x86 machine. With
+  numba 0.68.1 (LLVM 22) the answer was no for every default target;
 - ``two_threads_chain_ratio`` and ``two_threads_load_ratio``: the chain and the random loads on
   two threads at once, each thread's time over its time alone.
 
-Scale the work with ``--scale`` (the tests run it tiny). Writes JSON to ``--out``.
+Scale the work with ``--scale`` (the tests run it tiny). Writes JSON to ``--out``, with the numba,
+llvmlite and LLVM versions that compiled the probes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -107,27 +115,61 @@ def _both(fn_a, fn_b) -> tuple[float, float]:
         return a.result(), b.result()
 
 
+TARGETS = ("sapphirerapids", "graniterapids", "icelake-server", "skylake-avx512", "haswell", "znver4", "znver5")
+
+
 def gate_pass_gathers() -> bool | None:
-    """Whether the GRU's gate pass, compiled for this CPU, uses vector gathers (None if it could not
-    be compiled here). Compiled anew without the cache, since numba cannot show cached code."""
+    """Whether the GRU's gate pass, compiled for the CPU numba targets (this one, unless
+    ``NUMBA_CPU_NAME`` says otherwise), uses vector gathers (None if it could not be compiled).
+    Compiled anew without the cache, since numba cannot show cached code, and never called, so code
+    for another CPU is never run here."""
     try:
+        import numba
+
         from compbench.models import gru, intops
 
         f = njit(nogil=True)(gru._cell.py_func)
-        h = np.zeros((2, 8), np.float32)
-        sig, tnh = intops.sigmoid_table().numpy(), intops.tanh_table().numpy()
-        f(np.zeros((3, 24), np.float32), np.zeros(2, np.int64), np.zeros((2, 24), np.int32), np.ones(24, np.float32),
-          np.zeros(24, np.float32), h, sig, tnh, np.zeros((2, 8), np.int8))
-        asm = "".join(f.inspect_asm().values())
+        args = (np.zeros((3, 24), np.float32), np.zeros(2, np.int64), np.zeros((2, 24), np.int32),
+                np.ones(24, np.float32), np.zeros(24, np.float32), np.zeros((2, 8), np.float32),
+                intops.sigmoid_table().numpy(), intops.tanh_table().numpy(), np.zeros((2, 8), np.int8))
+        sig = tuple(numba.typeof(a) for a in args)
+        f.compile(sig)
+        asm = f.inspect_asm(sig)
     except Exception:
         return None
     return bool(re.search(r"\bv(p)?gather", asm))
+
+
+def gate_pass_gathers_for(cpu: str, timeout: float = 300.0) -> bool | None:
+    """:func:`gate_pass_gathers` for the CPU named ``cpu`` (an LLVM name), with that CPU's default
+    features, in a child process with a cache folder of its own (None if it could not say)."""
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import core_probes; print(core_probes.gate_pass_gathers())"
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": "", "NUMBA_CACHE_DIR": cache}
+        try:
+            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
+        except (OSError, subprocess.SubprocessError):
+            return None
+    last = res.stdout.strip().splitlines()[-1:] if res.returncode == 0 else []
+    return {"True": True, "False": False}.get(last[0]) if last else None
+
+
+def _versions() -> dict[str, str]:
+    import llvmlite
+    import llvmlite.binding as llvm
+    import numba
+
+    return {"numba": numba.__version__, "llvmlite": llvmlite.__version__,
+            "llvm": ".".join(map(str, llvm.llvm_version_info))}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every probe's work by this (default 1)")
     ap.add_argument("--out", default=".compbench/bench/core_probes.json", help="where the JSON results go")
+    ap.add_argument("--targets", default=",".join(TARGETS),
+                    help="comma-separated LLVM CPU names to compile the GRU's gate pass for and check for "
+                         f"gathers (default {','.join(TARGETS)}; empty for none)")
     args = ap.parse_args()
     s = args.scale
     n_py, n_chain, n_sym = max(1000, int(5e6 * s)), max(1000, int(2e8 * s)), max(1000, int(1e6 * s))
@@ -137,7 +179,7 @@ def main() -> int:
 
     from compbench import environment
 
-    out: dict = {"cpu": environment.cpu_model(), "isa": environment.cpu_isa(), "scale": s}
+    out: dict = {"cpu": environment.cpu_model(), "isa": environment.cpu_isa(), "scale": s, **_versions()}
     out["python_adds_s"] = _median(lambda: _python_adds(n_py))
     _chain(10)
     out["numba_chain_s"] = _median(lambda: _chain(n_chain))
@@ -162,6 +204,8 @@ def main() -> int:
     reps = max(1, int(50 * s))
     out["table_lookup_ns"] = _median(lambda: [_lookups(table, idx, got) for _ in range(reps)]) / (reps * len(idx)) * 1e9
     out["gate_pass_gathers"] = gate_pass_gathers()
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    out["gate_pass_gathers_by_target"] = {t: gate_pass_gathers_for(t) for t in targets}
     alone = _median(lambda: _chain(n_chain))
     pair = _both(lambda: _chain(n_chain), lambda: _chain(n_chain))
     out["two_threads_chain_ratio"] = max(pair) / alone

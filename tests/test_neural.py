@@ -338,19 +338,24 @@ def test_the_pipeline_timers_see_every_part_of_a_two_group_decode(tiny_models, t
 
 
 
-def test_the_core_probes_report_every_probe_and_compile_the_gate_pass(tmp_path):
+def test_the_core_probes_report_every_probe_and_compile_the_gate_pass_for_this_cpu_and_an_intel_one(tmp_path):
     """benchmarks/core_probes.py, at a tiny scale: every probe reports a positive figure, and the GRU's
-    own gate pass compiled for this CPU (so the gathers question has an answer, True or False)."""
+    own gate pass compiled for this CPU and, in a child process, for a Sapphire Rapids Xeon (so the
+    gathers question has an answer, True or False, for each). A CPU name LLVM does not know gets no
+    answer (None), not a misleading False."""
     out = tmp_path / "probes.json"
     bench = Path(__file__).resolve().parents[1] / "benchmarks" / "core_probes.py"
-    res = subprocess.run([sys.executable, str(bench), "--scale", "0.001", "--out", str(out)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, str(bench), "--scale", "0.001", "--out", str(out),
+                          "--targets", "sapphirerapids,not-a-cpu"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     row = json.loads(out.read_text())
     for key in ("python_adds_s", "numba_chain_s", "constriction_s", "random_load_ns", "table_lookup_ns",
                 "two_threads_chain_ratio", "two_threads_load_ratio"):
         assert row[key] > 0, key
     assert isinstance(row["gate_pass_gathers"], bool)
+    by_target = row["gate_pass_gathers_by_target"]
+    assert isinstance(by_target["sapphirerapids"], bool) and by_target["not-a-cpu"] is None
+    assert row["numba"] and row["llvm"].count(".") == 2
 
 KERNELS = {"gru_cell": _compiled_gru_cell, "gru_cell_f32": _compiled_gru_cell_float_output,
            "exp_weights": _compiled_exp_weights, "transformer_scale": _compiled_transformer_scale,
