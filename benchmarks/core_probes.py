@@ -131,7 +131,7 @@ def gate_pass_gathers() -> bool | None:
         f = njit(nogil=True)(gru._cell.py_func)
         args = (np.zeros((3, 24), np.float32), np.zeros(2, np.int64), np.zeros((2, 24), np.int32),
                 np.ones(24, np.float32), np.zeros(24, np.float32), np.zeros((2, 8), np.float32),
-                intops.sigmoid_table().numpy(), intops.tanh_table().numpy(), np.zeros((2, 8), np.int8))
+                intops.sigmoid_table().numpy(), intops.tanh_table().numpy(), np.zeros((2, 8), np.int8), np.float32(0))
         sig = tuple(numba.typeof(a) for a in args)
         f.compile(sig)
         asm = f.inspect_asm(sig)

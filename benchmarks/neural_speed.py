@@ -9,7 +9,8 @@ In the same run it measures the int8 GEMM peak and the bf16 peak, and reports wh
 peak the coder's own int8 multiply-accumulates reach. The int8 peak is the faster of two oneDNN
 routes on a large square product: ``torch._int_mm`` (the engines' int8 GEMM; oneDNN's BLAS-style gemm
 API) and oneDNN's int8 matmul primitive (brgemm, which takes AMX tiles where present); both are
-reported, with the oneDNN kernel behind each (``peak.onednn_kernels``). It also measures the float32
+reported, with the oneDNN kernel behind each (``peak.onednn_kernels``), and which of the two routes the
+engines took here (``intops.int8_route``: the faster at start-up). It also measures the float32
 GEMM peak, and reports the share of the peak of
 the matrix path each engine takes on this machine (``intops.matrix_path``: int8; where int8 has no
 fast exact kernel, the int16-pair kernel of ``models/gemm16.py`` on AVX2, else float32; the
@@ -131,7 +132,11 @@ def main() -> None:
     # The engine's exact matrix path on this machine: int8 GEMMs where the CPU has VNNI/AMX, else the
     # int16-pair kernel on AVX2, else float32 GEMMs of small integers (see intops). Its peak is the
     # fair denominator here.
-    peaks = {"int8": int_mm_peak, "fp32": fp32_peak}
+    # Where the int8 path runs, the engines reach oneDNN by the route a start-up timing chose
+    # (intops.int8_route): its peak is the int8 path's.
+    route = intops.int8_route() if intops.matrix_path() == "int8" else None
+    route_seconds = intops.int8_route_seconds() if route else {}
+    peaks = {"int8": matmul_peak if route == "matmul" and matmul_peak else int_mm_peak, "fp32": fp32_peak}
 
     def path_of(engine=None) -> tuple[str, float]:
         """The matrix path (and its peak, measured once) of ``engine``, or of this machine: an engine
@@ -150,7 +155,11 @@ def main() -> None:
           + (f", oneDNN matmul {matmul_peak / 1e12:.2f}" if matmul_peak else "") + "), "
           f"bf16 {bf16_peak / 1e12:.2f} TFLOPS, fp32 {fp32_peak / 1e12:.2f} "
           f"TFLOPS, memory read {bandwidth / 1e9:.1f} GB/s; the engine's matrix path here: {path}"
-          + (f" ({path_peak / 1e12:.2f} TOPS)" if path == "int16" else ""), file=sys.stderr)
+          + (f" ({path_peak / 1e12:.2f} TOPS)" if path == "int16" else "")
+          + (f", by the {route} route" if route else "")
+          + (" (start-up timing of the GRU's product on one thread: "
+             + ", ".join(f"{r} {t * 1e6:.0f} us" for r, t in route_seconds.items()) + ")" if route_seconds else ""),
+          file=sys.stderr)
     rows = []
     for spec in args.coders.split(","):
         coder = registry.make_coder(spec)
@@ -190,7 +199,7 @@ def main() -> None:
               "int8_peak_ops": int8_peak, "int8_int_mm_peak_ops": int_mm_peak, "int8_matmul_peak_ops": matmul_peak,
               "onednn_kernels": kernels, "bf16_peak_flops": bf16_peak, "fp32_peak_flops": fp32_peak,
               "read_bandwidth_bytes_per_s": bandwidth, "matrix_path": path, "matrix_path_peak_ops": path_peak,
-              "repeat": args.repeat, "rows": rows}
+              "int8_route": route, "int8_route_seconds": route_seconds, "repeat": args.repeat, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     from tabulate import tabulate

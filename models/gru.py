@@ -112,9 +112,10 @@ def _lut_index(x):
 
 
 @njit(cache=True, nogil=True)
-def _cell(gx, rows, acc, s_hh, b_hh, h, sig, tnh, hq):
+def _cell(gx, rows, acc, s_hh, b_hh, h, sig, tnh, hq, off):
     """One GRU layer's gates and state update, in place on ``h`` [B, H]; writes ``h`` rounded to
-    integers (int8, or the same integers as float32 for the float GEMM path) into ``hq``. Row
+    integers, plus ``off``, into ``hq``: int8 or int16 (off 0), the same integers as float32 for the
+    float GEMM path (off 0), or uint8 with off 128 for the int8 path's matmul route. Row
     ``rows[b]`` of ``gx`` is stream b's input gate contribution (layer 0 reads the [257, 3H] input
     table directly, so no [B, 3H] copy is made); ``acc`` [B, 3H] is the exact integer sums of
     ``q(h) @ w_hh``, int32 or float32 as the GEMM wrote them (below 2**24, so float32 holds them
@@ -151,7 +152,7 @@ def _cell(gx, rows, acc, s_hh, b_hh, h, sig, tnh, hq):
             n = nn[j]
             v = n + z[j] * (h[b, j] - n)  # = (1 - z) * n + z * h
             h[b, j] = v
-            hq[b, j] = np.rint(v * _F(127.0))  # round half to even, as torch.round; exact in int8 or float32
+            hq[b, j] = np.rint(v * _F(127.0)) + off  # round half to even, as torch.round; exact in every dtype above
 
 
 class IntGRU:
@@ -185,17 +186,19 @@ class IntGRU:
         self.table = t["table"].to(torch.float32) * f32("table_scale")
         self.layers = []
         for layer in range(cfg.layers):
-            d = {"w_hh": intops.Int8Matrix(t[f"w_hh{layer}"].T), "s_hh": f32(f"w_hh{layer}_scale") / 127.0, "b_hh": f32(f"b_hh{layer}")}
+            d = {"w_hh": intops.Int8Matrix(t[f"w_hh{layer}"].T, u8_input=True), "s_hh": f32(f"w_hh{layer}_scale") / 127.0,
+                 "b_hh": f32(f"b_hh{layer}")}
             if layer > 0:
-                d.update(w_ih=intops.Int8Matrix(t[f"w_ih{layer}"].T), s_ih=f32(f"w_ih{layer}_scale") / 127.0, b_ih=f32(f"b_ih{layer}"))
+                d.update(w_ih=intops.Int8Matrix(t[f"w_ih{layer}"].T, u8_input=True), s_ih=f32(f"w_ih{layer}_scale") / 127.0, b_ih=f32(f"b_ih{layer}"))
             self.layers.append(d)
-        self.w_out = intops.Int8Matrix(t["w_out"].T)
+        self.w_out = intops.Int8Matrix(t["w_out"].T, u8_input=True)  # _cell writes its input q + 128 where it is uint8
         self.s_out = f32("w_out_scale") / 127.0
         self.b_out = f32("b_out")
         self.fused = True  # the compiled gate pass (:func:`_cell`); False runs the torch ops it replaces
         # Which thread of a mixed run does what (speed only: the same ops either way, see above).
         self.helper_runs = "step" if intops.matrix_path() == "int8" else "recurrent_sums"
-        self._bufs: dict[int, torch.Tensor] = {}  # output sums by batch size (see _out)
+        self.w_out.path()  # the int8 route's start-up timing, if any, runs now, not beside a coding thread
+        self._bufs: dict[tuple, torch.Tensor] = {}  # output sums by batch size and dtype (see _out)
 
     def start(self, batch: int) -> list[torch.Tensor]:
         """Each layer's state h [batch, H]. The compiled path appends, at its first step, each layer's
@@ -207,9 +210,10 @@ class IntGRU:
         # The output matmul's sums, reused from step to step per batch size (a mixed run steps two
         # groups, perhaps one row apart in size). They stay in the dtype they come out in (int32 from
         # the int8 GEMM): the compiled pass converts them as it reads, not a pass of its own.
-        if batch not in self._bufs:
-            self._bufs[batch] = torch.empty(batch, 256, dtype=intops.acc_dtype(self.w_out))
-        return self._bufs[batch]
+        key = (batch, intops.acc_dtype(self.w_out))
+        if key not in self._bufs:
+            self._bufs[key] = torch.empty(batch, 256, dtype=key[1])
+        return self._bufs[key]
 
     @staticmethod
     def _q(h: torch.Tensor) -> torch.Tensor:
@@ -225,7 +229,7 @@ class IntGRU:
         if len(state) == L:  # round the (perhaps caller-set) states once
             dt = intops.gemm_input_dtype(self.layers[0]["w_hh"])
             B, H = state[0].shape[0], self.cfg.hidden
-            state.extend([self._q(h).to(dt) for h in state[:L]])
+            state.extend([intops.gemm_input(self._q(h), dt) for h in state[:L]])
             state.extend([torch.empty(B, 3 * H, dtype=intops.acc_dtype(p["w_hh"])) for p in self.layers])
 
     def recurrent_sums(self, state: list[torch.Tensor]) -> None:
@@ -235,8 +239,8 @@ class IntGRU:
         compute these on the helper thread while this thread is still coding the current byte."""
         self._ready(state)
         L = self.cfg.layers
-        for layer, p in enumerate(self.layers):
-            intops.matmul_into(state[L + layer], p["w_hh"], state[2 * L + layer])
+        for layer, p in enumerate(self.layers):  # matmul_into returns the buffer it wrote (see its doc)
+            state[2 * L + layer] = intops.matmul_into(state[L + layer], p["w_hh"], state[2 * L + layer])
 
     def cells(self, state: list[torch.Tensor], inputs: torch.Tensor) -> None:
         """The rest of the recurrence, after :meth:`recurrent_sums`: each layer's gates and new h for
@@ -252,7 +256,7 @@ class IntGRU:
                 gx = intops.int_matmul(state[L + layer - 1], p["w_ih"], f32) * p["s_ih"] + p["b_ih"]
                 rows = torch.arange(B)
             _cell(gx.numpy(), rows.numpy(), acc.numpy(), p["s_hh"].numpy(), p["b_hh"].numpy(), h.numpy(), sig, tnh,
-                  hq.numpy())
+                  hq.numpy(), _F(128.0 if hq.dtype == torch.uint8 else 0.0))
 
     def out_sums(self, state: list[torch.Tensor]) -> torch.Tensor:
         """The output matmul's exact integer sums [B, 256] of the current state (a reused buffer)."""

@@ -13,18 +13,22 @@ Everything here is therefore either
   compute it only where their last bits cannot change an entry: see ``_GUARD``).
 
 Matrix products take one of three paths, by machine (:func:`matrix_path`), all giving the same
-integers: ``torch._int_mm`` runs int8 GEMMs where the CPU has AMX or VNNI, after a probe has shown
-that this process's kernel is exact (non-VNNI int8 kernels saturate int16 pair sums); on other x86
-CPUs with AVX2, :mod:`.gemm16` multiplies the int8 values as int16 pairs (``vpmaddwd``, exact int32
-sums); elsewhere a float32 GEMM whose partial sums are all integers below 2**24 (exact in any order)
-or, for longer dot products, a float64 GEMM (exact below 2**53). The tests check that every path
-gives identical integers.
+integers: int8 GEMMs through oneDNN where the CPU has AMX or VNNI, after a probe has shown that this
+process's kernel is exact (non-VNNI int8 kernels saturate int16 pair sums); on other x86 CPUs with
+AVX2, :mod:`.gemm16` multiplies the int8 values as int16 pairs (``vpmaddwd``, exact int32 sums);
+elsewhere a float32 GEMM whose partial sums are all integers below 2**24 (exact in any order) or,
+for longer dot products, a float64 GEMM (exact below 2**53). The int8 path reaches oneDNN by one of
+two routes (:func:`int8_route`), whichever a start-up timing finds faster here: ``torch._int_mm``,
+or the matmul primitive that runs AMX tiles. The tests check that every path and route gives
+identical integers.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import statistics
+import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, localcontext
 
@@ -164,6 +168,12 @@ def _int_mm_is_exact() -> bool:
     machine-dependent error. The probe uses the patterns that saturate (full-scale values of every
     sign combination) plus random full-range data, for a matrix-vector and two matrix shapes.
     """
+    return _exact_on_probes(torch._int_mm)
+
+
+def _exact_on_probes(mm) -> bool:
+    """Does ``mm(a, b)`` (int8 [m, 256] and [256, 64]) give the exact sums on :func:`_int_mm_is_exact`'s
+    patterns?"""
     g = torch.Generator().manual_seed(0)
     for m in (1, 7, 64):
         for a_val, b_val in ((127, 127), (-127, 127), (127, -127), (-127, -127), (None, None)):
@@ -173,7 +183,9 @@ def _int_mm_is_exact() -> bool:
             else:
                 a = torch.full((m, 256), a_val, dtype=torch.int8)
                 b = torch.full((256, 64), b_val, dtype=torch.int8)
-            if not torch.equal(torch._int_mm(a, b).to(torch.int64), a.to(torch.int64) @ b.to(torch.int64)):
+            got = mm(a, b)
+            if got.dtype not in (torch.int32, torch.float32) or \
+                    not torch.equal(got.to(torch.int64), a.to(torch.int64) @ b.to(torch.int64)):
                 return False
     return True
 
@@ -225,17 +237,32 @@ def _int_mm_available() -> bool:
     return _INT_MM_OK
 
 
+# The int8 path's two routes into oneDNN; both exact (each probed), only speed differs. "int_mm":
+# torch._int_mm, oneDNN's BLAS-style gemm API (ran at about VNNI's rate on the one AMX Xeon timed).
+# "matmul": oneDNN's matmul primitive (torch.ops.onednn.qlinear_pointwise, behind PyTorch's x86 int8
+# linear layers), which runs AMX tiles where there are some. It takes u8 activations with a zero
+# point of 128 (its s8 x s8 case runs a reference kernel), so a caller hands it q + 128, and writes
+# float32: exact integer sums where they stay below 2**24 (Int8Matrix.small), the only place it runs.
+INT8_ROUTES = ("int_mm", "matmul")
+_INT8_ROUTE: str | None = None
+_ROUTE_SECONDS: dict[str, float] = {}
+
+
 class Int8Matrix:
     """An int8 weight ``w_t`` [K, N] for :func:`int_matmul`, with the copy each GEMM path multiplies
-    by (float, or packed int16 pairs), made once at load rather than on every step."""
+    by (float, packed int16 pairs, or oneDNN's packed weight), made once at load rather than on every
+    step. ``u8_input``: the engine can hand this matrix its activations offset by 128, as uint8 (see
+    :func:`gemm_input_dtype`), which lets it take the int8 path's matmul route (:func:`int8_route`)."""
 
-    def __init__(self, w_t: torch.Tensor):
+    def __init__(self, w_t: torch.Tensor, u8_input: bool = False):
         if w_t.dtype != torch.int8 or w_t.dim() != 2:
             raise ValueError("Int8Matrix takes a 2-D int8 tensor")
         self.i8 = w_t.contiguous()
         self.small = w_t.shape[0] * 127 * 127 < (1 << 24)
+        self.u8_input = u8_input
         self._float: torch.Tensor | None = None
         self._pairs: np.ndarray | None = None
+        self._onednn: tuple | None = None
 
     @property
     def shape(self):
@@ -252,30 +279,125 @@ class Int8Matrix:
             self._pairs = gemm16.pack(self.i8.numpy())
         return self._pairs
 
+    def as_onednn(self) -> tuple:
+        """The weights packed for oneDNN's matmul primitive, with its unit scales and zero points."""
+        if self._onednn is None:
+            n = self.shape[1]
+            self._onednn = (torch.ops.onednn.qlinear_prepack(self.i8.T.contiguous(), None),
+                            torch.ones(n, dtype=torch.float32), torch.zeros(n, dtype=torch.int64))
+        return self._onednn
+
     def path(self) -> str:
-        """This matrix's GEMM path here (:func:`matrix_path`; the int16 kernel takes an even K)."""
+        """This matrix's GEMM path here (:func:`matrix_path`; the int16 kernel takes an even K):
+        ``"int8-u8"`` where it takes the int8 path's matmul route, which wants uint8 input."""
         p = matrix_path()
+        if p == "int8" and self.u8_input and self.small and int8_route() == "matmul":
+            return "int8-u8"
         return "float" if p == "int16" and (self.shape[0] % 2 or self.shape[0] > gemm16.MAX_K) else p
+
+
+def as_u8(q: torch.Tensor) -> torch.Tensor:
+    """int8 values (in any integer or float dtype) as the matmul route's uint8 input, q + 128."""
+    return (q.to(torch.int16) + 128).to(torch.uint8)
+
+
+def gemm_input(q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """int8 values ``q`` in :func:`gemm_input_dtype` ``dtype``: offset by 128 for uint8."""
+    return as_u8(q) if dtype == torch.uint8 else q.to(dtype)
+
+
+def _onednn_matmul(x_u8: torch.Tensor, w: Int8Matrix) -> torch.Tensor:
+    """The matmul route: exact ``(x_u8 - 128) @ w`` as float32 (a fresh tensor; ``w.small``)."""
+    packed, ones, zeros = w.as_onednn()
+    return torch.ops.onednn.qlinear_pointwise(x_u8, 1.0, 128, packed, ones, zeros, None, 1.0, 0, torch.float32,
+                                              "none", [], "")
+
+
+def _matmul_route_is_exact() -> bool:
+    """Does oneDNN's matmul primitive return exact sums here, for u8 inputs offset by 128?"""
+    return _exact_on_probes(lambda a, b: _onednn_matmul(as_u8(a), Int8Matrix(b)))
+
+
+def route_seconds(m: int = 128, k: int = 448, n: int = 1344, rounds: int = 5) -> dict[str, float]:
+    """Seconds per product of each int8 route on one thread (where a mixed run's helper multiplies),
+    alternating, medians of ``rounds``. The default shape is the shipped GRUs' recurrent product."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=g)
+    w = Int8Matrix(torch.randint(-127, 128, (k, n), dtype=torch.int8, generator=g))
+    xu, out = as_u8(x), torch.empty(m, n, dtype=torch.int32)
+    calls = {"int_mm": lambda: torch._int_mm(x, w.i8, out=out), "matmul": lambda: _onednn_matmul(xu, w)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for f in calls.values():  # oneDNN builds each kernel at its first call
+            f(), f()
+        times: dict[str, list[float]] = {r: [] for r in calls}
+        for _ in range(rounds):
+            for r, f in calls.items():
+                t = time.perf_counter()
+                f(), f()
+                times[r].append((time.perf_counter() - t) / 2)
+    finally:
+        torch.set_num_threads(threads)
+    return {r: statistics.median(v) for r, v in times.items()}
+
+
+def int8_route() -> str:
+    """How this process reaches oneDNN's int8 GEMM: ``"int_mm"`` or ``"matmul"`` (see
+    ``INT8_ROUTES``). The matmul route is taken where its probe passes and it ran the shipped GRUs'
+    recurrent product at least 10% faster than ``torch._int_mm`` at start-up (about 15 ms of
+    timing, once a process); ``COMPBENCH_INT8_ROUTE`` forces one (the forced matmul route still
+    needs its probe to pass). Engines use it only where the int8 path runs."""
+    global _INT8_ROUTE
+    if _INT8_ROUTE is None:
+        forced = os.environ.get("COMPBENCH_INT8_ROUTE", "").strip()
+        if forced and forced not in INT8_ROUTES:
+            raise ValueError(f"COMPBENCH_INT8_ROUTE must be one of {', '.join(INT8_ROUTES)}, not {forced!r}")
+        route = "int_mm"
+        if forced != "int_mm" and _int_mm_available():
+            try:
+                usable = hasattr(torch.ops.onednn, "qlinear_pointwise") and _matmul_route_is_exact()
+            except Exception:  # a torch build without the op, or without a kernel for it
+                usable = False
+            if usable and forced == "matmul":
+                route = "matmul"
+            elif usable:
+                _ROUTE_SECONDS.update(route_seconds())
+                route = "matmul" if _ROUTE_SECONDS["matmul"] < 0.9 * _ROUTE_SECONDS["int_mm"] else "int_mm"
+        _INT8_ROUTE = route
+    return _INT8_ROUTE
+
+
+def int8_route_seconds() -> dict[str, float]:
+    """The start-up timing behind :func:`int8_route`'s choice (empty where none ran)."""
+    int8_route()
+    return dict(_ROUTE_SECONDS)
 
 
 def gemm_input_dtype(w: Int8Matrix) -> torch.dtype:
     """The dtype :func:`int_matmul` multiplies int8 activations in on this machine: int8 where the
-    int8 GEMM is exact and fast, int16 for :mod:`.gemm16`, else that of the float copy. An engine that
-    rounds its activations straight into this dtype spares a conversion per step (the values are the
-    same small integers)."""
-    return {"int8": torch.int8, "int16": torch.int16}.get(w.path()) or w.as_float().dtype
+    int8 GEMM is exact and fast (uint8, holding q + 128, on its matmul route: see :func:`gemm_input`),
+    int16 for :mod:`.gemm16`, else that of the float copy. An engine that rounds its activations
+    straight into this dtype spares a conversion per step (the values are the same small integers)."""
+    return {"int8": torch.int8, "int8-u8": torch.uint8, "int16": torch.int16}.get(w.path()) or w.as_float().dtype
 
 
 def acc_dtype(w: Int8Matrix) -> torch.dtype:
-    """The dtype of :func:`matmul_into`'s raw sums on this machine: int32 from the integer GEMMs, else
-    that of the float copy (float32 or float64; either holds the sums exactly)."""
-    return torch.int32 if w.path() != "float" else w.as_float().dtype
+    """The dtype of :func:`matmul_into`'s raw sums on this machine: int32 from the integer GEMMs,
+    float32 from the int8 path's matmul route, else that of the float copy (float32 or float64; each
+    holds the sums exactly)."""
+    p = w.path()
+    return torch.float32 if p == "int8-u8" else torch.int32 if p != "float" else w.as_float().dtype
 
 
 def matmul_into(x: torch.Tensor, w: Int8Matrix, out: torch.Tensor) -> torch.Tensor:
-    """Exact ``x @ w`` written into ``out``, for an engine that keeps its buffers: ``x`` holds int8
-    values in :func:`gemm_input_dtype`, ``out`` is in :func:`acc_dtype`. No conversion passes and
-    no fresh tensors: in a step of small matrices those cost as much as the products."""
+    """Exact ``x @ w``, for an engine that keeps its buffers: ``x`` holds int8 values in
+    :func:`gemm_input_dtype`, ``out`` is in :func:`acc_dtype`. Returns the sums: ``out`` itself, except
+    on the int8 path's matmul route (uint8 ``x``), whose primitive writes a tensor of its own, so
+    callers use what is returned. Otherwise no conversion passes and no fresh tensors: in a step of
+    small matrices those cost as much as the products."""
+    if x.dtype == torch.uint8:
+        return _onednn_matmul(x, w)
     if x.dtype == torch.int16:
         gemm16.gemm(x.contiguous().numpy(), w.as_pairs(), out.numpy())
         return out
@@ -290,15 +412,23 @@ def int_matmul(x: torch.Tensor, w_t: "Int8Matrix | torch.Tensor", dtype=torch.fl
     or a tensor), as integers in ``dtype``.
 
     float32 output is allowed only when every sum is below 2**24 (K * 127**2 < 2**24, K <= 1040), so
-    the integers are exact in it too. Every path (``path``: "int8", "int16" or "float"; by default
-    the matrix's own, :meth:`Int8Matrix.path`) returns the same integers; only speed differs.
-    ``x`` may also hold those integers in float (see :func:`gemm_input_dtype`). An engine that keeps
+    the integers are exact in it too. Every path (``path``: "int8", "int8-u8" (the int8 path's
+    matmul route), "int16" or "float"; by default the matrix's own, :meth:`Int8Matrix.path`)
+    returns the same integers; only speed differs.
+    ``x`` may also hold those integers in float, or offset by 128 in uint8 (see
+    :func:`gemm_input_dtype`). An engine that keeps
     its buffers from step to step uses :func:`matmul_into` instead.
     """
     w = w_t if isinstance(w_t, Int8Matrix) else Int8Matrix(w_t)
     if dtype == torch.float32 and not w.small:
         raise ValueError(f"an int8 dot product of length {w.shape[0]} can exceed float32's exact integers")
+    if x.dtype == torch.uint8:  # the matmul route's q + 128 (gemm_input_dtype)
+        x = (x.to(torch.int16) - 128).to(torch.int8)
     path = path or w.path()
+    if path == "int8-u8":
+        if not w.small:
+            raise ValueError(f"the matmul route writes float32, which cannot hold every sum of length {w.shape[0]}")
+        return _onednn_matmul(as_u8(x), w).to(dtype)
     if path == "int8":
         return torch._int_mm(x.to(torch.int8).contiguous(), w.i8).to(dtype)
     if path == "int16":

@@ -41,7 +41,10 @@ MACHINES = {
     # Two threads and the int8 GEMM for every engine where the CPU has one: the transformer otherwise
     # takes the int16 kernel wherever the int8 GEMM runs (transformer._Int16First), so only this tests its
     # torch._int_mm path there.
-    "2-threads-int8-gemm": {"OMP_NUM_THREADS": "2", "COMPBENCH_NO_GEMM16": "1"},
+    "2-threads-int8-gemm": {"OMP_NUM_THREADS": "2", "COMPBENCH_NO_GEMM16": "1", "COMPBENCH_INT8_ROUTE": "int_mm"},
+    # The int8 GEMM's other route into oneDNN, its matmul primitive (AMX tiles where the CPU has them),
+    # which the engines take where a start-up timing finds it faster: the GRU hands it q + 128 as uint8.
+    "2-threads-int8-matmul": {"OMP_NUM_THREADS": "2", "COMPBENCH_NO_GEMM16": "1", "COMPBENCH_INT8_ROUTE": "matmul"},
     # Two threads and the float32 GEMM path: the GRU's helper thread runs only its recurrent sums.
     "2-threads-float-gemm": {"OMP_NUM_THREADS": "2", "COMPBENCH_NO_INT_MM": "1", "COMPBENCH_NO_GEMM16": "1"},
     # An AVX2-only machine, as the speed benchmark emulates one: numba compiles the mixer, the gates
@@ -57,8 +60,10 @@ from compbench.decoding import decode_payload
 arch, art, payload, data, opts = sys.argv[1], *(open(p, "rb").read() for p in sys.argv[2:5]), json.loads(sys.argv[5])
 out = decode_payload(payload, art)
 coder = registry.get_coder_class(arch).from_artifact(art, **opts)
+from compbench.models import intops
 print(json.dumps({"decoded": hashlib.sha256(out).hexdigest(), "probs": coder.probability_digest(data, stepwise=True),
-                  "threads": torch.get_num_threads(), "isa": torch.backends.cpu.get_cpu_capability()}))
+                  "threads": torch.get_num_threads(), "isa": torch.backends.cpu.get_cpu_capability(),
+                  "route": intops.int8_route() if intops.matrix_path() == "int8" else None}))
 """
 
 
@@ -89,6 +94,16 @@ def test_payload_decodes_bit_exactly_on_other_machines(tiny_models, arch, mix, t
             assert got["threads"] == int(env["OMP_NUM_THREADS"])
         if env.get("ATEN_CPU_CAPABILITY"):
             assert got["isa"] == env["ATEN_CPU_CAPABILITY"].upper()
+        _check_route(env, got)
+
+
+def _check_route(env: dict, got: dict) -> None:
+    """A machine that forces an int8 route ran on it, where this machine has that route at all."""
+    from compbench.models import intops, peak
+
+    want = env.get("COMPBENCH_INT8_ROUTE")
+    if want and intops._int_mm_available() and (want == "int_mm" or peak.has_int8_matmul()):
+        assert got["route"] == want, f"asked for the {want} route, ran {got['route']}"
 
 
 @pytest.mark.parametrize("arch", ["gru", "transformer"])
@@ -110,7 +125,7 @@ def test_a_two_group_mixed_payload_decodes_bit_exactly_whoever_steps_the_engine(
     files["payload"].write_bytes(payload)
     files["data"].write_bytes(data)
     for machine in ("1-thread", "2-threads", "oldest", "2-threads-int16-gemm", "2-threads-int8-gemm",
-                    "2-threads-float-gemm"):
+                    "2-threads-int8-matmul", "2-threads-float-gemm"):
         res = subprocess.run(
             [sys.executable, "-c", PROBE, arch, str(files["art"]), str(files["payload"]), str(files["data"]),
              json.dumps(coder.options_dict())],
@@ -119,6 +134,7 @@ def test_a_two_group_mixed_payload_decodes_bit_exactly_whoever_steps_the_engine(
         assert res.returncode == 0, f"{machine}: {res.stderr[-2000:]}"
         got = json.loads(res.stdout.strip().splitlines()[-1])
         assert {k: got[k] for k in want} == want, f"{arch} differs on {machine}"
+        _check_route(MACHINES[machine], got)
 
 
 def test_two_group_steps_never_overlap_even_when_the_worker_pool_is_wide(tiny_models, monkeypatch):

@@ -87,6 +87,26 @@ def test_shipped_model_probabilities_and_payload_bits_are_pinned(spec):
         assert coder.decode_body(body, len(data)) == data
 
 
+@pytest.mark.parametrize("spec", ["gru", "gru:min_segment=16", "gru:model=ptb-small", "gru:model=sagas:mix=0"])
+def test_the_shipped_grus_code_the_same_bits_on_either_route_of_the_int8_gemm(spec, monkeypatch):
+    """Where the int8 GEMM runs, the GRU reaches oneDNN through torch._int_mm or through the matmul
+    primitive that runs AMX tiles (whichever a start-up timing finds faster: intops.int8_route). Each
+    must give the pinned probabilities and bits."""
+    from compbench.models import intops, peak
+
+    if not (intops._int_mm_available() and peak.has_int8_matmul()):
+        pytest.skip("no int8 GEMM here, or no oneDNN matmul op in this torch")
+    data = golden_input()
+    for route in intops.INT8_ROUTES:
+        monkeypatch.setattr(intops, "_INT8_ROUTE", route)
+        coder = registry.make_coder(spec)
+        assert coder.probability_digest(data) == GOLDEN[spec][0], f"{spec} on the {route} route"
+        body = coder.encode_body(data)
+        assert hashlib.sha256(body).hexdigest() == GOLDEN[spec][1], f"{spec} on the {route} route"
+        assert coder.decode_body(body, len(data)) == data
+        assert coder._engine.layers[0]["w_hh"].path() == {"int_mm": "int8", "matmul": "int8-u8"}[route]
+
+
 @pytest.mark.parametrize("path", sorted(WEIGHTS_DIR.glob("*.cbnm")), ids=lambda p: p.stem)
 def test_shipped_artifacts_carry_this_release_s_decoder_code(path):
     """The decoder code an artifact is charged for must be the code that runs it; after editing the

@@ -47,6 +47,84 @@ def test_int_matmul_paths_give_identical_integers(k):
         assert torch.equal(intops.int_matmul(x, w, path="int16"), exact)
     if intops._int_mm_available():
         assert torch.equal(intops.int_matmul(x, w, path="int8"), exact)
+        if _has_matmul_route() and k <= 1040:  # float32 output: only where every sum is below 2**24
+            assert torch.equal(intops.int_matmul(x, w, path="int8-u8"), exact)
+            assert torch.equal(intops.int_matmul(intops.as_u8(x), w, path="int8"), exact)  # uint8 input, any path
+
+
+def _has_matmul_route() -> bool:
+    from compbench.models import peak
+
+    return intops._int_mm_available() and peak.has_int8_matmul()
+
+
+@pytest.mark.parametrize("m", [1, 7, 127, 128])
+def test_the_int8_paths_matmul_route_gives_the_exact_sums_at_full_scale_into_the_engines_buffers(m):
+    """oneDNN's matmul primitive (the route that runs AMX tiles), fed q + 128 as uint8 with a zero
+    point of 128, writes float32 sums equal to the int64 ones, at every sign of full scale and on the
+    GRU's shapes; matmul_into hands back its own tensor on this route and fills ``out`` on the other."""
+    if not _has_matmul_route():
+        pytest.skip("no int8 GEMM here, or no oneDNN matmul op in this torch")
+    g = torch.Generator().manual_seed(m)
+    for k, n in ((448, 1344), (448, 256), (1040, 64)):
+        for a_val, b_val in ((127, 127), (-127, 127), (127, -127), (-127, -127), (None, None)):
+            x = torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=g) if a_val is None \
+                else torch.full((m, k), a_val, dtype=torch.int8)
+            w = torch.randint(-127, 128, (k, n), dtype=torch.int8, generator=g) if b_val is None \
+                else torch.full((k, n), b_val, dtype=torch.int8)
+            mat = intops.Int8Matrix(w, u8_input=True)
+            exact = x.to(torch.int64) @ w.to(torch.int64)
+            out = torch.zeros(m, n, dtype=torch.float32)
+            got = intops.matmul_into(intops.as_u8(x), mat, out)
+            assert got.dtype == torch.float32 and torch.equal(got.to(torch.int64), exact), (k, n, a_val, b_val)
+            filled = torch.zeros(m, n, dtype=torch.int32)
+            assert intops.matmul_into(x, mat, filled) is filled and torch.equal(filled.to(torch.int64), exact)
+    with pytest.raises(ValueError, match="float32"):
+        intops.int_matmul(x, torch.zeros(2048, 3, dtype=torch.int8)[:, :], path="int8-u8")
+
+
+def test_the_int8_route_is_chosen_once_by_timing_and_can_be_forced(monkeypatch):
+    """int8_route(): the matmul primitive only where it is exact and at least 10% faster on the
+    GRU's product (timed once a process), torch._int_mm otherwise; COMPBENCH_INT8_ROUTE forces one,
+    and a misspelt value is an error, not a silent default. Only matrices that take uint8 input
+    (u8_input) and whose sums fit float32 follow the matmul route."""
+    timings = []
+
+    def fake_seconds(matmul):
+        def seconds():
+            timings.append(matmul)
+            return {"int_mm": 1.0, "matmul": matmul}
+        return seconds
+
+    monkeypatch.setattr(intops, "_int_mm_available", lambda: True)
+    monkeypatch.setattr(intops, "_matmul_route_is_exact", lambda: True)
+    monkeypatch.setattr(intops, "_ROUTE_SECONDS", {})
+    for env, matmul, want in ((None, 0.5, "matmul"), (None, 0.95, "int_mm"), ("int_mm", 0.5, "int_mm"),
+                              ("matmul", 5.0, "matmul")):
+        monkeypatch.setattr(intops, "_INT8_ROUTE", None)
+        monkeypatch.setattr(intops, "route_seconds", fake_seconds(matmul))
+        if env:
+            monkeypatch.setenv("COMPBENCH_INT8_ROUTE", env)
+        else:
+            monkeypatch.delenv("COMPBENCH_INT8_ROUTE", raising=False)
+        timings.clear()
+        assert intops.int8_route() == want and intops.int8_route() == want
+        assert len(timings) == (0 if env else 1), "timed once a process, and never when forced"
+    monkeypatch.setattr(intops, "_INT8_ROUTE", None)
+    monkeypatch.setattr(intops, "_matmul_route_is_exact", lambda: False)
+    monkeypatch.setenv("COMPBENCH_INT8_ROUTE", "matmul")
+    assert intops.int8_route() == "int_mm", "a route whose probe fails is never taken, even when asked for"
+    monkeypatch.setattr(intops, "_INT8_ROUTE", None)
+    monkeypatch.setenv("COMPBENCH_INT8_ROUTE", "amx")
+    with pytest.raises(ValueError, match="COMPBENCH_INT8_ROUTE must be one of int_mm, matmul"):
+        intops.int8_route()
+    monkeypatch.setattr(intops, "_INT8_ROUTE", "matmul")
+    monkeypatch.setattr(intops, "matrix_path", lambda: "int8")
+    small, big = torch.zeros(448, 8, dtype=torch.int8), torch.zeros(2048, 8, dtype=torch.int8)
+    assert intops.Int8Matrix(small, u8_input=True).path() == "int8-u8"
+    assert intops.gemm_input_dtype(intops.Int8Matrix(small, u8_input=True)) == torch.uint8
+    assert intops.acc_dtype(intops.Int8Matrix(small, u8_input=True)) == torch.float32
+    assert intops.Int8Matrix(small).path() == "int8" and intops.Int8Matrix(big, u8_input=True).path() == "int8"
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 2, 1), (3, 4, 17), (4, 416, 16), (5, 416, 1248), (127, 416, 256),
@@ -201,11 +279,16 @@ def test_integer_engine_tracks_the_float_model(arch, tiny_models):
     assert kl < 0.01, f"{arch} int8 engine drifts from its float model: KL {kl:.4f} nats"
 
 
+@pytest.mark.parametrize("route", ["int_mm", "matmul"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_compiled_gru_cell_equals_the_torch_ops_bit_for_bit(layers):
+def test_compiled_gru_cell_equals_the_torch_ops_bit_for_bit(layers, route, monkeypatch):
     """The GRU's gate math runs in one numba pass; the torch ops it replaces are the reference. Any
     difference in one bit of one state would desynchronise the range coder, so compare exactly, over
-    states that saturate the lookup tables (large weights) and sit exactly on rounding ties."""
+    states that saturate the lookup tables (large weights) and sit exactly on rounding ties; on both
+    routes of the int8 path (the matmul route's input is q + 128, as uint8, written by the pass)."""
+    if route == "matmul" and not _has_matmul_route():
+        pytest.skip("no int8 GEMM here, or no oneDNN matmul op in this torch")
+    monkeypatch.setattr(intops, "_INT8_ROUTE", route)
     torch.manual_seed(layers)
     cfg = gru.GRUConfig(hidden=40, layers=layers, embed=16)
     model = gru.GRULM(cfg)
@@ -223,16 +306,23 @@ def test_compiled_gru_cell_equals_the_torch_ops_bit_for_bit(layers):
             assert torch.equal(fused.step(sf, inp), ref.step(sr, inp)), f"logits differ at step {t}"
             assert all(torch.equal(a, b) for a, b in zip(sf, sr)), f"state differs at step {t}"
             inp = tokens[:, t]
+    if _has_matmul_route():
+        assert sf[layers].dtype == (torch.uint8 if route == "matmul" else torch.int8)  # the route really ran
 
 
 def _compiled_gru_cell(hq_dtype=np.int8):
     h, f32 = np.zeros((2, 3), np.float32), np.zeros((2, 9), np.float32)
+    off = np.float32(128.0 if hq_dtype == np.uint8 else 0.0)
     return gru._cell, (f32, np.zeros(2, np.int64), f32, f32[0], f32[0], h, np.zeros(5, np.float32),
-                       np.zeros(5, np.float32), np.zeros((2, 3), hq_dtype))
+                       np.zeros(5, np.float32), np.zeros((2, 3), hq_dtype), off)
 
 
 def _compiled_gru_cell_float_output():
     return _compiled_gru_cell(np.float32)
+
+
+def _compiled_gru_cell_u8_output():
+    return _compiled_gru_cell(np.uint8)
 
 
 def _compiled_exp_weights():
@@ -358,6 +448,7 @@ def test_the_core_probes_report_every_probe_and_compile_the_gate_pass_for_this_c
     assert row["numba"] and row["llvm"].count(".") == 2
 
 KERNELS = {"gru_cell": _compiled_gru_cell, "gru_cell_f32": _compiled_gru_cell_float_output,
+           "gru_cell_u8": _compiled_gru_cell_u8_output,
            "exp_weights": _compiled_exp_weights, "transformer_scale": _compiled_transformer_scale,
            "attention": _compiled_attention, "qkv_to_cache": _compiled_qkv_to_cache,
            "residual_add": _compiled_residual_add, "mlp_hidden": _compiled_mlp_hidden,
