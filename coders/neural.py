@@ -20,6 +20,7 @@ models), so a payload decodes in any folder.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 
 from compbench.coder import Coder
@@ -135,8 +136,12 @@ class NeuralCoder(Coder):
     def _load(self) -> None:
         if self._engine is not None:
             return
-        from compbench.models import artifact
+        from compbench.models import artifact, intops
 
+        # The engine refuses a misspelt route with a ValueError; here it is the user's one-line error.
+        route = os.environ.get("COMPBENCH_INT8_ROUTE", "").strip()
+        if route and route not in intops.INT8_ROUTES:
+            raise CompbenchError(f"COMPBENCH_INT8_ROUTE must be one of {', '.join(intops.INT8_ROUTES)}, not {route!r}")
         if self._blob is None:
             self._blob = self._resolve_model()
         try:

@@ -130,6 +130,14 @@ def test_bad_input_gives_one_line_errors_not_tracebacks(tmp_path, corpus_dir):
     assert out.read_bytes() == b"precious"  # a failed decode never clobbers OUT
 
 
+def test_a_misspelt_int8_route_setting_is_a_one_line_error_and_writes_nothing(tmp_path):
+    src, out = tmp_path / "in.txt", tmp_path / "out.cbp"
+    src.write_bytes(b"hello world " * 50)
+    res = invoke("encode", "--coder", "gru", str(src), str(out), env={"COMPBENCH_INT8_ROUTE": "amx"})
+    assert res.exit_code == 1 and "COMPBENCH_INT8_ROUTE must be one of int_mm, matmul, not 'amx'" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout and not out.exists()
+
+
 def test_corrupted_payload_file_is_refused(tmp_path):
     src = tmp_path / "in"
     src.write_bytes(b"abc" * 1000)
