@@ -318,14 +318,16 @@ def _matmul_route_is_exact() -> bool:
     return _exact_on_probes(lambda a, b: _onednn_matmul(as_u8(a), Int8Matrix(b)))
 
 
-def route_seconds(m: int = 128, k: int = 448, n: int = 1344, rounds: int = 5) -> dict[str, float]:
-    """Seconds per product of each int8 route on one thread (where a mixed run's helper multiplies),
-    alternating, medians of ``rounds``. The default shape is the shipped GRUs' recurrent product."""
+def route_seconds(m: int = 128, k: int = 448, ns: tuple[int, ...] = (1344, 256), rounds: int = 5) -> dict[str, float]:
+    """Seconds per step of each int8 route on one thread (where a mixed run's helper multiplies):
+    one product [m, k] x [k, n] for each n, alternating routes, medians of ``rounds``. The default
+    is the shipped GRUs' step: the recurrent product, then the output one."""
     g = torch.Generator().manual_seed(0)
     x = torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=g)
-    w = Int8Matrix(torch.randint(-127, 128, (k, n), dtype=torch.int8, generator=g))
-    xu, out = as_u8(x), torch.empty(m, n, dtype=torch.int32)
-    calls = {"int_mm": lambda: torch._int_mm(x, w.i8, out=out), "matmul": lambda: _onednn_matmul(xu, w)}
+    ws = [Int8Matrix(torch.randint(-127, 128, (k, n), dtype=torch.int8, generator=g)) for n in ns]
+    xu, outs = as_u8(x), [torch.empty(m, n, dtype=torch.int32) for n in ns]
+    calls = {"int_mm": lambda: [torch._int_mm(x, w.i8, out=o) for w, o in zip(ws, outs)],
+             "matmul": lambda: [_onednn_matmul(xu, w) for w in ws]}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -345,9 +347,9 @@ def route_seconds(m: int = 128, k: int = 448, n: int = 1344, rounds: int = 5) ->
 def int8_route() -> str:
     """How this process reaches oneDNN's int8 GEMM: ``"int_mm"`` or ``"matmul"`` (see
     ``INT8_ROUTES``). The matmul route is taken where its probe passes and it ran the shipped GRUs'
-    recurrent product at least 10% faster than ``torch._int_mm`` at start-up (about 15 ms of
-    timing, once a process); ``COMPBENCH_INT8_ROUTE`` forces one (the forced matmul route still
-    needs its probe to pass). Engines use it only where the int8 path runs."""
+    two products at least 10% faster than ``torch._int_mm`` at start-up (about 20 ms of timing,
+    once a process); ``COMPBENCH_INT8_ROUTE`` forces one (the forced matmul route still needs its
+    probe to pass). Engines use it only where the int8 path runs."""
     global _INT8_ROUTE
     if _INT8_ROUTE is None:
         forced = os.environ.get("COMPBENCH_INT8_ROUTE", "").strip()
