@@ -157,7 +157,7 @@ def main() -> None:
           f"TFLOPS, memory read {bandwidth / 1e9:.1f} GB/s; the engine's matrix path here: {path}"
           + (f" ({path_peak / 1e12:.2f} TOPS)" if path == "int16" else "")
           + (f", by the {route} route" if route else "")
-          + (" (start-up timing of the GRU's product on one thread: "
+          + (" (start-up timing of the GRU's two products on one thread: "
              + ", ".join(f"{r} {t * 1e6:.0f} us" for r, t in route_seconds.items()) + ")" if route_seconds else ""),
           file=sys.stderr)
     rows = []
