@@ -23,7 +23,10 @@ one core's two hardware threads, or a contended host).
   ``NUMBA_CPU_FEATURES``) and never run, so it answers for an Intel Xeon from any x86 machine. With
   numba 0.68.1 (LLVM 22) the answer was no for every default target;
 - ``two_threads_chain_ratio`` and ``two_threads_load_ratio``: the chain and the random loads on
-  two threads at once, each thread's time over its time alone.
+  two threads at once, each thread's time over its time alone;
+- ``int8_route_us``: where the CPU has an exact int8 GEMM, microseconds per GRU step (its recurrent
+  and output products, one thread) through each route into oneDNN, ``torch._int_mm`` and the matmul
+  primitive that runs AMX tiles (``intops.route_seconds``, as the engine times them to choose).
 
 Scale the work with ``--scale`` (the tests run it tiny). Writes JSON to ``--out``, with the numba,
 llvmlite and LLVM versions that compiled the probes.
@@ -154,6 +157,21 @@ def gate_pass_gathers_for(cpu: str, timeout: float = 300.0) -> bool | None:
     return {"True": True, "False": False}.get(last[0]) if last else None
 
 
+def _route_us() -> dict[str, float] | None:
+    """Microseconds per GRU step through each int8 route (None where no exact int8 GEMM runs, or the
+    matmul primitive is not exact or not there)."""
+    from compbench.models import intops
+
+    if intops.matrix_path() != "int8" or not hasattr(intops.torch.ops.onednn, "qlinear_pointwise"):
+        return None
+    try:
+        if not intops._matmul_route_is_exact():
+            return None
+    except Exception:
+        return None
+    return {r: round(t * 1e6, 1) for r, t in intops.route_seconds(rounds=9).items()}
+
+
 def _versions() -> dict[str, str]:
     import llvmlite
     import llvmlite.binding as llvm
@@ -206,6 +224,7 @@ def main() -> int:
     out["gate_pass_gathers"] = gate_pass_gathers()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     out["gate_pass_gathers_by_target"] = {t: gate_pass_gathers_for(t) for t in targets}
+    out["int8_route_us"] = _route_us()
     alone = _median(lambda: _chain(n_chain))
     pair = _both(lambda: _chain(n_chain), lambda: _chain(n_chain))
     out["two_threads_chain_ratio"] = max(pair) / alone

@@ -16,7 +16,9 @@ the decode is a little slower than ``neural_speed.py``'s):
   (equal when the thread ran all along; CPU time short of wall time means it waited, for the GIL
   or for a core).
 
-The payload is checked against the input. Results go to .compbench/bench/pipeline_timers.json.
+The payload is checked against the input. It also records the matrix path and, where the int8
+GEMM runs, which route into oneDNN the engine took and the start-up timing behind that choice.
+Results go to .compbench/bench/pipeline_timers.json.
 ``--emulate-avx2`` runs under :func:`neural_speed.avx2_env`, as ``neural_speed.py`` does.
 """
 
@@ -105,7 +107,12 @@ def main() -> None:
         raise SystemExit(f"{args.coder}: round trip FAILED")
     row = {"coder": coder.spec, "bytes": len(data), "threads": torch.get_num_threads(),
            "emulated": os.environ.get("COMPBENCH_EMULATED"), "decode_s": round(wall, 3),
-           "decode_KBps": round(len(data) / wall / 1e3, 1), **{k: round(v, 3) for k, v in sorted(stats.items())}}
+           "decode_KBps": round(len(data) / wall / 1e3, 1), "matrix_path": intops.matrix_path(),
+           # which route into oneDNN the int8 path took here (intops.int8_route), and the timing behind it
+           "int8_route": intops.int8_route() if intops.matrix_path() == "int8" else None,
+           "int8_route_us": {r: round(t * 1e6, 1) for r, t in intops.int8_route_seconds().items()}
+           if intops.matrix_path() == "int8" else {},
+           **{k: round(v, 3) for k, v in sorted(stats.items())}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(row, indent=2) + "\n")
     width = max(len(k) for k in row)

@@ -425,6 +425,9 @@ def test_the_pipeline_timers_see_every_part_of_a_two_group_decode(tiny_models, t
     assert row["gru_gates"] > 0 and row["helper_tasks"] > 0
     assert row.get("helper_matmuls", 0) + row.get("coding_thread_matmuls", 0) > 0
     assert 0 < row["mixing_and_decoding_cpu"] and 0 < row["helper_tasks_cpu"]  # each thread's own CPU time
+    assert row["matrix_path"] == intops.matrix_path()
+    # each process times its own choice, so only its kind is checked
+    assert (row["int8_route"] in intops.INT8_ROUTES) if row["matrix_path"] == "int8" else row["int8_route"] is None
 
 
 
@@ -446,6 +449,10 @@ def test_the_core_probes_report_every_probe_and_compile_the_gate_pass_for_this_c
     by_target = row["gate_pass_gathers_by_target"]
     assert isinstance(by_target["sapphirerapids"], bool) and by_target["not-a-cpu"] is None
     assert row["numba"] and row["llvm"].count(".") == 2
+    routes = row["int8_route_us"]  # per GRU step through each int8 route, where the int8 GEMM runs
+    assert routes is None or (set(routes) == {"int_mm", "matmul"} and min(routes.values()) > 0)
+    if _has_matmul_route():
+        assert routes is not None
 
 KERNELS = {"gru_cell": _compiled_gru_cell, "gru_cell_f32": _compiled_gru_cell_float_output,
            "gru_cell_u8": _compiled_gru_cell_u8_output,
