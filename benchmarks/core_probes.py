@@ -162,12 +162,7 @@ def _route_us() -> dict[str, float] | None:
     matmul primitive is not exact or not there)."""
     from compbench.models import intops
 
-    if intops.matrix_path() != "int8" or not hasattr(intops.torch.ops.onednn, "qlinear_pointwise"):
-        return None
-    try:
-        if not intops._matmul_route_is_exact():
-            return None
-    except Exception:
+    if intops.matrix_path() != "int8" or not intops._matmul_route_usable():
         return None
     return {r: round(t * 1e6, 1) for r, t in intops.route_seconds(rounds=9).items()}
 

@@ -318,6 +318,14 @@ def _matmul_route_is_exact() -> bool:
     return _exact_on_probes(lambda a, b: _onednn_matmul(as_u8(a), Int8Matrix(b)))
 
 
+def _matmul_route_usable() -> bool:
+    """Has this torch oneDNN's int8 matmul op, and does it give exact sums here?"""
+    try:
+        return hasattr(torch.ops.onednn, "qlinear_pointwise") and _matmul_route_is_exact()
+    except Exception:  # a torch build without the op, or without a kernel for it
+        return False
+
+
 def route_seconds(m: int = 128, k: int = 448, ns: tuple[int, ...] = (1344, 256), rounds: int = 5) -> dict[str, float]:
     """Seconds per step of each int8 route on one thread (where a mixed run's helper multiplies):
     one product [m, k] x [k, n] for each n, alternating routes, medians of ``rounds``. The default
@@ -357,10 +365,7 @@ def int8_route() -> str:
             raise ValueError(f"COMPBENCH_INT8_ROUTE must be one of {', '.join(INT8_ROUTES)}, not {forced!r}")
         route = "int_mm"
         if forced != "int_mm" and _int_mm_available():
-            try:
-                usable = hasattr(torch.ops.onednn, "qlinear_pointwise") and _matmul_route_is_exact()
-            except Exception:  # a torch build without the op, or without a kernel for it
-                usable = False
+            usable = _matmul_route_usable()
             if usable and forced == "matmul":
                 route = "matmul"
             elif usable:
@@ -424,13 +429,13 @@ def int_matmul(x: torch.Tensor, w_t: "Int8Matrix | torch.Tensor", dtype=torch.fl
     w = w_t if isinstance(w_t, Int8Matrix) else Int8Matrix(w_t)
     if dtype == torch.float32 and not w.small:
         raise ValueError(f"an int8 dot product of length {w.shape[0]} can exceed float32's exact integers")
-    if x.dtype == torch.uint8:  # the matmul route's q + 128 (gemm_input_dtype)
-        x = (x.to(torch.int16) - 128).to(torch.int8)
     path = path or w.path()
     if path == "int8-u8":
         if not w.small:
             raise ValueError(f"the matmul route writes float32, which cannot hold every sum of length {w.shape[0]}")
-        return _onednn_matmul(as_u8(x), w).to(dtype)
+        return _onednn_matmul(x if x.dtype == torch.uint8 else as_u8(x), w).to(dtype)
+    if x.dtype == torch.uint8:  # the matmul route's q + 128 (gemm_input_dtype), for another path
+        x = (x.to(torch.int16) - 128).to(torch.int8)
     if path == "int8":
         return torch._int_mm(x.to(torch.int8).contiguous(), w.i8).to(dtype)
     if path == "int16":
