@@ -15,13 +15,16 @@ one core's two hardware threads, or a contended host).
 - ``random_load_ns``: one dependent load from a random place in 1 GiB, in ordinary pages (the
   mixer's table misses, each also a TLB miss);
 - ``table_lookup_ns``: one lookup of a 16,385-entry float32 table at random indices, as the GRU's
-  gates do (three per hidden unit), and ``gate_pass_gathers``: whether numba's LLVM compiles the
-  GRU's own gate pass (``gru._cell``) with vector gathers on this CPU (where a CPU's microcode makes
-  gathers slow, the Downfall mitigation's, that pass would be slow);
-- ``gate_pass_gathers_by_target``: the same question for other CPUs (``--targets``), each compiled
-  in a child process for that CPU's name and its default features (``NUMBA_CPU_NAME``,
-  ``NUMBA_CPU_FEATURES``) and never run, so it answers for an Intel Xeon from any x86 machine. With
-  numba 0.68.1 (LLVM 22) the answer was no for every default target;
+  gates do (three per hidden unit);
+- ``gathers``: for each of the coders' compiled hot loops (the GRU's gate pass and softmax weights
+  on the helper thread, the mixer's four passes on the coding thread), whether numba's LLVM
+  compiles it with vector gathers on this CPU (where a CPU's microcode makes gathers slow, the
+  Downfall mitigation's, such a loop would be slow);
+- ``gathers_by_target``: the same question for other CPUs (``--targets``), each compiled in a
+  child process for that CPU's name and its default features (``NUMBA_CPU_NAME``,
+  ``NUMBA_CPU_FEATURES``) and never run, so it answers for an Intel Xeon from any x86 machine
+  (about 7 s a target). With numba 0.68.1 (LLVM 22) the answer was no for every loop and every
+  default target; the Intel targets compile the loops with 256-bit vectors, the AMD ones with 512;
 - ``two_threads_chain_ratio`` and ``two_threads_load_ratio``: the chain and the random loads on
   two threads at once, each thread's time over its time alone;
 - ``int8_route_us``: where the CPU has an exact int8 GEMM, microseconds per GRU step (its recurrent
@@ -121,32 +124,54 @@ def _both(fn_a, fn_b) -> tuple[float, float]:
 TARGETS = ("sapphirerapids", "graniterapids", "icelake-server", "skylake-avx512", "haswell", "znver4", "znver5")
 
 
-def gate_pass_gathers() -> bool | None:
-    """Whether the GRU's gate pass, compiled for the CPU numba targets (this one, unless
-    ``NUMBA_CPU_NAME`` says otherwise), uses vector gathers (None if it could not be compiled).
-    Compiled anew without the cache, since numba cannot show cached code, and never called, so code
-    for another CPU is never run here."""
+def _hot_loops() -> dict:
+    """The coders' compiled hot loops, each as (a fresh dispatcher of its Python function, the
+    argument types of its calls): the GRU's gate pass and softmax weights (the helper thread's
+    passes) and the mixer's four passes (the coding thread's). Fresh, since numba cannot show
+    cached code; they are compiled, never run."""
+    import numba
+
+    from compbench.models import gru, intops
+    from compbench.models import mixing as mx
+
+    ty = numba.typeof
+    mixer = mx.ContextMixer(8, 64, 512)
+    streams, lay, _ = mixer._from(0)
+    weights, p12, bit, byte = np.ones((8, 256), np.int64), np.empty(8, np.int64), np.empty(8, np.int32), np.zeros(8, np.int64)
+    cell = (np.zeros((3, 24), np.float32), np.zeros(2, np.int64), np.zeros((2, 24), np.int32), np.ones(24, np.float32),
+            np.zeros(24, np.float32), np.zeros((2, 8), np.float32), intops.sigmoid_table().numpy(),
+            intops.tanh_table().numpy(), np.zeros((2, 8), np.int8), np.float32(0))
+    exp = (np.zeros((2, 256), np.int32), np.ones(256, np.float32), np.zeros(256, np.float32), intops.exp_table().numpy(),
+           np.zeros((2, 256), np.int64))
+    loops = {"gru_gates": (gru._cell, tuple(ty(x) for x in cell)),
+             "softmax_weights": (intops._exp_weights_rows, tuple(ty(x) for x in exp)),
+             "mixer_begin": (mx._begin, (ty(1), ty(weights), ty(mixer._model), ty(streams), ty(mixer._sc))),
+             "mixer_predict": (mx._predict, (ty(1), ty(1), ty(mixer._model), ty(mixer._sc), ty(p12))),
+             "mixer_learn": (mx._learn, (ty(1), ty(bit), ty(mixer._model), ty(mixer._sc))),
+             "mixer_end_byte": (mx._end_byte, (ty(1), ty(1), ty(byte), ty(lay), ty(streams)))}
+    return {name: (njit(nogil=True)(f.py_func), sig) for name, (f, sig) in loops.items()}
+
+
+def gathers() -> dict[str, bool] | None:
+    """For each of the coders' hot loops (:func:`_hot_loops`), whether numba's LLVM compiles it with
+    vector gathers for the CPU numba targets (this one, unless ``NUMBA_CPU_NAME`` says otherwise);
+    None if they could not be compiled. Where a CPU's microcode makes gathers slow (the Downfall
+    mitigation's), a loop compiled with them would be slow."""
     try:
-        import numba
-
-        from compbench.models import gru, intops
-
-        f = njit(nogil=True)(gru._cell.py_func)
-        args = (np.zeros((3, 24), np.float32), np.zeros(2, np.int64), np.zeros((2, 24), np.int32),
-                np.ones(24, np.float32), np.zeros(24, np.float32), np.zeros((2, 8), np.float32),
-                intops.sigmoid_table().numpy(), intops.tanh_table().numpy(), np.zeros((2, 8), np.int8), np.float32(0))
-        sig = tuple(numba.typeof(a) for a in args)
-        f.compile(sig)
-        asm = f.inspect_asm(sig)
+        out = {}
+        for name, (f, sig) in _hot_loops().items():
+            f.compile(sig)
+            out[name] = bool(re.search(r"\bv(p)?gather", f.inspect_asm(sig)))
+        return out
     except Exception:
         return None
-    return bool(re.search(r"\bv(p)?gather", asm))
 
 
-def gate_pass_gathers_for(cpu: str, timeout: float = 300.0) -> bool | None:
-    """:func:`gate_pass_gathers` for the CPU named ``cpu`` (an LLVM name), with that CPU's default
-    features, in a child process with a cache folder of its own (None if it could not say)."""
-    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import core_probes; print(core_probes.gate_pass_gathers())"
+def gathers_for(cpu: str, timeout: float = 300.0) -> dict[str, bool] | None:
+    """:func:`gathers` for the CPU named ``cpu`` (an LLVM name), with that CPU's default features, in
+    a child process with a cache folder of its own (None if it could not say)."""
+    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); import core_probes; "
+            "print(json.dumps(core_probes.gathers()))")
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": "", "NUMBA_CACHE_DIR": cache}
         try:
@@ -154,7 +179,10 @@ def gate_pass_gathers_for(cpu: str, timeout: float = 300.0) -> bool | None:
         except (OSError, subprocess.SubprocessError):
             return None
     last = res.stdout.strip().splitlines()[-1:] if res.returncode == 0 else []
-    return {"True": True, "False": False}.get(last[0]) if last else None
+    try:
+        return json.loads(last[0]) if last else None
+    except ValueError:
+        return None
 
 
 def _route_us() -> dict[str, float] | None:
@@ -181,7 +209,7 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every probe's work by this (default 1)")
     ap.add_argument("--out", default=".compbench/bench/core_probes.json", help="where the JSON results go")
     ap.add_argument("--targets", default=",".join(TARGETS),
-                    help="comma-separated LLVM CPU names to compile the GRU's gate pass for and check for "
+                    help="comma-separated LLVM CPU names to compile the coders' hot loops for and check for "
                          f"gathers (default {','.join(TARGETS)}; empty for none)")
     args = ap.parse_args()
     s = args.scale
@@ -216,9 +244,9 @@ def main() -> int:
     _lookups(table, idx, got)
     reps = max(1, int(50 * s))
     out["table_lookup_ns"] = _median(lambda: [_lookups(table, idx, got) for _ in range(reps)]) / (reps * len(idx)) * 1e9
-    out["gate_pass_gathers"] = gate_pass_gathers()
+    out["gathers"] = gathers()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    out["gate_pass_gathers_by_target"] = {t: gate_pass_gathers_for(t) for t in targets}
+    out["gathers_by_target"] = {t: gathers_for(t) for t in targets}
     out["int8_route_us"] = _route_us()
     alone = _median(lambda: _chain(n_chain))
     pair = _both(lambda: _chain(n_chain), lambda: _chain(n_chain))

@@ -410,12 +410,14 @@ def test_the_avx2_emulation_keeps_avx512_out_of_numba_code():
 def test_the_pipeline_timers_see_every_part_of_a_two_group_decode(tiny_models, tmp_path):
     """benchmarks/pipeline_timers.py wraps the engine's parts by name (the mixer's step, the range
     decoder, the helper's tasks, the matmuls, the GRU's gates). On a two-group decode of a tiny GRU
-    each wrapper must have fired: a renamed part would otherwise drop out of the report silently."""
+    each wrapper must have fired: a renamed part would otherwise drop out of the report silently.
+    Each thread's part is also timed alone (the coding thread's replay decodes the same bytes, or
+    the script fails), and the hand-offs are stamped."""
     path, _ = tiny_models["gru"]
     out = tmp_path / "timers.json"
     bench = Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline_timers.py"
     res = subprocess.run([sys.executable, str(bench), "--coder", f"gru:model='{path}':streams=64:min_segment=100",
-                          "--corpus", "pystdlib", "--bytes", "20000", "--out", str(out)],
+                          "--corpus", "pystdlib", "--bytes", "20000", "--repeat", "1", "--out", str(out)],
                          capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "2"})  # two groups overlap only with 2 threads
     assert res.returncode == 0, res.stderr[-2000:]
@@ -428,14 +430,20 @@ def test_the_pipeline_timers_see_every_part_of_a_two_group_decode(tiny_models, t
     assert row["matrix_path"] == intops.matrix_path()
     # each process times its own choice, so only its kind is checked
     assert (row["int8_route"] in intops.INT8_ROUTES) if row["matrix_path"] == "int8" else row["int8_route"] is None
+    assert row["plain_decode_s"] > 0 and row["phases"] == 2 * 313  # 20000 bytes: 64 streams of 313, two groups
+    assert 0 < row["coding_alone"] < row["plain_decode_s"] + row["decode_s"]
+    # the helper runs whole group steps where the int8 GEMM runs; elsewhere it runs part of one
+    assert (row["helper_alone"] > 0) if row["matrix_path"] == "int8" else row["helper_alone"] is None
+    assert row["helper_start_us"] > 0 and (row["coding_thread_wake_us"] is None or row["coding_thread_wake_us"] > 0)
 
 
 
-def test_the_core_probes_report_every_probe_and_compile_the_gate_pass_for_this_cpu_and_an_intel_one(tmp_path):
-    """benchmarks/core_probes.py, at a tiny scale: every probe reports a positive figure, and the GRU's
-    own gate pass compiled for this CPU and, in a child process, for a Sapphire Rapids Xeon (so the
-    gathers question has an answer, True or False, for each). A CPU name LLVM does not know gets no
-    answer (None), not a misleading False."""
+def test_the_core_probes_report_every_probe_and_compile_the_hot_loops_for_this_cpu_and_an_intel_one(tmp_path):
+    """benchmarks/core_probes.py, at a tiny scale: every probe reports a positive figure, and the
+    coders' hot loops (the GRU's gate pass and softmax weights, the mixer's four passes) compiled
+    for this CPU and, in a child process, for a Sapphire Rapids Xeon (so the gathers question has an
+    answer, True or False, for every loop on each). A CPU name LLVM does not know gets no answer
+    (None), not a misleading False."""
     out = tmp_path / "probes.json"
     bench = Path(__file__).resolve().parents[1] / "benchmarks" / "core_probes.py"
     res = subprocess.run([sys.executable, str(bench), "--scale", "0.001", "--out", str(out),
@@ -445,9 +453,11 @@ def test_the_core_probes_report_every_probe_and_compile_the_gate_pass_for_this_c
     for key in ("python_adds_s", "numba_chain_s", "constriction_s", "random_load_ns", "table_lookup_ns",
                 "two_threads_chain_ratio", "two_threads_load_ratio"):
         assert row[key] > 0, key
-    assert isinstance(row["gate_pass_gathers"], bool)
-    by_target = row["gate_pass_gathers_by_target"]
-    assert isinstance(by_target["sapphirerapids"], bool) and by_target["not-a-cpu"] is None
+    loops = {"gru_gates", "softmax_weights", "mixer_begin", "mixer_predict", "mixer_learn", "mixer_end_byte"}
+    by_target = row["gathers_by_target"]
+    for answer in (row["gathers"], by_target["sapphirerapids"]):
+        assert set(answer) == loops and all(isinstance(v, bool) for v in answer.values())
+    assert by_target["not-a-cpu"] is None
     assert row["numba"] and row["llvm"].count(".") == 2
     routes = row["int8_route_us"]  # per GRU step through each int8 route, where the int8 GEMM runs
     assert routes is None or (set(routes) == {"int_mm", "matmul"} and min(routes.values()) > 0)
