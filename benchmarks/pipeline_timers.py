@@ -1,10 +1,14 @@
 """Where a mixed neural decode spends its time, thread by thread: a diagnostic, not a speed benchmark.
 
-    python benchmarks/pipeline_timers.py [--coder gru] [--corpus enwik8] [--bytes 262144] [--emulate-avx2]
+    python benchmarks/pipeline_timers.py [--coder gru] [--corpus enwik8] [--bytes 262144] [--repeat 3]
+                                         [--emulate-avx2]
 
-It encodes the first ``--bytes`` of the corpus's test split, decodes once to warm up, then decodes
-again with timers wrapped around the engine's parts (the wrappers add a few microseconds a call, so
-the decode is a little slower than ``neural_speed.py``'s):
+It encodes the first ``--bytes`` of the corpus's test split and decodes it once to warm up (recording
+what the coding thread is fed, below). Then it decodes ``--repeat`` times plainly
+(``plain_decode_s``, the median) and ``--repeat`` times with timers wrapped around the engine's
+parts, and reports the timed decode of median wall time. The timers' own Python changes how the
+two threads share the GIL: a timed decode has taken from as long as a plain one to half again as
+long. The timed decode reports:
 
 - the coding thread's time in ``ContextMixer.step`` (mixing and range decoding), as wall time and
   as its CPU time, and in the range decoder's calls alone;
@@ -19,7 +23,8 @@ the decode is a little slower than ``neural_speed.py``'s):
 Then what the two threads lose to each other. Each side is timed again alone, on one thread:
 
 - ``coding_alone``: the mixer's steps and range decoding, fed the softmax weights recorded in the
-  timed decode, with no helper thread (the bytes are checked again);
+  first decode, with no helper thread (the bytes are checked again; the recording holds 2 KB a
+  byte decoded, 0.5 GB for the default 262,144 bytes);
 - ``helper_alone`` (where the helper runs a group's whole step, the int8 path's schedule): the
   engine's group steps over the decoded bytes, with no mixer;
 - ``coding_thread_wake_us``: the median time from a helper task's result being set to the coding
@@ -127,6 +132,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="timed decodes, with and without timers (default 3)")
     ap.add_argument("--emulate-avx2", action="store_true", help="time as an AVX2-only machine would (see neural_speed.py)")
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     import neural_speed
 
     if args.emulate_avx2 and os.environ.get("COMPBENCH_EMULATED") != "avx2":
