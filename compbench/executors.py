@@ -13,7 +13,9 @@ object store (``ray.put``); a cell names them by hash.
 
 Faults. A cell whose worker dies (a crash, a kill, out of memory) or that runs past
 ``cell_timeout`` is retried up to ``retries`` times, then reported failed with its error; it is
-never dropped. Ctrl-C cancels the pending cells and re-raises: what finished was already handed
+never dropped. In a process pool, a dead worker fails every cell the pool was running without
+saying whose worker it was: those cells run again one at a time, unblamed, and only a cell whose
+worker dies while it runs alone uses up a retry. Ctrl-C cancels the pending cells and re-raises: what finished was already handed
 to ``done``. A coder's own failure (a failed round trip) is the cell's record, not a fault.
 
 Threads. Each worker runs one cell at a time with ``threads`` threads (OMP/MKL and torch), set
@@ -100,39 +102,54 @@ class Pool:
 
         say = self.progress or (lambda _m: None)
         pending = list(cells)
+        # When a worker dies, the pool fails every cell it was running, and which of them had the
+        # dead worker is not known. So cells that ran beside others are not blamed: each runs again
+        # alone (a suspect), and is blamed if its worker dies then. (Blaming them all let a cell
+        # that kills its worker use up an innocent neighbour's retries.)
+        suspects: list = []
         attempts = {id(c): 0 for c in cells}  # by identity: items need not be hashable
         ctx = multiprocessing.get_context("spawn")
-        while pending:
+        while pending or suspects:
             pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker,
                                        initargs=(self.threads, blobs))
             running: dict = {}
             started: dict = {}
+            alone: set = set()  # the running suspect's future: nothing starts beside it
             broken = False
             try:
-                while pending or running:
-                    while pending and len(running) < self.jobs and not broken:
-                        cell = pending.pop(0)
+                while pending or suspects or running:
+                    while not broken and not alone:
+                        if suspects and not running:
+                            cell, solo = suspects.pop(0), True
+                        elif pending and not suspects and len(running) < self.jobs:
+                            cell, solo = pending.pop(0), False
+                        else:
+                            break
                         try:
                             fut = pool.submit(_pool_item, work, cell)
                         except BrokenProcessPool:
                             # A worker died after the last wait() and before this submit: the pool
                             # refuses new work. This cell never ran, so it goes back unblamed; the
-                            # cells that were running are failed below (or by wait()) and retried.
+                            # cells that were running are dealt with below.
                             if running:
-                                pending.insert(0, cell)
+                                (suspects if solo else pending).insert(0, cell)
                             else:  # nothing ran, yet the pool broke: blame this cell, so retries bound the loop
                                 self._fault(cell, attempts, pending, "its worker process died", done, say)
                             broken = True
                             break
                         running[fut], started[fut] = cell, time.monotonic()
+                        if solo:
+                            alone.add(fut)
                     finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+                    casualties = []  # cells whose worker process (or a neighbour's) died
                     for fut in finished:
                         cell = running.pop(fut)
+                        alone.discard(fut)
                         try:
                             rec = fut.result()
                         except BrokenProcessPool:
                             broken = True
-                            self._fault(cell, attempts, pending, "its worker process died", done, say)
+                            casualties.append(cell)
                             continue
                         except CompbenchError as err:
                             done(cell, None, str(err))
@@ -150,9 +167,15 @@ class Pool:
                         for fut, cell in list(running.items()):
                             running.pop(fut)
                             if broken:
-                                self._fault(cell, attempts, pending, "its worker process died", done, say)
+                                casualties.append(cell)
                             else:
                                 pending.insert(0, cell)  # an innocent bystander: not its fault
+                        if len(casualties) == 1:  # it ran alone: its own worker died
+                            self._fault(casualties[0], attempts, pending, "its worker process died", done, say)
+                        for cell in casualties if len(casualties) > 1 else []:
+                            say(f"  {cell.label}: a worker process died while it ran beside others; "
+                                "running it again alone")
+                            suspects.append(cell)
                         _kill(pool)
                         break
             except KeyboardInterrupt:
