@@ -15,8 +15,9 @@ Faults. A cell whose worker dies (a crash, a kill, out of memory) or that runs p
 ``cell_timeout`` is retried up to ``retries`` times, then reported failed with its error; it is
 never dropped. In a process pool, a dead worker fails every cell the pool was running without
 saying whose worker it was: those cells run again one at a time, unblamed, and only a cell whose
-worker dies while it runs alone uses up a retry. Ctrl-C cancels the pending cells and re-raises: what finished was already handed
-to ``done``. A coder's own failure (a failed round trip) is the cell's record, not a fault.
+worker dies while it runs alone uses up a retry. Ctrl-C cancels the pending cells and re-raises:
+what finished was already handed to ``done``. A coder's own failure (a failed round trip) is the
+cell's record, not a fault.
 
 Threads. Each worker runs one cell at a time with ``threads`` threads (OMP/MKL and torch), set
 before any library starts its pool.
