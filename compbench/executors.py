@@ -173,10 +173,11 @@ class Pool:
                                 pending.insert(0, cell)  # an innocent bystander: not its fault
                         if len(casualties) == 1:  # it ran alone: its own worker died
                             self._fault(casualties[0], attempts, pending, "its worker process died", done, say)
-                        for cell in casualties if len(casualties) > 1 else []:
-                            say(f"  {cell.label}: a worker process died while it ran beside others; "
-                                "running it again alone")
-                            suspects.append(cell)
+                        else:
+                            for cell in casualties:
+                                say(f"  {cell.label}: a worker process died while it ran beside others; "
+                                    "running it again alone")
+                            suspects.extend(casualties)
                         _kill(pool)
                         break
             except KeyboardInterrupt:
