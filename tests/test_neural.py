@@ -438,6 +438,17 @@ def test_the_pipeline_timers_see_every_part_of_a_two_group_decode(tiny_models, t
 
 
 
+def test_the_pipeline_timers_refuse_a_repeat_below_one_with_a_one_line_error(tmp_path):
+    """--repeat 0 would leave no decode to report: refused by argparse before anything loads, with
+    a one-line error and no JSON written."""
+    out = tmp_path / "timers.json"
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline_timers.py"
+    res = subprocess.run([sys.executable, str(bench), "--repeat", "0", "--out", str(out)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--repeat must be at least 1" in res.stderr
+    assert "Traceback" not in res.stderr and not out.exists()
+
+
 def test_the_core_probes_report_every_probe_and_compile_the_hot_loops_for_this_cpu_and_an_intel_one(tmp_path):
     """benchmarks/core_probes.py, at a tiny scale: every probe reports a positive figure, and the
     coders' hot loops (the GRU's gate pass and softmax weights, the mixer's four passes) compiled
